@@ -1,0 +1,287 @@
+"""What every command shares: common options, option/recipe resolution, outputs with sidecars, errors.
+
+Nothing here imports torch at module level, so `deepprobe --help` stays fast.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import typer
+from rich.console import Console
+
+from .. import __version__
+from ..errors import DeepprobeError
+from ..options import load_recipe, options_for, resolve
+
+DEFAULT_MODEL = "efficientnet_lite0"  # kept equal to deepprobe.models.DEFAULT_MODEL (checked in tests)
+err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False)
+
+
+@dataclasses.dataclass
+class Common:
+    """Options every command takes (some only where they make sense)."""
+
+    model: str = DEFAULT_MODEL
+    weights: str | None = None
+    normalize: str | None = None
+    device: str = "auto"
+    seed: int = 0
+    out: str = "outputs"
+    recipe: str | None = None
+    json: bool = False
+    quiet: bool = False
+    force: bool = False
+    debug: bool = False
+
+
+def _common_parameters(uses_model: bool, uses_recipe: bool) -> list[inspect.Parameter]:
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params = []
+
+    def add(name, annotation, option):
+        params.append(inspect.Parameter(name, kw, default=option, annotation=annotation))
+
+    if uses_model:
+        add("model", str, typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model spec (see `deepprobe models`).",
+                                       rich_help_panel="Model"))
+        add("weights", str | None, typer.Option(None, "--weights", "-w", help="Local weights file for timm:/torchvision:/python: specs.",
+                                                rich_help_panel="Model"))
+        add("normalize", str | None, typer.Option(None, "--normalize", help="Override input normalization: imagenet, half, none or 'm,m,m/s,s,s'.",
+                                                  rich_help_panel="Model"))
+        add("device", str, typer.Option("auto", "--device", help="auto|cpu|cuda|mps (auto picks CUDA when present).",
+                                        rich_help_panel="Model"))
+    add("seed", int, typer.Option(0, "--seed", help="Random seed; the same seed on the same device repeats a run.",
+                                  rich_help_panel="Run"))
+    add("out", str, typer.Option("outputs", "--out", "-o", help="Folder for results (created if missing).",
+                                 rich_help_panel="Run"))
+    if uses_recipe:
+        add("recipe", str | None, typer.Option(None, "--recipe", help="Preset NAME (see `deepprobe recipes`) or FILE.toml; typed options win.",
+                                               rich_help_panel="Run"))
+    add("json", bool, typer.Option(False, "--json", help="Print one JSON summary on stdout (with `outputs`).",
+                                   rich_help_panel="Run"))
+    add("quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress bars or tables.", rich_help_panel="Run"))
+    add("force", bool, typer.Option(False, "--force", help="Overwrite existing output files.", rich_help_panel="Run"))
+    add("debug", bool, typer.Option(False, "--debug", help="Show full tracebacks on errors.", rich_help_panel="Run"))
+    return params
+
+
+def opt(options_cls, field: str, *flags: str, help: str = "", **kwargs) -> Any:  # noqa: A002 - typer's name
+    """A Typer option whose default lives in the command's Options dataclass (shown in --help)."""
+    default = {f.name: f for f in dataclasses.fields(options_cls)}[field].default
+    shown = f" [default: {default}]" if default not in (None, dataclasses.MISSING) else ""
+    flags = flags or ("--" + field.replace("_", "-"),)
+    return typer.Option(None, *flags, help=help + shown, show_default=False, **kwargs)
+
+
+class Run:
+    """One invocation: resolved options, the model, outputs written so far, failures and the summary."""
+
+    def __init__(self, command: str, common: Common, arguments: dict[str, Any]):
+        self.command = command
+        self.common = common
+        self.arguments = arguments
+        self.started = time.perf_counter()
+        self.outputs: list[Path] = []
+        self.sidecars: list[tuple[Path, dict]] = []
+        self.results: list[dict] = []
+        self.failed: list[dict] = []
+        self.summary: dict[str, Any] = {}
+        self._bundle = None
+        self.options = None  # the command's resolved Options dataclass (defaults < recipe < typed)
+        self.out_dir = Path(common.out)
+
+    # ----- model and device -------------------------------------------------------------------
+    def bundle(self):
+        """The ModelBundle for --model/--weights/--device (loaded once)."""
+        if self._bundle is None:
+            from ..device import seed_everything
+            from ..models import load_model
+
+            seed_everything(self.common.seed)
+            with self.status(f"loading {self.common.model}"):
+                self._bundle = load_model(self.common.model, self.common.weights, self.common.device,
+                                          normalize=self.common.normalize)
+        return self._bundle
+
+    @property
+    def show_progress(self) -> bool:
+        return not (self.common.quiet or self.common.json)
+
+    def status(self, message: str):
+        """A spinner while something slow happens (silent with --quiet/--json)."""
+        import contextlib
+
+        return err_console.status(message) if self.show_progress else contextlib.nullcontext()
+
+    def progress(self):
+        from .progress import make_progress
+
+        return make_progress(enabled=self.show_progress)
+
+    # ----- outputs ----------------------------------------------------------------------------
+    def path_for(self, name: str) -> Path:
+        from ..io import unique_path
+
+        return unique_path(self.out_dir / name, self.common.force)
+
+    def save_image(self, image, name: str, result: dict | None = None) -> Path:
+        """Save a PNG under --out (never overwriting) and queue its JSON sidecar."""
+        from ..io import save_png
+
+        path = save_png(image, self.out_dir / name, self.common.force)
+        self._record(path, result)
+        return path
+
+    def save_file(self, writer: Callable[[Path], None], name: str, result: dict | None = None,
+                  sidecar: bool = True) -> Path:
+        """Save a non-PNG output (plot, .npy, HTML) through `writer(path)`; sidecar optional."""
+        path = self.path_for(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer(path)
+        if sidecar:
+            self._record(path, result)
+        else:
+            self.outputs.append(path)
+        return path
+
+    def _record(self, path: Path, result: dict | None) -> None:
+        self.outputs.append(path)
+        self.sidecars.append((path, result or {}))
+
+    def add_result(self, result: dict) -> None:
+        self.results.append(result)
+
+    def fail(self, item: str, reason: str) -> None:
+        """Record a per-input failure; the rest of the batch goes on."""
+        self.failed.append({"input": str(item), "error": reason})
+        err_console.print(f"[red]error:[/red] {reason}" if str(item) in reason else f"[red]error:[/red] {item}: {reason}")
+
+    # ----- the record of the run --------------------------------------------------------------
+    def record(self) -> dict[str, Any]:
+        record = {
+            "command": self.command,
+            "arguments": self.arguments,
+            "model": self._bundle.spec if self._bundle is not None else self.arguments.get("model"),
+            "weights": self.common.weights,
+            "device": str(self._bundle.device) if self._bundle is not None else None,
+            "seed": self.common.seed,
+            "versions": versions(),
+            "elapsed_s": round(time.perf_counter() - self.started, 3),
+        }
+        record.update(self.summary)
+        return record
+
+    def finish(self) -> int:
+        """Write sidecars, print the JSON summary if asked; exit code 1 when some inputs failed."""
+        from ..io import write_json
+
+        base = self.record()
+        for path, result in self.sidecars:
+            sidecar = dict(base, output=str(path), result=result)
+            written = write_json(sidecar, path.with_suffix(".json"), force=True)
+            self.outputs.append(written)
+        if self.common.json:
+            summary = dict(base, results=self.results, failed=self.failed, outputs=[str(p) for p in self.outputs])
+            sys.stdout.write(json.dumps(summary, default=_jsonable) + "\n")
+        if self.failed:
+            err_console.print(f"[yellow]{len(self.failed)} input(s) failed:[/yellow] "
+                              + ", ".join(f["input"] for f in self.failed))
+            return 1
+        return 0
+
+
+def _jsonable(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+@functools.lru_cache(maxsize=1)
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    found = {"deepprobe": __version__, "python": platform.python_version()}
+    for name in ("torch", "torchvision", "timm", "captum"):
+        try:
+            found[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return found
+
+
+def command(app: typer.Typer, name: str, *, uses_model: bool = True, help: str | None = None,  # noqa: A002
+            options: bool = True, **typer_kwargs) -> Callable:
+    """Register `func(run, **params)` as a subcommand with the common options added to its signature.
+
+    Parameters named like fields of the command's Options dataclass are resolved (defaults < recipe <
+    typed) before `func` sees them.
+    """
+
+    def decorate(func: Callable) -> Callable:
+        options_cls = options_for(name) if options else None
+        own = [p for p in inspect.signature(func).parameters.values() if p.name != "run"]
+        common_params = _common_parameters(uses_model, options_cls is not None)
+        common_names = {p.name for p in common_params}
+
+        @functools.wraps(func)
+        def wrapper(**kwargs):
+            common = Common(**{k: kwargs.pop(k) for k in list(kwargs) if k in common_names})
+            try:
+                resolved = None
+                if options_cls is not None:
+                    kwargs, resolved = _resolve_options(name, options_cls, common.recipe, kwargs)
+                run = Run(name, common, {**_plain(kwargs), **_plain(dataclasses.asdict(common))})
+                run.options = resolved
+                code = func(run, **kwargs)
+                code = run.finish() if code is None else code
+            except DeepprobeError as exc:
+                if common.debug:
+                    raise
+                err_console.print(f"[red]error:[/red] {exc}")
+                raise typer.Exit(2) from None
+            except KeyboardInterrupt:
+                if common.debug:
+                    raise
+                err_console.print("[yellow]interrupted[/yellow]")
+                raise typer.Exit(130) from None
+            except (typer.Exit, typer.Abort, SystemExit):
+                raise
+            except Exception as exc:  # noqa: BLE001 - the one place that turns crashes into one line
+                if common.debug:
+                    raise
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                err_console.print(f"[red]error:[/red] {type(exc).__name__}: {message} (run with --debug for details)")
+                raise typer.Exit(1) from None
+            if code:
+                raise typer.Exit(code)
+
+        wrapper.__signature__ = inspect.Signature(own + common_params)
+        del wrapper.__wrapped__
+        app.command(name, help=help or func.__doc__, **typer_kwargs)(wrapper)
+        return func
+
+    return decorate
+
+
+def _resolve_options(name: str, options_cls, recipe_name: str | None, kwargs: dict):
+    """Replace the typed option values by resolved ones; also return the whole Options object."""
+    fields = {f.name for f in dataclasses.fields(options_cls)}
+    recipe = load_recipe(recipe_name, name) if recipe_name else None
+    given = {k: v for k, v in kwargs.items() if k in fields}
+    resolved = resolve(options_cls, recipe.options if recipe else None, given, str(recipe.path) if recipe else "recipe")
+    values = dataclasses.asdict(resolved)
+    return {**kwargs, **{k: values[k] for k in given}}, resolved
+
+
+def _plain(values: dict) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()
+            if isinstance(v, (str, int, float, bool, list, tuple, type(None), Path))}

@@ -1,0 +1,48 @@
+"""`deepprobe models` and `deepprobe layers`: what can be loaded, and which layers it has."""
+from __future__ import annotations
+
+import typer
+
+from . import app
+from .common import command, out_console
+
+
+@command(app, "models", uses_model=False)
+def models_cmd(run):
+    """List the bundled models and the accepted model spec forms."""
+    from rich.table import Table
+
+    from ..models.sources import BUNDLED, SPEC_FORMS
+
+    rows = [{"spec": s, "meaning": m} for s, m in SPEC_FORMS]
+    run.summary.update(bundled=list(BUNDLED), spec_forms=rows)
+    if run.show_progress:
+        table = Table(title="model specs (--model)")
+        table.add_column("spec")
+        table.add_column("meaning")
+        for row in rows:
+            table.add_row(row["spec"], row["meaning"])
+        out_console.print(table)
+
+
+@command(app, "layers")
+def layers_cmd(run, depth: int = typer.Option(None, "--depth", help="Only names with at most this many dots + 1."),
+               contains: str = typer.Option(None, "--grep", help="Only names containing this text.")):
+    """List dotted layer names with their output shapes (use them with --layer)."""
+    import torch
+    from rich.table import Table
+
+    from ..models.layers import layer_shapes
+
+    bundle = run.bundle()
+    size = bundle.input_size or (224, 224)
+    rows = layer_shapes(bundle.net, torch.zeros(1, 3, *size, device=bundle.device), bundle.inner, max_depth=depth)
+    rows = [r for r in rows if not contains or contains in r[0]]
+    run.summary["layers"] = [{"name": n, "type": t, "shape": list(s)} for n, t, s in rows]
+    if run.show_progress:
+        table = Table(title=f"layers of {bundle.spec} (input 1x3x{size[0]}x{size[1]})")
+        for col in ("name", "type", "output shape"):
+            table.add_column(col)
+        for name, kind, shape in rows:
+            table.add_row(name, kind, "x".join(map(str, shape)))
+        out_console.print(table)

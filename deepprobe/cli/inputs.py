@@ -1,0 +1,38 @@
+"""Turning IMAGE arguments into batches of model-ready tensors, recording files that fail."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import DeepprobeError, ImageError
+
+
+def image_paths(run, inputs: list[str]) -> list[Path]:
+    """Expand files/folders/globs; unusable entries are recorded as failures, none left is an error."""
+    from ..io import find_images
+
+    paths, problems = find_images(inputs)
+    for item, reason in problems:
+        run.fail(item, reason)
+    if not paths:
+        raise DeepprobeError("no readable images given" + (f" ({problems[0][0]}: {problems[0][1]})" if problems else ""))
+    return paths
+
+
+def batches(run, bundle, paths: list[Path], batch_size: int) -> Iterator[tuple[list[Path], "torch.Tensor"]]:
+    """Yield (paths, (N,3,H,W) tensor) chunks; images that fail to load are reported and skipped."""
+    import torch
+
+    chunk_paths, chunk = [], []
+    for path in paths:
+        try:
+            chunk.append(bundle.load_image(path))
+            chunk_paths.append(path)
+        except ImageError as exc:
+            run.fail(str(path), str(exc))
+            continue
+        if len(chunk) == batch_size:
+            yield chunk_paths, torch.cat(chunk)
+            chunk_paths, chunk = [], []
+    if chunk:
+        yield chunk_paths, torch.cat(chunk)

@@ -1,0 +1,30 @@
+"""Rich progress bars that plug into the engine's progress callback."""
+from __future__ import annotations
+
+import contextlib
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .common import err_console
+
+
+def make_progress(enabled: bool = True):
+    """A Progress on stderr with step count, time and a free-text field for loss / top class."""
+    if not enabled:
+        return contextlib.nullcontext(_Silent())
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                    console=err_console, transient=False)
+
+
+class _Silent:
+    """Stands in for Progress when output is quiet, so commands need no if-branches."""
+
+    def add_task(self, *args, **kwargs):
+        return 0
+
+    def update(self, *args, **kwargs):
+        pass
+
+    def advance(self, *args, **kwargs):
+        pass

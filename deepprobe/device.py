@@ -1,0 +1,45 @@
+"""Device choice and seeding, kept in one place so no module hard-codes `cuda:0` or global state."""
+from __future__ import annotations
+
+import random
+
+import torch
+
+from .errors import DeepprobeError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """Turn 'auto'/'cpu'/'cuda'/'cuda:1'/'mps' into a torch.device, failing clearly when it is absent."""
+    if isinstance(name, torch.device):
+        return name
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    kind = name.split(":")[0]
+    if kind not in DEVICE_CHOICES:
+        raise DeepprobeError(f"unknown device {name!r}: choose one of {', '.join(DEVICE_CHOICES)}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise DeepprobeError("--device cuda was asked for but no CUDA GPU is available (try --device auto)")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DeepprobeError("--device mps was asked for but MPS is not available (try --device auto)")
+    return torch.device(name)
+
+
+def seed_everything(seed: int | None) -> torch.Generator | None:
+    """Seed Python, NumPy and torch so a run with the same seed on the same device repeats exactly."""
+    if seed is None:
+        return None
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return gen

@@ -1,0 +1,82 @@
+"""ModelBundle: a network that takes [0,1] RGB images, with its class names, input geometry and layers."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import DeepprobeError
+from .labels import resolve_class
+from .preprocess import Preprocess
+
+
+@dataclass
+class ModelBundle:
+    """Everything a technique needs to know about a model; `net` has normalization built in."""
+
+    net: nn.Module
+    labels: list[str] | None
+    preprocess: Preprocess
+    spec: str
+    device: torch.device
+    weights: str | None = None
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        return self.preprocess.crop
+
+    @property
+    def inner(self) -> nn.Module:
+        """The user's network without our normalization wrapper (layer names are relative to it)."""
+        net = self.net
+        while hasattr(net, "net") and isinstance(net.net, nn.Module) and type(net).__module__.startswith("deepprobe"):
+            net = net.net
+        return net
+
+    def class_index(self, name: str | int) -> int:
+        """Class name (typos get suggestions) or integer index -> index."""
+        return resolve_class(self.labels, name, self.num_classes)
+
+    def class_name(self, index: int) -> str:
+        return self.labels[index] if self.labels and 0 <= index < len(self.labels) else f"class {index}"
+
+    @property
+    def num_classes(self) -> int | None:
+        if self.labels:
+            return len(self.labels)
+        return self.notes.get("num_classes")
+
+    def load_image(self, path: str | Path) -> torch.Tensor:
+        """(1,3,H,W) float in [0,1] on the model's device, resized and cropped as the model expects."""
+        from ..io import read_image
+
+        return self.prepare(read_image(path))
+
+    def prepare(self, image: torch.Tensor) -> torch.Tensor:
+        """Bring a [0,1] image batch to the model's input geometry and device."""
+        if image.dim() == 3:
+            image = image.unsqueeze(0)
+        return self.preprocess.geometry(image.float()).to(self.device)
+
+    def layer(self, name: str) -> nn.Module:
+        """A submodule by the dotted name `deepprobe layers` prints; typos get suggestions."""
+        from .layers import find_layer
+
+        return find_layer(self.inner, name)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities for a batch (an independent forward pass, no gradients)."""
+        return torch.softmax(self.net(images.to(self.device)).float(), dim=1)
+
+    def describe(self) -> dict:
+        return {"spec": self.spec, "weights": self.weights, "device": str(self.device),
+                "input_size": list(self.input_size) if self.input_size else None}
+
+
+def require_classifier(bundle: ModelBundle) -> None:
+    if bundle.num_classes is None:
+        raise DeepprobeError(f"model {bundle.spec} does not look like a classifier (no class outputs found)")
