@@ -136,7 +136,8 @@ def _edit(run, bundle, path: Path, targets: list[float], opts: Options, single: 
     title = f"{path.name}: face {result.face_index}, ages read by the dlib age model on the saved files"
     panel_path = run.save_image(panel(tiles, captions, cell=256, title=title), name,
                                 result={"input": str(path), "targets": targets, "panel": True})
-    run.results[-1]["panel"] = str(panel_path)
+    for entry in run.results[-len(targets):]:
+        entry["panel"] = str(panel_path)
     if run.show_progress:
         from rich.table import Table
 
