@@ -79,10 +79,11 @@ def cross_entropy(target) -> Objective:
                      needs_logits=True)
 
 
-def regression(target: float, output: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Objective:
+def regression(target: "float | torch.Tensor", output: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Objective:
     """Squared error between a scalar model output (e.g. a predicted age) and `target`."""
     read = output or (lambda logits: logits.reshape(logits.shape[0], -1)[:, 0])
-    return Objective(lambda f: (read(f.logits) - target) ** 2, f"(out-{target:g})^2", needs_logits=True)
+    label = f"{target:g}" if isinstance(target, (int, float)) else "target"
+    return Objective(lambda f: (read(f.logits) - target) ** 2, f"(out-{label})^2", needs_logits=True)
 
 
 # ----- internal units ------------------------------------------------------------------------
