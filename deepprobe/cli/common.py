@@ -219,15 +219,19 @@ def versions() -> dict[str, str]:
 
 
 def command(app: typer.Typer, name: str, *, uses_model: bool = True, help: str | None = None,  # noqa: A002
-            options: bool = True, **typer_kwargs) -> Callable:
+            options: bool = True, options_name: str | None = None, **typer_kwargs) -> Callable:
     """Register `func(run, **params)` as a subcommand with the common options added to its signature.
 
     Parameters named like fields of the command's Options dataclass are resolved (defaults < recipe <
-    typed) before `func` sees them.
+    typed) before `func` sees them. `options_name` (for a sub-app's commands, e.g. "patch" for
+    `patch train`) names the Options module and the recipes' command instead of `name`; the run is then
+    recorded as "options_name name".
     """
+    group = options_name or name
+    recorded = f"{options_name} {name}" if options_name else name
 
     def decorate(func: Callable) -> Callable:
-        options_cls = options_for(name) if options else None
+        options_cls = options_for(group) if options else None
         own = [p for p in inspect.signature(func).parameters.values() if p.name != "run"]
         common_params = _common_parameters(uses_model, options_cls is not None)
         common_names = {p.name for p in common_params}
@@ -238,8 +242,8 @@ def command(app: typer.Typer, name: str, *, uses_model: bool = True, help: str |
             try:
                 resolved = None
                 if options_cls is not None:
-                    kwargs, resolved = _resolve_options(name, options_cls, common.recipe, kwargs)
-                run = Run(name, common, {**_plain(kwargs), **_plain(dataclasses.asdict(common))})
+                    kwargs, resolved = _resolve_options(group, options_cls, common.recipe, kwargs)
+                run = Run(recorded, common, {**_plain(kwargs), **_plain(dataclasses.asdict(common))})
                 run.options = resolved
                 code = func(run, **kwargs)
                 code = run.finish() if code is None else code
