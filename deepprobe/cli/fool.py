@@ -1,0 +1,192 @@
+"""`deepprobe fool`: adversarial examples (pgd, fgsm, szegedy, cw) checked on the saved PNG.
+
+`--from-noise` (Nguyen et al.) is a different technique behind the same command; it lives in cli/noise.py.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import typer
+
+from ..errors import DeepprobeError
+from ..options.fool import DEFAULT_STEPS, METHODS, Options
+from . import app
+from .common import command, err_console, opt, out_console
+
+
+@command(app, "fool")
+def fool_cmd(run, images: list[str] = typer.Argument(None, help="Images (files, folders or globs) to attack."),
+             target: list[str] = typer.Option(None, "--target", "-t",
+                                              help="Class to reach (name or index); repeat for several. "
+                                                   "Without it the attack is untargeted."),
+             method: str = opt(Options, "method", help="pgd | fgsm | szegedy | cw (with --from-noise: evolve | cppn | "
+                                                       "gradient)."),
+             norm: str = opt(Options, "norm", help="pgd/fgsm budget norm: linf | l2."),
+             eps: str = opt(Options, "eps", help="pgd/fgsm budget, e.g. 8/255 (default 8/255 for linf, 1.0 for l2)."),
+             alpha: str = opt(Options, "alpha", help="pgd step size (default eps/4)."),
+             steps: int = opt(Options, "steps", help="pgd: most steps (stops early); szegedy/cw: steps per c "
+                                                     f"(default {DEFAULT_STEPS})."),
+             lr: str = opt(Options, "lr", help="Step size of szegedy's L-BFGS (1.0) / cw's Adam (0.01); pgd: --alpha."),
+             kappa: str = opt(Options, "kappa", help="Logit margin to aim past, so 8-bit rounding cannot undo it."),
+             rounds: int = opt(Options, "rounds", help="pgd: extra rounds for images the saved 8-bit version loses."),
+             search_steps: int = opt(Options, "search_steps", help="szegedy/cw: rounds of the search over c."),
+             c: str = opt(Options, "c", help="szegedy/cw: first constant c of the search."),
+             batch_size: int = opt(Options, "batch_size", help="Images attacked together."),
+             amplify: str = opt(Options, "amplify", help="Panel: show the perturbation times this (default: auto)."),
+             from_noise: bool = typer.Option(False, "--from-noise",
+                                             help="Grow unrecognizable images the model labels as each --target "
+                                                  "(Nguyen et al. 2015); no IMAGES needed.")):
+    """Make images the model misclassifies (as --target, or as anything else) while they look unchanged.
+
+    Writes NAME_fool_TARGET.png at the model's input size (so `deepprobe classify` reads it back as is),
+    NAME_fool_TARGET_panel.png (original | amplified perturbation | adversarial) and JSON sidecars.
+    Success, class and probability are measured on the saved PNG, re-read from disk."""
+    opts = run.options
+    if from_noise:
+        # Hook for `fool --from-noise`: cli/noise.py owns it. method/steps/lr are None unless the user (or a
+        # recipe) set them, so the noise technique applies its own defaults.
+        from .noise import fool_from_noise_cmd
+
+        return fool_from_noise_cmd(run, images=images or [], targets=target or [], method=opts.method,
+                                   steps=opts.steps, lr=opts.lr)
+    if not images:
+        raise DeepprobeError("give at least one image to fool (or --from-noise with --target)")
+    return _attack_images(run, images, target or [], opts)
+
+
+def _attack_images(run, images: list[str], target_names: list[str], opts: Options) -> int:
+    import torch
+
+    from ..io import quantize
+    from ..models.bundle import require_classifier
+    from ..techniques.fool import attack, options_dict
+    from .inputs import batches, image_paths
+
+    kwargs = options_dict(opts)
+    if kwargs["method"] not in METHODS:
+        raise DeepprobeError(f"unknown --method {kwargs['method']!r} for attacks (choose from {', '.join(METHODS)};"
+                             " evolve/cppn/gradient need --from-noise)")
+    bundle = run.bundle()
+    require_classifier(bundle)
+    targets = [bundle.class_index(name) for name in target_names] or [None]
+    paths = image_paths(run, images)
+    per_batch = _budget(kwargs)
+    n_batches = math.ceil(len(paths) / opts.batch_size)
+    table = _Table(bundle, kwargs)
+    interrupted = False
+    with run.progress() as progress:
+        task = progress.add_task(f"fool ({kwargs['method']})", total=n_batches * per_batch, info="")
+        for b, (chunk_paths, x) in enumerate(batches(run, bundle, paths, opts.batch_size)):
+            # The original as an 8-bit image would hold it: budgets are then exact on the saved file.
+            x = quantize(x)
+            xs = x.repeat(len(targets), 1, 1, 1)
+            ts = None if targets == [None] else torch.tensor(targets).repeat_interleave(x.shape[0])
+            callback = _callback(progress, task, bundle, b * per_batch, f"batch {b + 1}/{n_batches}")
+            result = attack(bundle, xs, ts, seed=run.common.seed + b, callback=callback, **kwargs)
+            progress.update(task, completed=(b + 1) * per_batch)
+            pairs = [(p, t) for t in targets for p in chunk_paths]
+            _save(run, bundle, result, pairs, opts, table)
+            if result.stopped in ("interrupted", "nan"):
+                err_console.print(f"[yellow]{result.message}[/yellow]")
+                interrupted = result.stopped == "interrupted"
+                if interrupted:
+                    break
+    table.show(run)
+    code = run.finish()
+    return 130 if interrupted else code
+
+
+def _budget(kwargs: dict) -> int:
+    """Progress-bar steps one batch can take."""
+    if kwargs["method"] == "fgsm":
+        return 1
+    if kwargs["method"] in ("szegedy", "cw"):
+        return kwargs["steps"] * kwargs["search_steps"]
+    return kwargs["steps"]
+
+
+def _callback(progress, task, bundle, base: int, label: str):
+    """Engine progress -> one bar over all batches, with loss and the current top class of the first image."""
+    def callback(step: int, _total: int, loss: float, fwd) -> None:
+        info = f"{label} · loss {loss:.4g}"
+        if fwd is not None and fwd.logits is not None and bundle.labels:
+            info += f" · top: {bundle.class_name(int(fwd.logits[0].argmax()))}"
+        progress.update(task, completed=base + step, info=info)
+    return callback
+
+
+def _save(run, bundle, result, pairs: list[tuple[Path, int | None]], opts: Options, table: _Table) -> None:
+    """Write each adversarial PNG and its panel, then re-read the PNGs from disk to measure what was saved."""
+    import torch
+
+    from ..io import safe_stem
+    from ..render import panel
+
+    records = result.records(bundle)
+    saved = []
+    for i, ((path, target), record) in enumerate(zip(pairs, records)):
+        name = f"{safe_stem(path)}_fool" + (f"_{_slug(bundle.class_name(target))}" if target is not None else "")
+        record = {"input": str(path), **record, "loss_curve": [round(v, 5) for v in result.losses]}
+        out = run.save_image(result.images[i], f"{name}.png", result=record)
+        scale = _amplify(float(result.linf[i]), opts.amplify)
+        delta = (result.images[i] - result.original[i]).cpu()
+        tiles = [result.original[i], (0.5 + scale * delta).clamp(0, 1), result.images[i]]
+        captions = [f"original: {record['original_class']} {record['original_probability']:.1%}",
+                    f"perturbation x{scale:g}\nL-inf {record['linf_255']:g}/255 · L2 {record['l2']:.3f}",
+                    None]  # filled in once the saved PNG is measured
+        saved.append((out, record, tiles, captions, name))
+    # Independent check on the files as written: a fresh read, the model's own preprocessing, one forward pass.
+    reread = torch.cat([bundle.load_image(out) for out, *_ in saved])
+    probs = bundle.predict(reread)
+    for (out, record, tiles, captions, name), p, i in zip(saved, probs, range(len(saved))):
+        top = int(p.argmax())
+        goal = record["target"]
+        ok = bundle.class_name(top) == goal if goal is not None else bundle.class_name(top) != record["original_class"]
+        record.update(final_class=bundle.class_name(top), final_probability=round(float(p[top]), 6), success=ok,
+                      checked_on="saved PNG")
+        captions[2] = f"adversarial: {record['final_class']} {record['final_probability']:.1%}" + \
+            ("" if ok else " (not fooled)")
+        goal_text = f"target {goal}" if goal is not None else "untargeted"
+        title = f"{Path(record['input']).name} · {record['method']} · {goal_text} · {'fooled' if ok else 'NOT fooled'}"
+        size = max(int(t.shape[-1]) for t in tiles)
+        panel_path = run.save_image(panel(tiles, captions, cell=size, title=title), f"{name}_panel.png",
+                                    result={"input": record["input"], "adversarial": str(out)})
+        record.update(output=str(out), panel=str(panel_path))
+        run.add_result(record)
+        table.add(record)
+
+
+def _amplify(linf: float, chosen: float | None) -> float:
+    """A power of two that makes the largest change fill about half the grey range (x1 at least)."""
+    if chosen is not None:
+        return float(chosen)
+    if linf <= 0:
+        return 1.0
+    return float(2 ** max(0, round(math.log2(0.5 / linf))))
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name.strip()).strip("_") or "class"
+
+
+class _Table:
+    """A summary table printed after the run (not with --quiet/--json)."""
+
+    def __init__(self, bundle, kwargs: dict):
+        from rich.table import Table
+
+        self.table = Table(title=f"{bundle.spec} · {kwargs['method']} on {bundle.device}")
+        for column in ("image", "original", "adversarial (saved PNG)", "fooled", "L-inf x255", "L2", "steps"):
+            self.table.add_column(column)
+
+    def add(self, r: dict) -> None:
+        fooled = "[green]yes[/green]" if r["success"] else "[red]no[/red]"
+        self.table.add_row(Path(r["input"]).name + (f" → {r['target']}" if r["target"] else ""),
+                           f"{r['original_class']} [dim]{r['original_probability']:.1%}[/dim]",
+                           f"{r['final_class']} [dim]{r['final_probability']:.1%}[/dim]", fooled,
+                           f"{r['linf_255']:g}", f"{r['l2']:.3f}", str(r["steps"]))
+
+    def show(self, run) -> None:
+        if run.show_progress and self.table.row_count:
+            out_console.print(self.table)

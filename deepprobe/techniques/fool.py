@@ -1,0 +1,386 @@
+"""Adversarial examples on the one engine: PGD, FGSM, Szegedy's L-BFGS and Carlini-Wagner L2.
+
+Every method works in [0,1] pixel space (normalization lives inside `bundle.net`), on whole batches, on
+the bundle's device, and judges success the way a user will see it: on the 8-bit image that gets saved,
+by an independent forward pass. The returned images already lie on the 8-bit grid, so saving them as
+PNG changes nothing.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .. import engine as E
+from ..errors import DeepprobeError
+from ..io import quantize
+from ..models import ModelBundle
+from ..options.fool import (DEFAULT_METHOD, DEFAULT_STEPS, METHODS, NORMS, Options, alpha_for, c_for, eps_for,
+                             lr_for)
+from .fool_params import BoxPixels, TanhImage
+
+Callback = Callable[[int, int, float, "E.Forward"], None]
+ClassSpec = int | str | torch.Tensor | None
+
+
+@dataclass
+class AttackResult:
+    """Adversarial batch (on the 8-bit grid) and, per image, how the attack went."""
+
+    images: torch.Tensor  # (N,3,H,W) in [0,1], exactly what a saved PNG holds
+    original: torch.Tensor  # (N,3,H,W) the images attacked
+    success: torch.Tensor  # (N,) bool, judged on `images` by a fresh forward pass
+    target: torch.Tensor | None  # (N,) target classes; None for an untargeted attack
+    original_class: torch.Tensor  # (N,) class of the original (the label an untargeted attack moves away from)
+    original_prob: torch.Tensor
+    final_class: torch.Tensor  # (N,) class of `images`
+    final_prob: torch.Tensor
+    linf: torch.Tensor  # (N,) L-inf of images - original, [0,1] units
+    l2: torch.Tensor  # (N,) L2 of images - original, [0,1] units
+    steps: torch.Tensor  # (N,) optimizer steps spent on each image
+    method: str
+    losses: list[float] = field(default_factory=list)  # mean loss per step, all rounds in order
+    stopped: str = "done"  # done | early | interrupted | nan (as the engine reports)
+    message: str | None = None
+
+    @property
+    def perturbation(self) -> torch.Tensor:
+        return self.images - self.original
+
+    def records(self, bundle: ModelBundle) -> list[dict]:
+        """Per-image JSON-ready summaries with class names."""
+        rows = []
+        for i in range(self.images.shape[0]):
+            row = {
+                "method": self.method,
+                "targeted": self.target is not None,
+                "target": bundle.class_name(int(self.target[i])) if self.target is not None else None,
+                "original_class": bundle.class_name(int(self.original_class[i])),
+                "original_probability": round(float(self.original_prob[i]), 6),
+                "final_class": bundle.class_name(int(self.final_class[i])),
+                "final_probability": round(float(self.final_prob[i]), 6),
+                "success": bool(self.success[i]),
+                "linf": float(self.linf[i]), "linf_255": round(float(self.linf[i]) * 255, 3),
+                "l2": float(self.l2[i]), "l2_255": round(float(self.l2[i]) * 255, 3),
+                "steps": int(self.steps[i]),
+                "stopped": self.stopped,
+            }
+            rows.append(row)
+        return rows
+
+
+def attack(bundle: ModelBundle, x: torch.Tensor, target: ClassSpec = None, *, labels: ClassSpec = None,
+           method: str = DEFAULT_METHOD, eps: float | None = Options.eps, alpha: float | None = Options.alpha,
+           steps: int = DEFAULT_STEPS, norm: str = Options.norm, seed: int = 0, lr: float | None = Options.lr,
+           kappa: float = Options.kappa, rounds: int = Options.rounds, search_steps: int = Options.search_steps,
+           c: float | None = Options.c, callback: Callback | None = None) -> AttackResult:
+    """Make `x` (N,3,H,W in [0,1]) classified as `target` (class name, index or (N,) tensor), or, without a
+    target, as anything but `labels` (default: the model's own prediction on `x`).
+
+    pgd/fgsm keep the change inside an `norm` ball of radius `eps`; szegedy/cw look for the smallest change
+    that works (search over the constant c). `callback(step, total, loss, fwd)` reports progress.
+    """
+    if method not in METHODS:
+        raise DeepprobeError(f"unknown attack method {method!r} (choose from {', '.join(METHODS)})")
+    if norm not in NORMS:
+        raise DeepprobeError(f"unknown norm {norm!r} (choose from {', '.join(NORMS)})")
+    if steps < 1:
+        raise DeepprobeError(f"steps must be at least 1, got {steps}")
+    x = x.detach().float().to(bundle.device)
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    gen = torch.Generator().manual_seed(int(seed))
+    with _eval_mode(bundle.net):
+        probs0 = bundle.predict(x)
+        p0, c0 = probs0.max(1)
+        goal = _Goal(_classes(bundle, target, x.shape[0], x.device),
+                     _classes(bundle, labels, x.shape[0], x.device) if labels is not None else c0)
+        eps_value = eps_for(norm, eps)
+        progress = _Progress(callback)
+        if method in ("pgd", "fgsm"):
+            adv, used, run = _pgd(bundle, x, goal, norm=norm, eps=eps_value, random_start=method == "pgd",
+                                  alpha=eps_value if method == "fgsm" else alpha_for(eps_value, alpha, lr),
+                                  steps=1 if method == "fgsm" else steps, kappa=kappa,
+                                  rounds=0 if method == "fgsm" else rounds, gen=gen, progress=progress)
+        elif method == "szegedy":
+            adv, used, run = _szegedy(bundle, x, goal, steps=steps, lr=lr_for(method, lr), c=c_for(method, c),
+                                      search_steps=search_steps, progress=progress)
+        else:
+            adv, used, run = _cw(bundle, x, goal, steps=steps, lr=lr_for(method, lr), c=c_for(method, c),
+                                 kappa=kappa, search_steps=search_steps, progress=progress)
+        ok, probs = _judge(bundle, adv, goal)
+    pf, cf = probs.max(1)
+    delta = (adv - x).flatten(1)
+    return AttackResult(images=adv, original=x, success=ok.cpu(), target=goal.target.cpu() if goal.targeted else None,
+                        original_class=c0.cpu(), original_prob=p0.cpu(), final_class=cf.cpu(), final_prob=pf.cpu(),
+                        linf=delta.abs().amax(1).cpu(), l2=delta.norm(dim=1).cpu(), steps=used.cpu(), method=method,
+                        losses=run.losses, stopped=run.stopped, message=run.message)
+
+
+# ----- what "fooled" means --------------------------------------------------------------------------------
+@dataclass
+class _Goal:
+    """Targeted (reach `target`) or untargeted (leave `label`), per image, with its losses and margin."""
+
+    target: torch.Tensor | None
+    label: torch.Tensor
+
+    @property
+    def targeted(self) -> bool:
+        return self.target is not None
+
+    def subset(self, index: torch.Tensor) -> _Goal:
+        return _Goal(self.target[index] if self.targeted else None, self.label[index])
+
+    def margin(self, logits: torch.Tensor) -> torch.Tensor:
+        """(N,) logit margin, > 0 exactly when the image is fooled (target on top / label not on top)."""
+        cls = self.target if self.targeted else self.label
+        own = logits.gather(1, cls[:, None])[:, 0]
+        others = logits.masked_fill(F.one_hot(cls, logits.shape[1]).bool(), float("-inf")).amax(1)
+        return own - others if self.targeted else others - own
+
+    def cross_entropy(self) -> E.Objective:
+        """PGD's loss: CE to the target, or minus CE of the label (untargeted maximizes it)."""
+        return E.cross_entropy(self.target) if self.targeted else -E.cross_entropy(self.label)
+
+    def bounded_loss(self) -> E.Objective:
+        """A loss bounded below (for penalized forms): CE to the target, or -log(1 - p(label))."""
+        if self.targeted:
+            return E.cross_entropy(self.target)
+        label = self.label
+
+        def away(f: E.Forward) -> torch.Tensor:
+            p = torch.softmax(f.logits.float(), 1).gather(1, label[:, None])[:, 0]
+            return -torch.log1p(-p.clamp(max=1 - 1e-6))
+        return E.Objective(away, "-log(1-p[label])", needs_logits=True)
+
+    def hinge(self, kappa: float) -> E.Objective:
+        """Carlini-Wagner f6: max(-margin, -kappa)."""
+        return E.Objective(lambda f: (-self.margin(f.logits)).clamp(min=-kappa), f"f6(k={kappa:g})", needs_logits=True)
+
+
+def _classes(bundle: ModelBundle, spec: ClassSpec, n: int, device: torch.device) -> torch.Tensor | None:
+    if spec is None:
+        return None
+    if isinstance(spec, torch.Tensor):
+        t = spec.to(device=device, dtype=torch.long).flatten()
+        if t.numel() == 1:
+            t = t.expand(n)
+        if t.numel() != n:
+            raise DeepprobeError(f"got {t.numel()} classes for {n} images")
+        count = bundle.num_classes
+        if count is not None and bool(((t < 0) | (t >= count)).any()):
+            raise DeepprobeError(f"class indices must lie in 0..{count - 1}")
+        return t.clone()
+    return torch.full((n,), bundle.class_index(spec), dtype=torch.long, device=device)
+
+
+@torch.no_grad()
+def _judge(bundle: ModelBundle, images: torch.Tensor, goal: _Goal) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fooled?, probabilities) of images as saved, by a fresh forward pass."""
+    probs = bundle.predict(images)
+    pred = probs.argmax(1)
+    ok = pred == goal.target if goal.targeted else pred != goal.label
+    return ok, probs
+
+
+def _on_grid(adv: torch.Tensor, x: torch.Tensor, eps: float | None = None, norm: str = "linf") -> torch.Tensor:
+    """Round to 8 bits so that the saved image keeps the budget: L-inf rounds into the ball; for L2 the
+    change is shrunk until its rounded version fits (rounding alone can add ~5% to an L2 norm)."""
+    q = quantize(adv)
+    if eps is None:
+        return q
+    if norm == "linf":
+        lo = torch.ceil(((x - eps) * 255 - 1e-4).clamp(0, 255)) / 255
+        hi = torch.floor(((x + eps) * 255 + 1e-4).clamp(0, 255)) / 255
+        return torch.minimum(torch.maximum(q, lo), hi)
+    delta, scale = adv - x, torch.ones(x.shape[0], 1, 1, 1, device=x.device)
+    for _ in range(10):
+        l2 = (q - x).flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+        over = l2 > eps
+        if not bool(over.any()):
+            return q
+        scale = torch.where(over, scale * eps / l2 * 0.995, scale)
+        q = quantize(x + delta * scale)
+    # Last resort (an original far off the 8-bit grid): round every pixel towards the original.
+    grid_x, scaled = (x * 255).round(), adv.clamp(0, 1) * 255
+    toward = torch.where(scaled > grid_x, torch.maximum(scaled.floor(), grid_x), torch.minimum(scaled.ceil(), grid_x))
+    return torch.where(over, toward / 255, q)
+
+
+# ----- bookkeeping shared by the methods -----------------------------------------------------------------
+@dataclass
+class _Run:
+    losses: list[float] = field(default_factory=list)
+    stopped: str = "done"
+    message: str | None = None
+
+    def add(self, res: E.OptimResult) -> bool:
+        """Record one engine run; False when the attack must stop (Ctrl-C or NaN)."""
+        self.losses += res.losses
+        if res.stopped in ("interrupted", "nan"):
+            self.stopped, self.message = res.stopped, res.message
+            return False
+        return True
+
+
+class _Progress:
+    """Turns the engine's per-run step count into one running count over all runs of an attack."""
+
+    def __init__(self, callback: Callback | None):
+        self.callback, self.offset, self.total, self.step = callback, 0, 1, 0
+
+    def engine(self, total: int) -> Callable:
+        self.total = max(self.total, total)
+
+        def report(step: int, _steps: int, loss: float, fwd) -> None:
+            self.step = step
+            if self.callback is not None:
+                self.callback(min(self.offset + step, self.total), self.total, loss, fwd)
+        return report
+
+    def done(self, steps: int) -> None:
+        self.offset += steps
+
+
+def _check_every(bundle: ModelBundle) -> int:
+    # On the CPU a check costs nothing, so stop the moment every image is fooled; on accelerators
+    # check less often to avoid a host sync per step.
+    return 1 if bundle.device.type == "cpu" else 5
+
+
+# ----- PGD / FGSM ------------------------------------------------------------------------------------------
+def _pgd(bundle, x, goal: _Goal, *, norm, eps, alpha, steps, random_start, kappa, rounds, gen, progress):
+    """Madry et al.: random start in the ball, signed (L-inf) or normalized (L2) steps, project, clamp.
+
+    Stops once every image clears the margin `kappa`; images whose 8-bit version is still not fooled get
+    up to `rounds` more runs from where they are, aiming at a doubled margin each time.
+    """
+    n = x.shape[0]
+    run = _Run()
+    used = torch.zeros(n, dtype=torch.long, device=x.device)
+    adv = x.clone()
+    todo = torch.arange(n, device=x.device)
+    progress.total = steps
+    for attempt in range(rounds + 1):
+        sub = goal.subset(todo)
+        param = E.Perturbation(x[todo], eps, norm, random_start=random_start and attempt == 0, generator=gen)
+        if attempt > 0:  # go on from where the last round left this image
+            with torch.no_grad():
+                param.delta.copy_(adv[todo] - x[todo])
+                param.project_()
+        margin = kappa * 2 ** attempt
+        first_ok = torch.zeros(len(todo), dtype=torch.long, device=x.device)
+        report = progress.engine(steps)
+
+        def stop_when(fwd, sub=sub, margin=margin, first_ok=first_ok):
+            ok = sub.margin(fwd.logits.detach().float()) > margin
+            first_ok.copy_(torch.where(ok & (first_ok == 0), progress.step, first_ok))
+            return ok
+        budget = steps if attempt == 0 else max(steps // 2, 5)
+        res = E.optimize(bundle, param, sub.cross_entropy(), steps=budget, lr=alpha, optimizer="sign",
+                         stop_when=stop_when if random_start else None, callback=report,
+                         check_every=_check_every(bundle))
+        progress.done(res.steps)
+        used[todo] += torch.where(first_ok > 0, first_ok, res.steps)
+        adv[todo] = _on_grid(res.images if random_start else res.final, x[todo], eps, norm)
+        if not run.add(res) or attempt == rounds:
+            break
+        ok, _ = _judge(bundle, adv[todo], sub)
+        if bool(ok.all()):
+            break
+        todo = todo[~ok]
+    return adv, used, run
+
+
+# ----- Szegedy et al. 2014: box-constrained L-BFGS, line search over c ------------------------------------
+def _szegedy(bundle, x, goal: _Goal, *, steps, lr, c, search_steps, progress):
+    """min_r  c*||r||^2 + loss(x + r)  with x + r in [0,1], for the largest c (smallest r) that still fools.
+
+    c is searched per image: x10 while it works and no upper bound is known, /10 while it fails and no
+    lower bound is known, geometric bisection once both are known. Success is judged on the 8-bit image.
+    """
+    loss = goal.bounded_loss()
+
+    def objective(cs: torch.Tensor) -> E.Objective:
+        penalty = E.Objective(lambda f: cs * (f.images - x).flatten(1).pow(2).sum(1), "c*|r|^2")
+        return loss + penalty
+
+    # Here a larger c means a smaller perturbation, so success raises the lower bound of c.
+    return _search(bundle, x, goal, lambda: BoxPixels(x), objective, "lbfgs", steps, lr, c, search_steps,
+                   progress, larger_c_is_bolder=False)
+
+
+# ----- Carlini & Wagner 2017, L2 ---------------------------------------------------------------------------
+def _cw(bundle, x, goal: _Goal, *, steps, lr, c, kappa, search_steps, progress):
+    """min_w ||x' - x||^2 + c * f6(x'),  x' = (tanh(w) + 1) / 2, Adam, binary search over c."""
+    hinge = goal.hinge(kappa)
+
+    def objective(cs: torch.Tensor) -> E.Objective:
+        distance = E.Objective(lambda f: (f.images - x).flatten(1).pow(2).sum(1), "|r|^2")
+        return distance + E.Objective(lambda f: cs * hinge(f), "c*f6", needs_logits=True)
+
+    return _search(bundle, x, goal, lambda: TanhImage(x), objective, "adam", steps, lr, c, search_steps,
+                   progress, larger_c_is_bolder=True)
+
+
+def _search(bundle, x, goal, make_param, objective, optimizer, steps, lr, c, search_steps, progress,
+            larger_c_is_bolder: bool):
+    """Per-image search over the constant c, keeping the smallest L2 change whose 8-bit image fools."""
+    n = x.shape[0]
+    run = _Run()
+    cs = torch.full((n,), float(c), device=x.device)
+    lo = torch.zeros(n, device=x.device)  # bounds on c between "fails" and "works"
+    hi = torch.full((n,), math.inf, device=x.device)
+    best = x.clone()
+    best_l2 = torch.full((n,), math.inf, device=x.device)
+    used = torch.zeros(n, dtype=torch.long, device=x.device)
+    progress.total = steps * search_steps
+    for _ in range(search_steps):
+        res = E.optimize(bundle, make_param(), objective(cs), steps=steps, lr=lr, optimizer=optimizer,
+                         callback=progress.engine(steps * search_steps), check_every=_check_every(bundle))
+        progress.done(res.steps)
+        used += res.steps
+        candidates = [_on_grid(res.images, x, None), _on_grid(res.final, x, None)]
+        works = torch.zeros(n, dtype=torch.bool, device=x.device)
+        for cand in candidates:
+            ok, _ = _judge(bundle, cand, goal)
+            l2 = (cand - x).flatten(1).norm(dim=1)
+            better = ok & (l2 < best_l2)
+            best = torch.where(better.view(-1, 1, 1, 1), cand, best)
+            best_l2 = torch.where(better, l2, best_l2)
+            works |= ok
+        never = torch.isinf(best_l2)  # nothing fooled yet: show the boldest try rather than the original
+        best = torch.where(never.view(-1, 1, 1, 1), candidates[0], best)
+        if not run.add(res):
+            break
+        timid_side = works if larger_c_is_bolder else ~works  # c must shrink (cw: works; szegedy: fails)
+        hi = torch.where(timid_side, torch.minimum(hi, cs), hi)
+        lo = torch.where(timid_side, lo, torch.maximum(lo, cs))
+        both = torch.isfinite(hi) & (lo > 0)
+        cs = torch.where(both, (lo * hi).sqrt(), torch.where(torch.isfinite(hi), hi / 10, lo * 10))
+    return best, used, run
+
+
+@contextlib.contextmanager
+def _eval_mode(net: torch.nn.Module):
+    """Attack the model as deployed (eval mode), and give it back as it was."""
+    was_training = net.training
+    net.eval()
+    try:
+        yield
+    finally:
+        net.train(was_training)
+
+
+def options_dict(opts: Options) -> dict:
+    """Options -> keyword arguments of `attack` (everything but the CLI-only fields)."""
+    values = {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("batch_size", "amplify")}
+    values["method"] = DEFAULT_METHOD if values["method"] is None else values["method"]
+    values["steps"] = DEFAULT_STEPS if values["steps"] is None else values["steps"]
+    return values
