@@ -5,12 +5,14 @@ Nothing here imports torch at module level, so `deepprobe --help` stays fast.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import inspect
 import json
 import platform
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -90,6 +92,9 @@ class Run:
         self.common = common
         self.arguments = arguments
         self.started = time.perf_counter()
+        # Identify one invocation across all its sidecars (`deepprobe report` groups outputs by it).
+        self.run_id = uuid.uuid4().hex[:12]
+        self.started_at = datetime.datetime.now(datetime.timezone.utc).astimezone().isoformat(timespec="seconds")
         self.outputs: list[Path] = []
         self.sidecars: list[tuple[Path, dict]] = []
         self.results: list[dict] = []
@@ -176,7 +181,13 @@ class Run:
             "seed": self.common.seed,
             "versions": versions(),
             "elapsed_s": round(time.perf_counter() - self.started, 3),
+            "run_id": self.run_id,
+            "started": self.started_at,
+            "cwd": str(Path.cwd()),  # `deepprobe rerun` resolves relative input paths against it
         }
+        if dataclasses.is_dataclass(self.options):
+            # every resolved option, also those without a CLI flag, so `deepprobe rerun` can restore them
+            record["options"] = _plain(dataclasses.asdict(self.options))
         record.update(self.summary)
         return record
 
