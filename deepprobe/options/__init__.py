@@ -33,7 +33,9 @@ def parse_number(value: Any, kind: type, key: str, source: str) -> Any:
         return None
     try:
         if kind is float and isinstance(value, str):
-            return float(Fraction(value.strip()))
+            # "8/255" and also "0.5/255": numerator and denominator are each a decimal number
+            num, _, den = value.strip().partition("/")
+            return float(Fraction(num.strip()) / Fraction(den.strip() or 1))
         if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         if kind is int and isinstance(value, int) and not isinstance(value, bool):
