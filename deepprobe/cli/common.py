@@ -94,7 +94,7 @@ class Run:
         self.started = time.perf_counter()
         # Identify one invocation across all its sidecars (`deepprobe report` groups outputs by it).
         self.run_id = uuid.uuid4().hex[:12]
-        self.started_at = datetime.datetime.now(datetime.timezone.utc).astimezone().isoformat(timespec="seconds")
+        self.started_at = datetime.datetime.now(datetime.timezone.utc).astimezone().isoformat(timespec="milliseconds")
         self.outputs: list[Path] = []
         self.sidecars: list[tuple[Path, dict]] = []
         self.results: list[dict] = []
