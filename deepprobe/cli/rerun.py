@@ -61,7 +61,7 @@ def find_command(root, words: list[str]):
 
 
 def command_line(typer_app: typer.Typer, record: dict[str, Any], *, out: str | None = None,
-                 device: str | None = None, extra: list[str] | None = None) -> Rebuilt:
+                 device: str | None = None, extra: list[str] | None = None, warn: bool = True) -> Rebuilt:
     """The argv that repeats the recorded run (same seed, same device unless overridden)."""
     words = record["command"].split()
     cmd, argv = find_command(typer.main.get_command(typer_app), words)
@@ -79,7 +79,7 @@ def command_line(typer_app: typer.Typer, record: dict[str, Any], *, out: str | N
     params = {p.name: p for p in cmd.params}
     common = {f.name for f in dataclasses.fields(Common)}
     unknown = [k for k in args if k not in params and k not in common]
-    if unknown:
+    if unknown and warn:
         err_console.print(f"[yellow]warning:[/yellow] `deepprobe {record['command']}` no longer takes "
                           f"{', '.join(unknown)}; rerunning without")
 
