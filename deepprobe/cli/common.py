@@ -36,6 +36,7 @@ class Common:
     weights: str | None = None
     normalize: str | None = None
     device: str = "auto"
+    amp: bool = False
     seed: int = 0
     out: str = "outputs"
     recipe: str | None = None
@@ -61,6 +62,9 @@ def _common_parameters(uses_model: bool, uses_recipe: bool) -> list[inspect.Para
                                                   rich_help_panel="Model"))
         add("device", str, typer.Option("auto", "--device", help="auto|cpu|cuda|mps (auto picks CUDA when present).",
                                         rich_help_panel="Model"))
+        add("amp", bool, typer.Option(False, "--amp", help="On CUDA: bfloat16 mixed precision in optimizations and "
+                                                           "channels-last memory; ignored on other devices.",
+                                      rich_help_panel="Model"))
     add("seed", int, typer.Option(0, "--seed", help="Random seed; the same seed on the same device repeats a run.",
                                   rich_help_panel="Run"))
     add("out", str, typer.Option("outputs", "--out", "-o", help="Folder for results (created if missing).",
@@ -115,6 +119,11 @@ class Run:
             with self.status(f"loading {self.common.model}"):
                 self._bundle = load_model(self.common.model, self.common.weights, self.common.device,
                                           normalize=self.common.normalize)
+            if self.common.amp and self._bundle.device.type == "cuda":
+                import torch
+
+                self._bundle.notes["amp"] = True  # engine.optimize autocasts to bfloat16 when it sees this
+                self._bundle.net.to(memory_format=torch.channels_last)
         return self._bundle
 
     @property

@@ -52,11 +52,12 @@ def evaluate(bundle: ModelBundle, images: torch.Tensor, objective: Objective,
 def optimize(bundle: ModelBundle, param: Parameterization, objective: Objective, *, steps: int, lr: float,
              optimizer: str = "adam", transforms: Sequence[Transform] = (), callback: ProgressCallback | None = None,
              check_every: int = 10, stop_when: Callable[[Forward], torch.Tensor] | None = None,
-             keep_best: bool = True, amp: bool = False) -> OptimResult:
+             keep_best: bool = True, amp: bool | None = None) -> OptimResult:
     """Minimize `objective` over the parameters of `param` for `steps` steps.
 
     stop_when(fwd) -> (N,) bool: stop early once it holds for every image (checked every `check_every`).
     callback(step, steps, mean_loss, fwd) is called every `check_every` steps and at the end.
+    amp: bfloat16 autocast on CUDA; None follows the bundle (`--amp` sets bundle.notes["amp"]).
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
@@ -64,6 +65,7 @@ def optimize(bundle: ModelBundle, param: Parameterization, objective: Objective,
     params = [p for p in param.parameters() if p.requires_grad]
     transform = _compose(transforms)
     opt = _make_optimizer(optimizer, params, lr)
+    amp = bool(getattr(bundle, "notes", {}).get("amp")) if amp is None else amp
     autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if amp and bundle.device.type == "cuda"
                 else contextlib.nullcontext())
 
