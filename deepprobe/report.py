@@ -21,6 +21,8 @@ from typing import Any
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif"}
 THUMB = 224  # longest side of input thumbnails (px)
 _SKIP_METRICS = {"input", "output", "panel", "loss_curve", "path"}
+_PANEL_WORDS = ("panel", "preview", "grid", "trajectory", "montage")
+_FILE_SUFFIXES = (*IMAGE_SUFFIXES, ".json", ".html", ".npy", ".pt", ".pth", ".onnx", ".safetensors")
 
 
 @dataclasses.dataclass
@@ -91,8 +93,23 @@ def collect_runs(folder: str | Path) -> list[RunGroup]:
     for run in runs:
         panels = {Path(str(i.result["panel"])).name for i in run.items if isinstance(i.result.get("panel"), str)}
         for item in run.items:
-            item.panel = item.path.name in panels or "panel" in item.path.stem
+            item.panel = item.path.name in panels or _looks_like_panel(item.path)
     return runs
+
+
+def _looks_like_panel(path: Path) -> bool:
+    """Side-by-side figures (panels, previews, grids) get the full width; so does any much-wider image."""
+    if any(word in path.stem for word in _PANEL_WORDS):
+        return True
+    if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+        return False
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:  # reads the header only
+            return img.width > 2 * img.height
+    except (OSError, UnidentifiedImageError):
+        return False
 
 
 def _read_sidecar(path: Path) -> dict | None:
@@ -240,7 +257,9 @@ def _metrics_html(items: list[Item]) -> str:
 
 
 def _is_metric(value: Any) -> bool:
-    if isinstance(value, (str, int, float, bool)) or value is None:
+    if isinstance(value, str):
+        return not value.lower().endswith(_FILE_SUFFIXES)  # file names are shown as images, not numbers
+    if isinstance(value, (int, float, bool)) or value is None:
         return True
     return isinstance(value, list) and len(value) <= 6 and all(isinstance(v, (str, int, float)) for v in value)
 
@@ -341,7 +360,7 @@ article.run h3 { margin:0; font-size:15px; }
 article.run h3 time { color:var(--dim); font-weight:400; margin-left:8px; }
 article.run h4 { margin:12px 0 4px; font-size:12px; text-transform:uppercase; letter-spacing:.05em; color:var(--dim); }
 .facts span { margin-right:14px; font-size:12px; color:var(--dim); } .facts b { color:var(--fg); font-weight:600; }
-pre.cmdline { margin:6px 0 0; padding:6px 8px; background:var(--bg); border-radius:4px; font-size:12px; white-space:pre-wrap; word-break:break-all; }
+pre.cmdline { margin:6px 0 0; padding:6px 8px; background:var(--bg); border-radius:4px; font-size:12px; white-space:pre-wrap; overflow-wrap:anywhere; }
 .row, .panels { display:flex; flex-wrap:wrap; gap:12px; align-items:flex-start; }
 figure { margin:0; } .loss figcaption { max-width:360px; } figcaption { font-size:12px; color:var(--dim); max-width:260px; overflow-wrap:anywhere; }
 .row img { max-width:224px; max-height:224px; display:block; border:1px solid var(--line); image-rendering:auto; }
