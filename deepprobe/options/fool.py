@@ -25,7 +25,7 @@ class Options:
     alpha: float | None = None  # pgd step size (None: eps/4, as torchattacks' 2/255 for 8/255)
     steps: int | None = None  # None: DEFAULT_STEPS
     lr: float | None = None  # szegedy (L-BFGS) / cw (Adam) step size; for pgd it stands in for --alpha
-    kappa: float = 0.5  # logit margin past the runner-up to aim for, so rounding to 8 bits cannot undo it
+    kappa: float = 1.0  # logit margin past the runner-up to aim for, so rounding to 8 bits cannot undo it
     rounds: int = 3  # pgd: extra rounds for images whose saved (8-bit) version is not yet fooled
     search_steps: int = 5  # szegedy/cw: rounds of the search over the constant c
     c: float | None = None  # szegedy/cw: first constant of the search (None: 0.1 for szegedy, 1.0 for cw)

@@ -248,54 +248,73 @@ class _Progress:
         self.offset += steps
 
 
-def _check_every(bundle: ModelBundle) -> int:
-    # On the CPU a check costs nothing, so stop the moment every image is fooled; on accelerators
-    # check less often to avoid a host sync per step.
-    return 1 if bundle.device.type == "cpu" else 5
-
-
 # ----- PGD / FGSM ------------------------------------------------------------------------------------------
 def _pgd(bundle, x, goal: _Goal, *, norm, eps, alpha, steps, random_start, kappa, rounds, gen, progress):
     """Madry et al.: random start in the ball, signed (L-inf) or normalized (L2) steps, project, clamp.
 
-    Stops once every image clears the margin `kappa`; images whose 8-bit version is still not fooled get
-    up to `rounds` more runs from where they are, aiming at a doubled margin each time.
+    Runs in short chunks and drops each image from the batch once it clears the logit margin `kappa`
+    (signed steps keep no optimizer state, so this equals one long run, minus the work on finished images).
+    Images whose 8-bit version is still not fooled get up to `rounds` more runs from where they are,
+    aiming at a doubled margin each time.
     """
     n = x.shape[0]
     run = _Run()
     used = torch.zeros(n, dtype=torch.long, device=x.device)
-    adv = x.clone()
+    adv, current = x.clone(), x.clone()
+    best_loss = torch.full((n,), math.inf, device=x.device)
     todo = torch.arange(n, device=x.device)
     progress.total = steps
+    first = True
     for attempt in range(rounds + 1):
-        sub = goal.subset(todo)
-        param = E.Perturbation(x[todo], eps, norm, random_start=random_start and attempt == 0, generator=gen)
-        if attempt > 0:  # go on from where the last round left this image
-            with torch.no_grad():
-                param.delta.copy_(adv[todo] - x[todo])
-                param.project_()
         margin = kappa * 2 ** attempt
-        first_ok = torch.zeros(len(todo), dtype=torch.long, device=x.device)
-        report = progress.engine(steps)
+        left = steps if attempt == 0 else max(steps // 2, 5)
+        while len(todo) and left > 0:
+            sub = goal.subset(todo)
+            param = E.Perturbation(x[todo], eps, norm, random_start=random_start and first, generator=gen)
+            if not first:  # go on from where the last chunk left these images
+                with torch.no_grad():
+                    param.delta.copy_(current[todo] - x[todo])
+                    param.project_()
+            first = False
+            first_ok = torch.zeros(len(todo), dtype=torch.long, device=x.device)
 
-        def stop_when(fwd, sub=sub, margin=margin, first_ok=first_ok):
-            ok = sub.margin(fwd.logits.detach().float()) > margin
-            first_ok.copy_(torch.where(ok & (first_ok == 0), progress.step, first_ok))
-            return ok
-        budget = steps if attempt == 0 else max(steps // 2, 5)
-        res = E.optimize(bundle, param, sub.cross_entropy(), steps=budget, lr=alpha, optimizer="sign",
-                         stop_when=stop_when if random_start else None, callback=report,
-                         check_every=_check_every(bundle))
-        progress.done(res.steps)
-        used[todo] += torch.where(first_ok > 0, first_ok, res.steps)
-        adv[todo] = _on_grid(res.images if random_start else res.final, x[todo], eps, norm)
-        if not run.add(res) or attempt == rounds:
+            def stop_when(fwd, sub=sub, margin=margin, first_ok=first_ok):
+                ok = sub.margin(fwd.logits.detach().float()) > margin
+                first_ok.copy_(torch.where(ok & (first_ok == 0), progress.step, first_ok))
+                return ok
+            res = E.optimize(bundle, param, sub.cross_entropy(), steps=min(left, _chunk(bundle)), lr=alpha,
+                             optimizer="sign", stop_when=stop_when if random_start else None,
+                             callback=progress.engine(steps), check_every=1)
+            progress.done(res.steps)
+            left -= res.steps
+            finished = first_ok > 0
+            used[todo] += torch.where(finished, first_ok, res.steps)
+            # Keep the iterate that cleared the margin, else the lowest loss so far (what Ctrl-C leaves);
+            # the search itself goes on from the last step. FGSM's answer is its one step.
+            loss = res.best_loss.to(x.device)
+            keep = finished | (loss < best_loss[todo])
+            best_loss[todo] = torch.where(keep, loss, best_loss[todo])
+            adv[todo] = torch.where(keep.view(-1, 1, 1, 1), res.images, adv[todo]) if random_start else res.final
+            current[todo] = res.final
+            if not run.add(res):
+                break
+            todo = todo[~finished]
+        adv_q = _on_grid(adv, x, eps, norm)
+        if run.stopped != "done" or attempt == rounds or not random_start:
             break
-        ok, _ = _judge(bundle, adv[todo], sub)
+        ok, _ = _judge(bundle, adv_q, goal)
         if bool(ok.all()):
             break
-        todo = todo[~ok]
-    return adv, used, run
+        todo = torch.nonzero(~ok).flatten()
+        current = torch.where(ok.view(-1, 1, 1, 1), current, adv_q)
+        best_loss[todo] = math.inf
+    return adv_q, used, run
+
+
+def _chunk(bundle: ModelBundle) -> int:
+    # Steps between checks for finished images: on the CPU a check costs nothing and a finished image
+    # dropped early saves a whole forward/backward; on accelerators avoid a host sync every step.
+    return 1 if bundle.device.type == "cpu" else 10
 
 
 # ----- Szegedy et al. 2014: box-constrained L-BFGS, line search over c ------------------------------------
@@ -343,7 +362,7 @@ def _search(bundle, x, goal, make_param, objective, optimizer, steps, lr, c, sea
     progress.total = steps * search_steps
     for _ in range(search_steps):
         res = E.optimize(bundle, make_param(), objective(cs), steps=steps, lr=lr, optimizer=optimizer,
-                         callback=progress.engine(steps * search_steps), check_every=_check_every(bundle))
+                         callback=progress.engine(steps * search_steps), check_every=_chunk(bundle))
         progress.done(res.steps)
         used += res.steps
         candidates = [_on_grid(res.images, x, None), _on_grid(res.final, x, None)]
