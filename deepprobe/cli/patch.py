@@ -1,0 +1,166 @@
+"""`deepprobe patch train|apply`: a universal adversarial patch (Brown et al. 2017)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from ..errors import DeepprobeError
+from ..options.patch import Options
+from . import app
+from .common import command, opt, out_console
+
+patch_app = typer.Typer(help="Learn a universal adversarial patch and paste it into new photos.",
+                        no_args_is_help=True)
+app.add_typer(patch_app, name="patch")
+
+
+def _load_all(run, bundle, images: list[str]):
+    import torch
+
+    from .inputs import batches, image_paths
+
+    paths, chunks = [], []
+    for chunk_paths, x in batches(run, bundle, image_paths(run, images), 16):
+        paths += chunk_paths
+        chunks.append(x)
+    if not chunks:
+        raise DeepprobeError("none of the images could be read")
+    return paths, torch.cat(chunks)
+
+
+def _caption(bundle, applied, i: int) -> str:
+    seen = bundle.class_name(int(applied.predicted[i]))
+    return f"{seen} · p({bundle.class_name(applied.target)})={float(applied.target_prob[i]):.2f}"
+
+
+@command(patch_app, "train", options_name="patch")
+def train_cmd(run, images: list[str] = typer.Argument(..., help="Training photos: files, folders or globs."),
+              target: str = opt(Options, "target", help="Class the patch makes the model see, e.g. toaster."),
+              size: str = opt(Options, "size", help="Patch side as a fraction of the image's shorter side."),
+              steps: int = opt(Options, "steps", help="Adam steps (one batch of random placements each)."),
+              lr: str = opt(Options, "lr", help="Adam step size on the patch pixels."),
+              batch_size: int = opt(Options, "batch_size", help="Training photos per step."),
+              scale_min: str = opt(Options, "scale_min", help="Smallest random scale while training (x size)."),
+              scale_max: str = opt(Options, "scale_max", help="Largest random scale while training (x size)."),
+              rotation: str = opt(Options, "rotation", help="Random rotation while training, +- degrees."),
+              preview: int = opt(Options, "preview", help="Patched training photos shown in the preview panel.")):
+    """Learn one patch that turns photos into TARGET wherever it is placed (expectation over random
+    placement, scale and rotation). Saves the patch PNG, its metadata JSON and a preview panel."""
+    from ..render import grid
+    from ..techniques.patch import apply_patch, train_patch
+    from .progress import engine_callback
+
+    opts = run.options
+    if opts.target is None:
+        raise DeepprobeError("--target is required, e.g. --target toaster")
+    bundle = run.bundle()
+    target_index = bundle.class_index(opts.target)
+    paths, x = _load_all(run, bundle, images)
+    scale_range = (opts.scale_min, opts.scale_max)
+    with run.progress() as progress:
+        task = progress.add_task(f"patch -> {bundle.class_name(target_index)}", total=opts.steps, info="")
+        result = train_patch(bundle, x, target_index, size=opts.size, steps=opts.steps, lr=opts.lr,
+                             batch_size=opts.batch_size, scale_range=scale_range, rotation=opts.rotation,
+                             seed=run.common.seed, callback=engine_callback(progress, task, bundle))
+    name = bundle.class_name(target_index).replace(" ", "_")
+    meta = {"patch": True, "target": bundle.class_name(target_index), "target_index": target_index,
+            "size": opts.size, "size_means": "side as a fraction of the image's shorter side",
+            "scale_range": list(scale_range), "rotation": opts.rotation, "pixels": int(result.patch.shape[-1]),
+            "training_images": [str(p) for p in paths], "steps": result.steps, "stopped": result.stopped,
+            "train_success_rate": round(result.train_success, 4), "loss_curve": result.losses}
+    patch_path = run.save_image(result.patch, f"patch_{name}.png", result=meta)
+
+    shown = x[: max(1, opts.preview)]
+    applied = apply_patch(bundle, shown, result.patch, target_index, size=opts.size, placement="random",
+                          seed=run.common.seed + 7, scale_range=scale_range, rotation=opts.rotation)
+    tiles = [result.patch] + list(applied.images)
+    captions = [f"patch -> {bundle.class_name(target_index)}"] + [_caption(bundle, applied, i)
+                                                                   for i in range(len(applied.images))]
+    title = (f"patch ({opts.size:g} of the side) on training photos, random placement; "
+             f"{result.train_success:.0%} of training photos read as {bundle.class_name(target_index)}")
+    preview_path = run.save_image(grid(tiles, captions, cell=200, title=title), f"patch_{name}_preview.png",
+                                  result={"patch": str(patch_path), "preview": True})
+    summary = {k: v for k, v in meta.items() if k != "loss_curve"}
+    run.add_result({**summary, "output": str(patch_path), "preview": str(preview_path)})
+    run.summary.update(target=meta["target"], train_success_rate=meta["train_success_rate"])
+    if result.message:
+        from .common import err_console
+
+        err_console.print(f"[yellow]{result.message}[/yellow]")
+    if run.show_progress:
+        out_console.print(f"patch: {patch_path}  (training success {result.train_success:.0%})")
+        out_console.print(f"preview: {preview_path}")
+
+
+def _metadata(patch_file: Path) -> dict:
+    sidecar = patch_file.with_suffix(".json")
+    if not sidecar.is_file():
+        return {}
+    try:
+        data = json.loads(sidecar.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DeepprobeError(f"{sidecar}: not valid JSON ({exc})") from None
+    return data.get("result", data) if isinstance(data, dict) else {}
+
+
+@command(patch_app, "apply", options_name="patch")
+def apply_cmd(run, patch_file: str = typer.Argument(..., metavar="PATCH.png", help="A patch saved by `patch train`."),
+              images: list[str] = typer.Argument(..., help="Photos to paste it into: files, folders or globs."),
+              target: str = opt(Options, "target", help="Class the patch aims at (default: from the patch's JSON)."),
+              size: str = opt(Options, "size", help="Patch side as a fraction of the shorter side (default: from its JSON)."),
+              x: float = typer.Option(None, "--x", help="Fixed placement: centre x as a fraction of the width."),
+              y: float = typer.Option(None, "--y", help="Fixed placement: centre y as a fraction of the height."),
+              scale: float = typer.Option(None, "--scale", help="Fixed placement: side as a fraction of the shorter side."),
+              angle: float = typer.Option(None, "--angle", help="Fixed placement: rotation in degrees."),
+              random_place: bool = typer.Option(False, "--random", help="Random placement, scale and rotation "
+                                                "(the training distribution; the default without --x/--y/--scale/--angle).")):
+    """Paste a learned patch into new photos and report how often the model then sees its target
+    (judged on the saved 8-bit images)."""
+    from ..io import read_image, safe_stem
+    from ..render import grid
+    from ..techniques.patch import apply_patch
+
+    opts = run.options
+    path = Path(patch_file)
+    if not path.is_file():
+        raise DeepprobeError(f"{patch_file}: no such patch file")
+    meta = _metadata(path)
+    fixed = [v is not None for v in (x, y, scale, angle)]
+    if random_place and any(fixed):
+        raise DeepprobeError("--random cannot be combined with --x/--y/--scale/--angle")
+    target_name = target if target is not None else meta.get("target")
+    if target_name is None:
+        raise DeepprobeError(f"no target for {path.name}: pass --target (no metadata JSON beside the patch)")
+    side = opts.size if size is not None else float(meta.get("size", opts.size))
+    scale_range = tuple(meta.get("scale_range", (opts.scale_min, opts.scale_max)))
+    rotation = float(meta.get("rotation", opts.rotation))
+    placement = "random" if not any(fixed) else (0.5 if x is None else x, 0.5 if y is None else y,
+                                                 side if scale is None else scale, 0.0 if angle is None else angle)
+    bundle = run.bundle()
+    target_index = bundle.class_index(target_name)
+    patch = read_image(path)
+    paths, batch = _load_all(run, bundle, images)
+    applied = apply_patch(bundle, batch, patch, target_index, size=side, placement=placement,
+                          seed=run.common.seed, scale_range=scale_range, rotation=rotation)
+    for i, src in enumerate(paths):
+        row = {"input": str(src), "patch": str(path), "target": bundle.class_name(target_index),
+               "predicted": bundle.class_name(int(applied.predicted[i])),
+               "target_prob": round(float(applied.target_prob[i]), 6), "success": bool(applied.success[i]),
+               "placement": applied.placements[i]}
+        saved = run.save_image(applied.images[i:i + 1], f"{safe_stem(src)}_patched.png", result=row)
+        run.add_result({**row, "output": str(saved)})
+    shown = min(len(paths), 12)
+    title = (f"{path.name} -> {bundle.class_name(target_index)}: {applied.success_rate:.0%} of "
+             f"{len(paths)} photos fooled ({'random' if placement == 'random' else 'fixed'} placement)")
+    panel = grid(list(applied.images[:shown]), [_caption(bundle, applied, i) for i in range(shown)],
+                 columns=min(shown, 4), cell=200, title=title)
+    panel_path = run.save_image(panel, f"{safe_stem(path)}_applied_panel.png",
+                                result={"panel": True, "success_rate": applied.success_rate})
+    run.summary.update(target=bundle.class_name(target_index), success_rate=round(applied.success_rate, 4),
+                       images=len(paths), fooled=int(applied.success.sum()),
+                       placement="random" if placement == "random" else list(placement), panel=str(panel_path))
+    if run.show_progress:
+        out_console.print(f"{int(applied.success.sum())}/{len(paths)} photos now read as "
+                          f"{bundle.class_name(target_index)} ({applied.success_rate:.0%}); panel: {panel_path}")
