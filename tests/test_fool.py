@@ -32,7 +32,7 @@ def fooled(tmp_path_factory):
 
 
 def test_targeted_fool_succeeds_on_the_saved_png(fooled):
-    out, summary = fooled
+    _, summary = fooled
     assert [r["target"] for r in summary["results"]] == ["ostrich", "toaster"]
     fresh = dp.load_model("efficientnet_lite0", device="cpu")  # independent of the run's model
     for r in summary["results"]:

@@ -20,8 +20,17 @@ from .. import engine as E
 from ..errors import DeepprobeError
 from ..io import quantize
 from ..models import ModelBundle
-from ..options.fool import (DEFAULT_METHOD, DEFAULT_STEPS, METHODS, NORMS, Options, alpha_for, c_for, eps_for,
-                             lr_for)
+from ..options.fool import (
+    DEFAULT_METHOD,
+    DEFAULT_STEPS,
+    METHODS,
+    NORMS,
+    Options,
+    alpha_for,
+    c_for,
+    eps_for,
+    lr_for,
+)
 from .fool_params import BoxPixels, TanhImage
 
 Callback = Callable[[int, int, float, "E.Forward"], None]
