@@ -152,8 +152,7 @@ def apply_cmd(run, patch_file: str = typer.Argument(..., metavar="PATCH.png", he
         saved = run.save_image(applied.images[i:i + 1], f"{safe_stem(src)}_patched.png", result=row)
         run.add_result({**row, "output": str(saved)})
     shown = min(len(paths), 12)
-    title = (f"{path.name} -> {bundle.class_name(target_index)}: {applied.success_rate:.0%} of "
-             f"{len(paths)} photos fooled ({'random' if placement == 'random' else 'fixed'} placement)")
+    title = f"{int(applied.success.sum())}/{len(paths)} fooled -> {bundle.class_name(target_index)}"
     panel = grid(list(applied.images[:shown]), [_caption(bundle, applied, i) for i in range(shown)],
                  columns=min(shown, 4), cell=200, title=title)
     panel_path = run.save_image(panel, f"{safe_stem(path)}_applied_panel.png",
