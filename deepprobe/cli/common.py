@@ -18,13 +18,14 @@ from typing import Any, Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .. import __version__
 from ..errors import DeepprobeError
 from ..options import load_recipe, options_for, resolve
 
 DEFAULT_MODEL = "efficientnet_lite0"  # kept equal to deepprobe.models.DEFAULT_MODEL (checked in tests)
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # an error stays one line, however long
 out_console = Console(highlight=False)
 
 
@@ -83,7 +84,8 @@ def _common_parameters(uses_model: bool, uses_recipe: bool) -> list[inspect.Para
 def opt(options_cls, field: str, *flags: str, help: str = "", **kwargs) -> Any:  # noqa: A002 - typer's name
     """A Typer option whose default lives in the command's Options dataclass (shown in --help)."""
     default = {f.name: f for f in dataclasses.fields(options_cls)}[field].default
-    shown = f" [default: {default}]" if default not in (None, dataclasses.MISSING) else ""
+    # Rich reads "[default: x]" as markup and drops it: escape the bracket.
+    shown = f" \\[default: {default}]" if default not in (None, dataclasses.MISSING) else ""
     flags = flags or ("--" + field.replace("_", "-"),)
     return typer.Option(None, *flags, help=help + shown, show_default=False, **kwargs)
 
@@ -177,7 +179,8 @@ class Run:
     def fail(self, item: str, reason: str) -> None:
         """Record a per-input failure; the rest of the batch goes on."""
         self.failed.append({"input": str(item), "error": reason})
-        err_console.print(f"[red]error:[/red] {reason}" if str(item) in reason else f"[red]error:[/red] {item}: {reason}")
+        line = reason if str(item) in reason else f"{item}: {reason}"
+        err_console.print(f"[red]error:[/red] {escape(line)}")
 
     # ----- the record of the run --------------------------------------------------------------
     def record(self) -> dict[str, Any]:
@@ -214,7 +217,7 @@ class Run:
             sys.stdout.write(json.dumps(summary, default=_jsonable) + "\n")
         if self.failed:
             err_console.print(f"[yellow]{len(self.failed)} input(s) failed:[/yellow] "
-                              + ", ".join(f["input"] for f in self.failed))
+                              + escape(", ".join(f["input"] for f in self.failed)))
             return 1
         return 0
 
@@ -270,7 +273,7 @@ def command(app: typer.Typer, name: str, *, uses_model: bool = True, help: str |
             except DeepprobeError as exc:
                 if common.debug:
                     raise
-                err_console.print(f"[red]error:[/red] {exc}")
+                err_console.print(f"[red]error:[/red] {escape(str(exc))}")
                 raise typer.Exit(2) from None
             except KeyboardInterrupt:
                 if common.debug:
@@ -283,7 +286,7 @@ def command(app: typer.Typer, name: str, *, uses_model: bool = True, help: str |
                 if common.debug:
                     raise
                 message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                err_console.print(f"[red]error:[/red] {type(exc).__name__}: {message} (run with --debug for details)")
+                err_console.print(f"[red]error:[/red] {type(exc).__name__}: {escape(message)} (run with --debug for details)")
                 raise typer.Exit(1) from None
             if code:
                 raise typer.Exit(code)
