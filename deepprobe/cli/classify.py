@@ -6,6 +6,7 @@ import typer
 from ..options.classify import Options
 from . import app
 from .common import command, opt, out_console
+from .progress import make_progress
 from .inputs import batches, image_paths
 
 
@@ -24,9 +25,12 @@ def classify_cmd(run, images: list[str] = typer.Argument(..., help="Image files,
     table.add_column("image")
     for i in range(top):
         table.add_column(f"#{i + 1}")
-    for chunk_paths, x in batches(run, bundle, paths, batch_size):
-        for path, pred in zip(chunk_paths, classify(bundle, x, top)):
-            run.add_result({"input": str(path), **pred.as_dict()})
-            table.add_row(path.name, *[f"{c} [dim]{p:.1%}[/dim]" for c, p in zip(pred.labels, pred.probabilities)])
+    with make_progress(run.show_progress and len(paths) > batch_size) as progress:
+        task = progress.add_task("classifying", total=len(paths), info="")
+        for chunk_paths, x in batches(run, bundle, paths, batch_size):
+            for path, pred in zip(chunk_paths, classify(bundle, x, top)):
+                run.add_result({"input": str(path), **pred.as_dict()})
+                table.add_row(path.name, *[f"{c} [dim]{p:.1%}[/dim]" for c, p in zip(pred.labels, pred.probabilities)])
+            progress.advance(task, len(chunk_paths))
     if run.show_progress:
         out_console.print(table)

@@ -12,10 +12,11 @@ def image_paths(run, inputs: list[str]) -> list[Path]:
     from ..io import find_images
 
     paths, problems = find_images(inputs)
+    if not paths:  # one line for the whole run rather than one per input and then a summary
+        detail = "; ".join(f"{item}: {reason}" for item, reason in problems[:3])
+        raise DeepprobeError("no readable images given" + (f" ({detail})" if detail else ""))
     for item, reason in problems:
         run.fail(item, reason)
-    if not paths:
-        raise DeepprobeError("no readable images given" + (f" ({problems[0][0]}: {problems[0][1]})" if problems else ""))
     return paths
 
 

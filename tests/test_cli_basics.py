@@ -1,0 +1,128 @@
+"""The command line's contract: help without torch, clear one-line errors, batches that survive bad files,
+no overwriting, sidecars that record the run, inputs left untouched."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from deepprobe.cli import app
+
+WALK_HELP = r"""
+import sys
+import typer
+from deepprobe.cli import app
+
+def walk(cmd, path):
+    yield path
+    for name, sub in getattr(cmd, "commands", {}).items():
+        yield from walk(sub, path + [name])
+
+root = typer.main.get_command(app)
+paths = list(walk(root, []))
+for path in paths:
+    try:
+        root.main(args=path + ["--help"], prog_name="deepprobe", standalone_mode=False)
+    except SystemExit:
+        pass
+print(len(paths), "torch" in sys.modules, " ".join("/".join(p) for p in paths))
+"""
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_help_of_every_command_never_imports_torch():
+    out = subprocess.run([sys.executable, "-c", WALK_HELP], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    count, torch_loaded, names = out.stdout.strip().splitlines()[-1].split(" ", 2)
+    assert torch_loaded == "False", "a --help screen imported torch"
+    for command in ("classify", "fool", "patch/train", "patch/apply", "models", "layers", "age", "recipes",
+                    "rerun", "report"):
+        assert command in names.split()
+
+
+def test_python_dash_m_and_version():
+    out = subprocess.run([sys.executable, "-m", "deepprobe", "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("deepprobe ")
+
+
+def test_classify_json_goes_on_past_bad_files(examples, tmp_path):
+    shutil.copy(examples / "cat.jpg", tmp_path / "cat.jpg")
+    shutil.copy(examples / "coffee.jpg", tmp_path / "coffee.jpg")
+    (tmp_path / "broken.jpg").write_text("not a jpeg")
+    (tmp_path / "empty.png").write_bytes(b"")
+    res = run_cli("classify", str(tmp_path), str(tmp_path / "missing.jpg"), "--json", "--top", "3")
+    assert res.exit_code == 1  # some inputs failed, the others were classified
+    summary = json.loads(res.stdout)
+    tops = {r["input"].split("/")[-1]: r["top"][0]["class"] for r in summary["results"]}
+    assert tops["coffee.jpg"] == "espresso" and tops["cat.jpg"] in {"tiger cat", "Egyptian cat", "tabby"}
+    assert len(summary["results"][0]["top"]) == 3
+    failed = {f["input"].split("/")[-1]: f["error"] for f in summary["failed"]}
+    assert set(failed) == {"broken.jpg", "empty.png", "missing.jpg"}
+    assert "empty" in failed["empty.png"] and "no such file" in failed["missing.jpg"]
+    assert summary["outputs"] == [] and summary["versions"]["torch"]
+
+
+@pytest.mark.parametrize("args,words", [
+    (["classify", "examples/cat.jpg", "--model", "resnet_nope"], "unknown model spec"),
+    (["classify", "examples/cat.jpg", "--device", "tpu"], "unknown device"),
+    (["fool", "examples/cat.jpg", "--target", "ostrch"], 'did you mean "ostrich"'),
+    (["fool", "examples/cat.jpg", "--eps", "eight"], "eps"),
+    (["layers", "--model", "timm:resnet10t", "--weights", "nope.pth"], "not found"),
+    (["classify", "no_such_folder/"], "no readable images"),
+])
+def test_user_errors_are_one_line_without_traceback(args, words):
+    res = run_cli(*args)
+    assert res.exit_code == 2, (res.exit_code, res.stderr)
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], res.stderr
+    assert "Traceback" not in res.stderr and res.exception is None or isinstance(res.exception, SystemExit)
+
+
+def test_debug_shows_the_traceback():
+    out = subprocess.run([sys.executable, "-m", "deepprobe", "classify", "examples/cat.jpg", "--model", "nope",
+                          "--debug"], capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "Traceback" in out.stderr
+
+
+def test_outputs_never_overwrite_and_sidecars_record_the_run(examples, tmp_path):
+    src = tmp_path / "in" / "cat.jpg"
+    src.parent.mkdir()
+    shutil.copy(examples / "cat.jpg", src)
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    out = tmp_path / "out"
+    args = ["fool", str(src), "--method", "fgsm", "--out", str(out), "--seed", "3", "--json", "--quiet"]
+    first = json.loads(run_cli(*args).stdout)
+    second = json.loads(run_cli(*args).stdout)
+    assert {p.split("/")[-1] for p in first["outputs"]} == {"cat_fool.png", "cat_fool.json", "cat_fool_panel.png",
+                                                            "cat_fool_panel.json"}
+    assert "cat_fool-1.png" in {p.split("/")[-1] for p in second["outputs"]}
+    assert not set(first["outputs"]) & set(second["outputs"])
+    png = out / "cat_fool.png"
+    forced = json.loads(run_cli(*args, "--force").stdout)
+    assert str(png) in forced["outputs"] and png.exists() and len(list(out.glob("cat_fool*.png"))) == 4
+    # --force rewrote the same names instead of adding cat_fool-2.png
+    sidecar = json.loads((out / "cat_fool.json").read_text())
+    for key in ("command", "arguments", "model", "device", "seed", "versions", "elapsed_s", "result"):
+        assert key in sidecar
+    assert sidecar["command"] == "fool" and sidecar["seed"] == 3 and sidecar["device"] == "cpu"
+    assert sidecar["arguments"]["method"] == "fgsm" and sidecar["model"] == "efficientnet_lite0"
+    assert {"deepprobe", "torch", "timm"} <= set(sidecar["versions"])
+    assert sidecar["result"]["output"].endswith("cat_fool.png")
+    assert hashlib.sha256(src.read_bytes()).hexdigest() == digest  # the input is never modified
+
+
+def test_models_and_layers_list_what_users_pick_from():
+    models = json.loads(run_cli("models", "--json").stdout)
+    assert set(models["bundled"]) == {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
+    assert any(row["spec"].startswith("onnx:") for row in models["spec_forms"])
+    layers = json.loads(run_cli("layers", "--json", "--grep", "blocks.").stdout)["layers"]
+    shapes = {row["name"]: row["shape"] for row in layers}
+    assert shapes["blocks.3"] == [1, 80, 14, 14] and shapes["blocks.6"] == [1, 320, 7, 7]
