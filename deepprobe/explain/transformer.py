@@ -1,0 +1,154 @@
+"""Explanations read from a vision transformer's attention: rollout, Chefer's gradient-weighted relevance, raw heads.
+
+Each method has a pure function on attention tensors (tested against hand computations) and a thin method
+`fn(probe, x, targets, layer=None, **options) -> (N, h, w)` over the patch grid that `explain()` dispatches to
+(it resizes and scales). All of them work on whole batches: every step is a batched matrix product.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..errors import DeepprobeError
+from .attention_capture import capture_attention, patch_tokens_to_grid
+
+HEAD_FUSIONS = ("mean", "max", "min")
+# Defaults of the method options (named like the CLI flags --head-fusion, --discard-ratio, --head).
+HEAD_FUSION = "mean"
+DISCARD_RATIO = 0.0
+
+
+# ------------------------------------------------------------------------------------------ pure functions
+def fuse_heads(attn: torch.Tensor, head_fusion: str = HEAD_FUSION) -> torch.Tensor:
+    """(N, heads, T, T) -> (N, T, T) by mean, max or min over heads."""
+    if head_fusion == "mean":
+        return attn.mean(1)
+    if head_fusion == "max":
+        return attn.amax(1)
+    if head_fusion == "min":
+        return attn.amin(1)
+    raise DeepprobeError(f"unknown head fusion {head_fusion!r}; choose one of {', '.join(HEAD_FUSIONS)}")
+
+
+def discard_lowest(a: torch.Tensor, ratio: float, prefix: int = 1) -> torch.Tensor:
+    """Zero the lowest `ratio` of each row's attentions to patch tokens; prefix columns (CLS...) are never dropped.
+
+    Why per row and never the CLS column: a row is one token's distribution, and the CLS column carries much
+    of every row's mass — dropping it (as a whole-matrix threshold can) changes what the rollout measures.
+    """
+    if not 0.0 <= ratio < 1.0:
+        raise DeepprobeError(f"discard ratio must be in [0, 1), got {ratio}")
+    patches = a[..., prefix:]
+    k = int(patches.shape[-1] * ratio)
+    if k == 0:
+        return a
+    lowest = patches.topk(k, dim=-1, largest=False).indices
+    patches = patches.scatter(-1, lowest, 0.0)
+    return torch.cat([a[..., :prefix], patches], dim=-1)
+
+
+def rollout_tokens(attentions: list[torch.Tensor], head_fusion: str = HEAD_FUSION,
+                   discard_ratio: float = DISCARD_RATIO, prefix: int = 1) -> torch.Tensor:
+    """Attention rollout (Abnar & Zuidema 2020) on per-layer (N, heads, T, T) maps -> (N, T - prefix).
+
+    Per layer: fuse heads, optionally discard the lowest attentions, A' = 0.5 A + 0.5 I with rows
+    renormalized; multiply bottom-up (R = A'_L ... A'_1); read the CLS row over the patch tokens
+    (with no prefix token, the mean row: what an average-pooled head reads).
+    """
+    if not attentions:
+        raise DeepprobeError("rollout needs at least one attention layer")
+    result = None
+    for attn in attentions:
+        a = fuse_heads(attn.float(), head_fusion)
+        a = discard_lowest(a, discard_ratio, prefix)
+        eye = torch.eye(a.shape[-1], device=a.device, dtype=a.dtype)
+        a = 0.5 * a + 0.5 * eye
+        a = a / a.sum(-1, keepdim=True)
+        result = a if result is None else a @ result
+    return _readout(result, prefix)
+
+
+def chefer_tokens(attentions: list[torch.Tensor], gradients: list[torch.Tensor], prefix: int = 1) -> torch.Tensor:
+    """Chefer et al. 2021 (generic, hook-only): R = I; per layer R <- R + mean_heads((grad * A)^+) @ R.
+
+    `gradients` are d(target logit)/d(attention) per layer; returns the CLS row over patches, (N, T - prefix).
+    """
+    if not attentions or len(attentions) != len(gradients):
+        raise DeepprobeError("chefer needs one gradient per attention layer")
+    n, _, t, _ = attentions[0].shape
+    r = torch.eye(t, device=attentions[0].device).expand(n, t, t)
+    for attn, grad in zip(attentions, gradients):
+        cam = (grad.float() * attn.float()).clamp(min=0).mean(1)
+        r = r + cam @ r
+    return _readout(r, prefix)
+
+
+def _readout(r: torch.Tensor, prefix: int) -> torch.Tensor:
+    row = r[:, 0] if prefix > 0 else r.mean(1)
+    return row[:, prefix:]
+
+
+# ------------------------------------------------------------------------------------------ methods
+def _no_layer(method: str, layer) -> None:
+    if layer not in (None, ""):
+        raise DeepprobeError(f"{method} combines every attention layer; --layer does not apply to it")
+
+
+def rollout(probe, x: torch.Tensor, targets: torch.Tensor | None = None, layer: str | None = None,
+            head_fusion: str | None = None, discard_ratio: float | None = None) -> torch.Tensor:
+    """Attention rollout maps (N, h, w) over the patch grid; class-agnostic (targets are not used)."""
+    _no_layer("rollout", layer)
+    head_fusion = head_fusion or HEAD_FUSION
+    fuse_heads(torch.zeros(1, 1, 1, 1), head_fusion)  # check the option before the forward pass
+    cap = capture_attention(probe, x, method="rollout")
+    tokens = rollout_tokens(cap.attentions, head_fusion, DISCARD_RATIO if discard_ratio is None else discard_ratio,
+                            cap.prefix)
+    return patch_tokens_to_grid(tokens, 0, cap.grid)
+
+
+def chefer(probe, x: torch.Tensor, targets: torch.Tensor, layer: str | None = None) -> torch.Tensor:
+    """Gradient-weighted attention relevance (N, h, w) for each image's target class."""
+    _no_layer("chefer", layer)
+    cap = capture_attention(probe, x, targets, method="chefer")
+    return patch_tokens_to_grid(chefer_tokens(cap.attentions, cap.gradients, cap.prefix), 0, cap.grid)
+
+
+def _layer_index(layer, count: int) -> int:
+    """--layer for `attention`: a block index (negative counts from the end), default the last one."""
+    if layer in (None, ""):
+        return count - 1
+    try:
+        i = int(layer)
+    except (TypeError, ValueError):
+        raise DeepprobeError(f"attention takes --layer as a block index (0..{count - 1} or -1), got {layer!r}") from None
+    if not -count <= i < count:
+        raise DeepprobeError(f"attention layer {i} out of range: the model has {count} attention layers")
+    return i % count
+
+
+def attention_heads(probe, x: torch.Tensor, layer: str | int | None = None, resize: bool = True) -> torch.Tensor:
+    """The CLS token's attention over the patches, one map per head (the DINO figure): (N, heads, H, W).
+
+    `layer` picks the block (default: the last). With `resize` (default) each head's map is resized to the
+    input and min-max scaled to [0,1] like `explain()` does; `resize=False` gives the raw (N, heads, h, w) grid.
+    """
+    from . import to_input_size
+
+    cap = capture_attention(probe, x, method="attention")
+    attn = cap.attentions[_layer_index(layer, len(cap.attentions))]
+    rows = attn[:, :, 0] if cap.prefix > 0 else attn.mean(2)
+    maps = patch_tokens_to_grid(rows, cap.prefix, cap.grid)
+    if not resize:
+        return maps
+    n, heads = maps.shape[:2]
+    return to_input_size(maps.flatten(0, 1), x.shape[-2:]).view(n, heads, *x.shape[-2:])
+
+
+def attention(probe, x: torch.Tensor, targets: torch.Tensor | None = None, layer: str | None = None,
+              head: int | None = None) -> torch.Tensor:
+    """Raw CLS self-attention of one block (default the last) as (N, h, w): mean over heads, or `head`."""
+    maps = attention_heads(probe, x, layer=layer, resize=False)
+    if head is None:
+        return maps.mean(1)
+    if not -maps.shape[1] <= int(head) < maps.shape[1]:
+        raise DeepprobeError(f"head {head} out of range: the model has {maps.shape[1]} heads")
+    return maps[:, int(head)]
