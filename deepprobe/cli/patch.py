@@ -115,12 +115,14 @@ def apply_cmd(run, patch_file: str = typer.Argument(..., metavar="PATCH.png", he
               scale: float = typer.Option(None, "--scale", help="Fixed placement: side as a fraction of the shorter side."),
               angle: float = typer.Option(None, "--angle", help="Fixed placement: rotation in degrees."),
               random_place: bool = typer.Option(False, "--random", help="Random placement, scale and rotation "
-                                                "(the training distribution; the default without --x/--y/--scale/--angle).")):
+                                                "(the training distribution; the default without --x/--y/--scale/--angle)."),
+              batch_size: int = opt(Options, "batch_size", help="Photos patched and classified together.")):
     """Paste a learned patch into new photos and report how often the model then sees its target
     (judged on the saved 8-bit images)."""
     from ..io import read_image, safe_stem
     from ..render import grid
     from ..techniques.patch import apply_patch
+    from .inputs import batches, image_paths
 
     opts = run.options
     path = Path(patch_file)
@@ -141,25 +143,36 @@ def apply_cmd(run, patch_file: str = typer.Argument(..., metavar="PATCH.png", he
     bundle = run.bundle()
     target_index = bundle.class_index(target_name)
     patch = read_image(path)
-    paths, batch = _load_all(run, bundle, images)
-    applied = apply_patch(bundle, batch, patch, target_index, size=side, placement=placement,
-                          seed=run.common.seed, scale_range=scale_range, rotation=rotation)
-    for i, src in enumerate(paths):
-        row = {"input": str(src), "patch": str(path), "target": bundle.class_name(target_index),
-               "predicted": bundle.class_name(int(applied.predicted[i])),
-               "target_prob": round(float(applied.target_prob[i]), 6), "success": bool(applied.success[i]),
-               "placement": applied.placements[i]}
-        saved = run.save_image(applied.images[i:i + 1], f"{safe_stem(src)}_patched.png", result=row)
-        run.add_result({**row, "output": str(saved)})
-    shown = min(len(paths), 12)
-    title = f"{int(applied.success.sum())}/{len(paths)} fooled -> {bundle.class_name(target_index)}"
-    panel = grid(list(applied.images[:shown]), [_caption(bundle, applied, i) for i in range(shown)],
-                 columns=min(shown, 4), cell=200, title=title)
+    paths = image_paths(run, images)
+    done, fooled, shown, captions = [], 0, [], []
+    with run.progress() as progress:  # streamed in batches: memory stays flat however many photos
+        task = progress.add_task(f"patch -> {bundle.class_name(target_index)}", total=len(paths), info="")
+        for b, (chunk_paths, batch) in enumerate(batches(run, bundle, paths, batch_size or opts.batch_size)):
+            applied = apply_patch(bundle, batch, patch, target_index, size=side, placement=placement,
+                                  seed=run.common.seed + b, scale_range=scale_range, rotation=rotation)
+            for i, src in enumerate(chunk_paths):
+                row = {"input": str(src), "patch": str(path), "target": bundle.class_name(target_index),
+                       "predicted": bundle.class_name(int(applied.predicted[i])),
+                       "target_prob": round(float(applied.target_prob[i]), 6), "success": bool(applied.success[i]),
+                       "placement": applied.placements[i]}
+                saved = run.save_image(applied.images[i:i + 1], f"{safe_stem(src)}_patched.png", result=row)
+                run.add_result({**row, "output": str(saved)})
+                if len(shown) < 12:
+                    shown.append(applied.images[i].cpu())
+                    captions.append(_caption(bundle, applied, i))
+            done += chunk_paths
+            fooled += int(applied.success.sum())
+            progress.update(task, completed=len(done), info=f"{fooled}/{len(done)} fooled")
+    if not done:
+        raise DeepprobeError("none of the images could be read")
+    rate = fooled / len(done)
+    title = f"{fooled}/{len(done)} fooled -> {bundle.class_name(target_index)}"
+    panel = grid(shown, captions, columns=min(len(shown), 4), cell=200, title=title)
     panel_path = run.save_image(panel, f"{safe_stem(path)}_applied_panel.png",
-                                result={"panel": True, "success_rate": applied.success_rate})
-    run.summary.update(target=bundle.class_name(target_index), success_rate=round(applied.success_rate, 4),
-                       images=len(paths), fooled=int(applied.success.sum()),
+                                result={"panel": True, "success_rate": rate})
+    run.summary.update(target=bundle.class_name(target_index), success_rate=round(rate, 4),
+                       images=len(done), fooled=fooled,
                        placement="random" if placement == "random" else list(placement), panel=str(panel_path))
     if run.show_progress:
-        out_console.print(f"{int(applied.success.sum())}/{len(paths)} photos now read as "
-                          f"{bundle.class_name(target_index)} ({applied.success_rate:.0%}); panel: {panel_path}")
+        out_console.print(f"{fooled}/{len(done)} photos now read as "
+                          f"{bundle.class_name(target_index)} ({rate:.0%}); panel: {panel_path}")
