@@ -1,0 +1,236 @@
+"""Deep Dream (Mordvintsev et al. 2015): amplify what a layer sees, octave by octave, at the photo's resolution.
+
+Each step computes the gradient of the objective (a layer's activation norm, or one class logit for a guided
+dream, plus an optional TV prior) on tiles of a randomly rolled copy of the image, rolls the gradient back,
+divides it by its mean magnitude and takes a step, clamped to [0,1]. Octaves run from the smallest scale to
+the full size; the detail dreamed at one scale is carried up to the next. Each step's gradient is blurred a
+little (`smooth`), which turns the net's high-frequency gradient into smooth strokes. The bundled EfficientNets
+use TF "same" padding, so they run on any image size, and tiling keeps memory flat for big photos.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .. import engine as E
+from ..errors import DeepprobeError
+from ..models import ModelBundle
+from ..options.dream import MIN_TILE, Options
+
+MIN_SIDE = 32  # octaves smaller than this are skipped (the net's receptive field would see only padding)
+
+
+@dataclass
+class DreamResult:
+    """The dreamed images (same size as the input) and how far the objective moved."""
+
+    images: torch.Tensor
+    losses: list[float] = field(default_factory=list)  # mean objective per step, all octaves in a row
+    octave_sizes: list[tuple[int, int]] = field(default_factory=list)
+    steps: int = 0
+    stopped: str = "done"  # done | interrupted
+
+
+def dream(probe: ModelBundle, images: torch.Tensor, layers: Sequence[str] | str | None = None, *,
+          target: int | str | None = Options.target, octaves: int = Options.octaves,
+          octave_scale: float = Options.octave_scale, steps: int = Options.steps, lr: float = Options.lr,
+          strength: float = Options.strength, jitter: int = Options.jitter, smooth: float = Options.smooth,
+          tv: float = Options.tv, tile: int = Options.tile, seed: int = 0,
+          callback: Callable[[int, int, float, E.Forward | None], None] | None = None) -> DreamResult:
+    """Dream on (N,3,H,W) images in [0,1] at their own size; `target` (a class) makes a guided dream.
+
+    Returns images of the input's size. `strength` mixes the dreamed change into the photo afterwards
+    (1 = the full dream). Ctrl-C stops early and keeps what was dreamed so far (stopped = "interrupted").
+    """
+    if octaves < 1 or steps < 0 or octave_scale <= 1.0:
+        raise DeepprobeError("dream needs octaves >= 1, steps >= 0 and octave_scale > 1")
+    if tile and tile < MIN_TILE:
+        raise DeepprobeError(f"--tile must be 0 (never tile) or at least {MIN_TILE} pixels, got {tile}")
+    layers = _layers(layers)
+    target = probe.class_index(target) if target is not None else None
+    objective = dream_objective(layers, target, tv)
+    generator = torch.Generator().manual_seed(seed)
+    base = images.detach().to(probe.device).float().clamp(0, 1)
+    sizes = octave_sizes(tuple(base.shape[-2:]), octaves, octave_scale)
+    total, done, curve, stopped = steps * len(sizes), 0, [], "done"
+    detail = torch.zeros_like(_resize(base, sizes[0]))
+    image = base
+    try:
+        for size in sizes:
+            scaled = _resize(base, size)
+            image = (scaled + _resize(detail, size)).clamp(0, 1)
+            for _ in range(steps):
+                grad, loss, fwd = tiled_gradient(probe, image, objective, tile, jitter, generator)
+                image = normalized_step(image, blur(grad, smooth), lr)
+                curve.append(loss)
+                done += 1
+                if callback is not None:
+                    callback(done, total, float(loss), fwd)
+            detail = image - scaled
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+    if tuple(image.shape[-2:]) != tuple(base.shape[-2:]):  # interrupted below full size: carry the detail up
+        image = base + _resize(image - _resize(base, image.shape[-2:]), base.shape[-2:])
+    image = (base + strength * (image - base)).clamp(0, 1)
+    losses = [float(v) for v in torch.stack(curve).cpu()] if curve else []
+    return DreamResult(images=image.detach(), losses=losses, octave_sizes=sizes, steps=done, stopped=stopped)
+
+
+def dream_objective(layers: Sequence[str], target: int | None, tv: float) -> E.Objective:
+    """Sum of the layers' mean squared activations (or a class logit), driven up; plus tv * TV."""
+    if target is not None:
+        objective = E.class_logit(target)
+    else:
+        objective = E.layer_norm(layers[0])
+        for layer in layers[1:]:
+            objective = objective + E.layer_norm(layer)
+    return objective + tv * E.total_variation(2) if tv else objective
+
+
+def octave_sizes(size: tuple[int, int], octaves: int, scale: float) -> list[tuple[int, int]]:
+    """(H,W) of each octave, smallest first, ending at `size`; octaves under MIN_SIDE pixels are dropped."""
+    h, w = size
+    sizes = []
+    for i in reversed(range(max(1, octaves))):
+        s = (round(h / scale ** i), round(w / scale ** i))
+        if min(s) >= min(MIN_SIDE, h, w):
+            sizes.append(s)
+    return sizes
+
+
+def tiled_gradient(probe: ModelBundle, image: torch.Tensor, objective: E.Objective, tile: int, jitter: int,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, E.Forward | None]:
+    """Gradient of the objective w.r.t. the image, computed tile by tile on a randomly rolled copy.
+
+    The roll (up to `jitter` pixels, or half a tile when the image is tiled, so seams move every step) is
+    undone on the gradient. Each tile's loss is weighted by its share of the image, so the tiled gradient
+    equals the whole-image one for mean-type objectives. Only one tile's activations are alive at a time,
+    so memory is bounded by the tile, not the photo. Returns (grad, mean loss, last tile's Forward).
+    """
+    h, w = image.shape[-2:]
+    tiled = bool(tile) and (h > tile or w > tile)
+    reach = max(jitter, tile // 2) if tiled else jitter
+    dy, dx = (int(v) for v in torch.randint(-reach, reach + 1, (2,), generator=generator)) if reach else (0, 0)
+    rolled = torch.roll(image, shifts=(dy, dx), dims=(2, 3))
+    grad = torch.zeros_like(image)
+    loss = torch.zeros((), device=image.device)
+    fwd = None
+    for ys in tile_slices(h, tile):
+        for xs in tile_slices(w, tile):
+            piece = rolled[:, :, ys, xs].detach().requires_grad_(True)
+            share = piece.shape[-2] * piece.shape[-1] / (h * w)
+            with torch.enable_grad(), _autocast(probe):
+                per_image, fwd = E.evaluate(probe, piece, objective)
+            (per_image.float().sum() * share).backward()
+            grad[:, :, ys, xs] = piece.grad
+            loss = loss + per_image.detach().float().mean() * share
+    return torch.roll(grad, shifts=(-dy, -dx), dims=(2, 3)), loss, fwd
+
+
+def tile_slices(length: int, tile: int) -> list[slice]:
+    """Tiles covering 0..length; none is under half a tile (a short remainder joins the last tile)."""
+    if not tile or length <= tile:
+        return [slice(0, length)]
+    starts = list(range(0, length, tile))
+    if length - starts[-1] < tile // 2:
+        starts.pop()
+    ends = starts[1:] + [length]
+    return [slice(a, b) for a, b in zip(starts, ends)]
+
+
+def _autocast(probe: ModelBundle):
+    """bfloat16 autocast on CUDA when `--amp` asked for it (as the engine's loop does)."""
+    import contextlib
+
+    if probe.notes.get("amp") and probe.device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def blur(grad: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of the gradient (sigma in pixels; 0 leaves it as is): smooth strokes instead of grain."""
+    if sigma <= 0:
+        return grad
+    from torchvision.transforms.functional import gaussian_blur
+
+    k = 2 * max(1, round(3 * sigma)) + 1
+    return gaussian_blur(grad, [k, k], [float(sigma), float(sigma)])
+
+
+@torch.no_grad()
+def normalized_step(image: torch.Tensor, grad: torch.Tensor, lr: float) -> torch.Tensor:
+    """Deep Dream's step: descend the gradient divided by its mean magnitude per image, clamp to [0,1]."""
+    scale = grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+    return (image - lr * grad / scale).clamp(0, 1)
+
+
+@torch.no_grad()
+def activation_norms(probe: ModelBundle, images: torch.Tensor, layers: Sequence[str] | str,
+                     tile: int = Options.tile) -> dict[str, torch.Tensor]:
+    """RMS activation per image of each layer, by a fresh forward (tile by tile on big images), (N,) each."""
+    layers = _layers(layers)
+    images = images.to(probe.device).float()
+    h, w = images.shape[-2:]
+    sums = {layer: torch.zeros(images.shape[0], device=probe.device) for layer in layers}
+    for ys in tile_slices(h, tile):
+        for xs in tile_slices(w, tile):
+            piece = images[:, :, ys, xs]
+            share = piece.shape[-2] * piece.shape[-1] / (h * w)
+            fwd = E.forward(probe, piece, layers, need_logits=False)
+            for layer in layers:
+                sums[layer] += fwd[layer].float().pow(2).flatten(1).mean(1) * share
+    return {layer: value.sqrt().cpu() for layer, value in sums.items()}
+
+
+@torch.no_grad()
+def target_logits(probe: ModelBundle, images: torch.Tensor, target: int, tile: int = Options.tile) -> torch.Tensor:
+    """The target class's logit on the image at its own size, (N,): what a guided dream drives up.
+
+    The nets are fully convolutional with global pooling, so any size works; on big images it is the
+    area-weighted mean over the same tiles the dream used (memory stays flat).
+    """
+    images = images.to(probe.device).float()
+    h, w = images.shape[-2:]
+    total = torch.zeros(images.shape[0], device=probe.device)
+    for ys in tile_slices(h, tile):
+        for xs in tile_slices(w, tile):
+            piece = images[:, :, ys, xs]
+            total += probe.net(piece)[:, target].float() * (piece.shape[-2] * piece.shape[-1] / (h * w))
+    return total.cpu()
+
+
+@torch.no_grad()
+def layout_similarity(a: torch.Tensor, b: torch.Tensor, side: int = 24) -> torch.Tensor:
+    """Pearson correlation of the two images' luminance, heavily downsampled (short side `side`), (N,).
+
+    Near 1 when the dream keeps the input's composition; unrelated images score near 0.
+    """
+    def small(x: torch.Tensor) -> torch.Tensor:
+        x = x.float().cpu()
+        lum = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        h, w = lum.shape[-2:]
+        k = side / min(h, w)
+        size = (max(1, round(h * k)), max(1, round(w * k)))
+        return F.interpolate(lum, size=size, mode="area").flatten(1)
+
+    sa, sb = small(a), small(b)
+    sa = sa - sa.mean(1, keepdim=True)
+    sb = sb - sb.mean(1, keepdim=True)
+    return (sa * sb).sum(1) / (sa.norm(dim=1) * sb.norm(dim=1)).clamp_min(1e-12)
+
+
+def _layers(layers: Sequence[str] | str | None) -> list[str]:
+    if layers is None:
+        return list(Options().layer)
+    layers = [layers] if isinstance(layers, str) else list(layers)
+    return layers or list(Options().layer)
+
+
+def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    size = (int(size[0]), int(size[1]))
+    if tuple(x.shape[-2:]) == size:
+        return x
+    return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
