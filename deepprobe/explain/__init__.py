@@ -29,6 +29,8 @@ METHODS: dict[str, str] = {
     "attention": "transformer:attention",
 }
 EPS = 1e-8
+# methods whose maps do not depend on the class: explain() skips the forward pass that finds the predicted class
+CLASS_FREE = {"rollout", "attention"}
 
 
 def method_function(method: str):
@@ -72,6 +74,6 @@ def explain(probe, x: torch.Tensor, method: str = "gradcam", target=None, layer:
     """(N,H,W) maps in [0,1] at the input's size; `target` None explains the predicted class."""
     fn = method_function(method)
     x = x.to(probe.device)
-    targets = resolve_targets(probe, x, target)
+    targets = None if method in CLASS_FREE and target is None else resolve_targets(probe, x, target)
     raw = fn(probe, x, targets, layer=layer, **method_options)
     return to_input_size(raw, x.shape[-2:])
