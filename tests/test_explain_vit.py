@@ -224,6 +224,17 @@ def test_captured_gradients_match_finite_differences(tiny_vit, held_out):
     assert torch.allclose(numeric, analytic, rtol=2e-2, atol=2e-3)
 
 
+def test_methods_equal_the_pure_functions_on_the_full_capture(tiny_vit, held_out):
+    """The methods reduce each layer inside the hooks (fused heads, per-layer cams); same numbers as the
+    pure functions on the full (N, heads, T, T) attentions and gradients."""
+    x, targets = held_out[0][:4], torch.tensor([3, 2, 1, 0])
+    cap = capture_attention(tiny_vit, x, targets)
+    got = rollout(tiny_vit, x, targets, head_fusion="max", discard_ratio=0.5).flatten(1)
+    assert torch.allclose(got, rollout_tokens(cap.attentions, "max", 0.5), atol=1e-6)
+    assert torch.allclose(chefer(tiny_vit, x, targets).flatten(1), chefer_tokens(cap.attentions, cap.gradients),
+                          atol=1e-6)
+
+
 @pytest.mark.parametrize("method,options", [("rollout", {}), ("rollout", {"discard_ratio": 0.9}),
                                             ("rollout", {"head_fusion": "max", "discard_ratio": 0.5}), ("chefer", {})])
 def test_maps_land_on_the_object_quadrant(tiny_vit, held_out, method, options):

@@ -10,6 +10,7 @@ gradient is the gradient of the attention actually used. Whole batches: nothing 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,15 +26,17 @@ SUPPORTED = ("timm ViT-style models with a class token (vit_*, deit_*, beit_*, e
 class AttentionCapture:
     """Attention of every self-attention layer, bottom-up, for one batch.
 
-    attentions: per layer (N, heads, T, T) float probabilities (rows sum to 1), detached.
-    gradients:  per layer d(sum of target logits)/d(attention), same shapes; None without targets.
+    attentions: per layer (N, heads, T, T) float probabilities (rows sum to 1), detached
+                (or what `on_attention` made of them).
+    gradients:  per layer d(sum of target logits)/d(attention), same shapes (or what `on_gradient` made of
+                attention and gradient); None without targets.
     prefix:     tokens before the patch tokens (CLS, distillation, registers); patch tokens are T-prefix.
     grid:       (h, w) patch grid, h * w == T - prefix.
     logits:     (N, classes) of the same forward pass, detached.
     """
 
-    attentions: list[torch.Tensor]
-    gradients: list[torch.Tensor] | None
+    attentions: list
+    gradients: list | None
     prefix: int
     grid: tuple[int, int]
     logits: torch.Tensor
@@ -143,12 +146,23 @@ def _eager(model: nn.Module):
             model.set_attn_implementation(before)
 
 
-def capture_attention(probe, x: torch.Tensor, targets: torch.Tensor | None = None,
-                      method: str = "this method") -> AttentionCapture:
+def _identity(attn: torch.Tensor) -> torch.Tensor:
+    return attn
+
+
+def _pair(attn: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    return grad
+
+
+def capture_attention(probe, x: torch.Tensor, targets: torch.Tensor | None = None, method: str = "this method",
+                      on_attention: Callable[[torch.Tensor], object] = _identity,
+                      on_gradient: Callable[[torch.Tensor, torch.Tensor], object] = _pair) -> AttentionCapture:
     """One forward pass (plus one backward pass of the summed target logits when `targets` is given).
 
     Why the sum: in eval mode each image's logit depends only on that image, so one backward pass of the
-    sum gives every image's own gradient — the whole batch in one go.
+    sum gives every image's own gradient — the whole batch in one go. `on_attention(attn)` and
+    `on_gradient(attn, grad)` reduce each layer as soon as it is computed (e.g. fuse the heads), so a method
+    stores (N, T, T) per layer instead of (N, heads, T, T); by default the full tensors are kept.
     """
     model = _inner(probe)
     size = (int(x.shape[-2]), int(x.shape[-1]))
@@ -164,14 +178,21 @@ def capture_attention(probe, x: torch.Tensor, targets: torch.Tensor | None = Non
     if not modules or grid is None:
         raise _not_a_vit(probe, method, "has no self-attention layers with a patch grid and class token")
 
-    attns: list[torch.Tensor] = []
+    n = x.shape[0]
+    kept: list[object] = []
+    grads: dict[int, object] = {}
+    shapes: list[tuple[int, ...]] = []
 
-    def keep(t: torch.Tensor) -> None:
+    def keep(t: torch.Tensor | None) -> None:
         if t is None:
             raise _not_a_vit(probe, method, "returned no attention weights (not on the eager path)")
+        shapes.append(tuple(t.shape))
+        if t.dim() != 4 or t.shape[0] != n or t.shape[-1] != t.shape[-2]:
+            return  # reported below, outside the forward pass
+        layer = len(kept)
         if targets is not None and t.requires_grad:
-            t.retain_grad()
-        attns.append(t)
+            t.register_hook(lambda g, a=t, i=layer: grads.__setitem__(i, on_gradient(a.detach().float(), g.float())))
+        kept.append(on_attention(t.detach().float()))
 
     if hf:
         hooks = [m.register_forward_hook(lambda _m, _i, out: keep(out[1] if isinstance(out, tuple) else None))
@@ -185,28 +206,29 @@ def capture_attention(probe, x: torch.Tensor, targets: torch.Tensor | None = Non
         with switch, torch.set_grad_enabled(targets is not None):
             inp = x.detach().requires_grad_(targets is not None)
             logits = probe.net(inp)
-            grads = None
-            if targets is not None:
-                chosen = logits.float().gather(1, targets.to(logits.device).view(-1, 1)).sum()
-                chosen.backward()
-                grads = [a.grad if a.grad is not None else torch.zeros_like(a) for a in attns]
+            if targets is not None and len(kept) == len(shapes):
+                logits.float().gather(1, targets.to(logits.device).view(-1, 1)).sum().backward()
     finally:
         for h in hooks:
             h.remove()
 
-    n, tokens = x.shape[0], None
-    for a in attns:
-        if a.dim() != 4 or a.shape[0] != n or a.shape[-1] != a.shape[-2]:
-            raise _not_a_vit(probe, method, f"has attention of shape {tuple(a.shape)}, not (N, heads, T, T) "
+    for shape in shapes:
+        if len(shape) != 4 or shape[0] != n or shape[-1] != shape[-2]:
+            raise _not_a_vit(probe, method, f"has attention of shape {shape}, not (N, heads, T, T) "
                              "over the whole image (windowed attention cannot be rolled out)")
-        tokens = tokens or a.shape[-1]
-        if a.shape[-1] != tokens:
-            raise _not_a_vit(probe, method, "changes its token count between layers")
+    tokens = shapes[0][-1]
+    if any(shape[-1] != tokens for shape in shapes):
+        raise _not_a_vit(probe, method, "changes its token count between layers")
     prefix = tokens - grid[0] * grid[1]
     if prefix < 0 or (declared is not None and prefix != declared):
         raise _not_a_vit(probe, method, f"has {tokens} tokens, which does not match a {grid[0]}x{grid[1]} "
                          f"patch grid plus {declared if declared is not None else 'its'} prefix tokens")
-    return AttentionCapture(
-        attentions=[a.detach().float() for a in attns],
-        gradients=None if grads is None else [g.detach().float() for g in grads],
-        prefix=prefix, grid=grid, logits=logits.detach().float())
+    gradients = None
+    if targets is not None:
+        if len(grads) != len(kept):  # a layer the target logit does not depend on gets a zero gradient
+            for i in range(len(kept)):
+                if i not in grads:
+                    zero = torch.zeros(shapes[i], device=x.device)
+                    grads[i] = on_gradient(zero, zero)
+        gradients = [grads[i] for i in range(len(kept))]
+    return AttentionCapture(attentions=kept, gradients=gradients, prefix=prefix, grid=grid, logits=logits.detach().float())

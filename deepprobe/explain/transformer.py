@@ -51,20 +51,23 @@ def rollout_tokens(attentions: list[torch.Tensor], head_fusion: str = HEAD_FUSIO
     """Attention rollout (Abnar & Zuidema 2020) on per-layer (N, heads, T, T) maps -> (N, T - prefix).
 
     Per layer: fuse heads, optionally discard the lowest attentions, A' = 0.5 A + 0.5 I with rows
-    renormalized; multiply bottom-up (R = A'_L ... A'_1); read the CLS row over the patch tokens
+    renormalized; R = A'_L ... A'_1 (bottom-up product); read the CLS row over the patch tokens
     (with no prefix token, the mean row: what an average-pooled head reads).
+    Only one row of R is read, so it is computed top-down as a row vector times each matrix:
+    L (T x T) vector products instead of L - 1 matrix products — the same numbers, T times fewer operations.
     """
     if not attentions:
         raise DeepprobeError("rollout needs at least one attention layer")
-    result = None
-    for attn in attentions:
-        a = fuse_heads(attn.float(), head_fusion)
-        a = discard_lowest(a, discard_ratio, prefix)
-        eye = torch.eye(a.shape[-1], device=a.device, dtype=a.dtype)
-        a = 0.5 * a + 0.5 * eye
-        a = a / a.sum(-1, keepdim=True)
-        result = a if result is None else a @ result
-    return _readout(result, prefix)
+
+    def mixed(attn: torch.Tensor) -> torch.Tensor:
+        a = discard_lowest(fuse_heads(attn.float(), head_fusion), discard_ratio, prefix)
+        a = 0.5 * a + 0.5 * torch.eye(a.shape[-1], device=a.device, dtype=a.dtype)
+        return a / a.sum(-1, keepdim=True)
+
+    row = _readout_row(mixed(attentions[-1]), prefix)
+    for attn in reversed(attentions[:-1]):
+        row = (row.unsqueeze(1) @ mixed(attn)).squeeze(1)
+    return row[:, prefix:]
 
 
 def chefer_tokens(attentions: list[torch.Tensor], gradients: list[torch.Tensor], prefix: int = 1) -> torch.Tensor:
@@ -74,17 +77,28 @@ def chefer_tokens(attentions: list[torch.Tensor], gradients: list[torch.Tensor],
     """
     if not attentions or len(attentions) != len(gradients):
         raise DeepprobeError("chefer needs one gradient per attention layer")
-    n, _, t, _ = attentions[0].shape
-    r = torch.eye(t, device=attentions[0].device).expand(n, t, t)
-    for attn, grad in zip(attentions, gradients):
-        cam = (grad.float() * attn.float()).clamp(min=0).mean(1)
-        r = r + cam @ r
-    return _readout(r, prefix)
+    return relevance_tokens([chefer_cam(a, g) for a, g in zip(attentions, gradients)], prefix)
 
 
-def _readout(r: torch.Tensor, prefix: int) -> torch.Tensor:
-    row = r[:, 0] if prefix > 0 else r.mean(1)
+def chefer_cam(attn: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """One layer's gradient-weighted attention, mean_heads((grad * A)^+): (N, heads, T, T) -> (N, T, T)."""
+    return (grad.float() * attn.float()).clamp(min=0).mean(1)
+
+
+def relevance_tokens(cams: list[torch.Tensor], prefix: int = 1) -> torch.Tensor:
+    """R = (I + C_L) ... (I + C_1) from per-layer (N, T, T) cams, CLS row over patches; computed top-down
+    as a row vector (v <- v + v @ C_l), which equals the bottom-up R <- R + C_l @ R."""
+    last = cams[-1].float()
+    eye = torch.eye(last.shape[-1], device=last.device, dtype=last.dtype)
+    row = _readout_row(eye + last, prefix)
+    for cam in reversed(cams[:-1]):
+        row = row + (row.unsqueeze(1) @ cam.float()).squeeze(1)
     return row[:, prefix:]
+
+
+def _readout_row(r: torch.Tensor, prefix: int) -> torch.Tensor:
+    """(N, T, T) -> (N, T): the CLS row, or the mean row when the model has no prefix token."""
+    return r[:, 0] if prefix > 0 else r.mean(1)
 
 
 # ------------------------------------------------------------------------------------------ methods
@@ -98,18 +112,20 @@ def rollout(probe, x: torch.Tensor, targets: torch.Tensor | None = None, layer: 
     """Attention rollout maps (N, h, w) over the patch grid; class-agnostic (targets are not used)."""
     _no_layer("rollout", layer)
     head_fusion = head_fusion or HEAD_FUSION
-    fuse_heads(torch.zeros(1, 1, 1, 1), head_fusion)  # check the option before the forward pass
-    cap = capture_attention(probe, x, method="rollout")
-    tokens = rollout_tokens(cap.attentions, head_fusion, DISCARD_RATIO if discard_ratio is None else discard_ratio,
-                            cap.prefix)
+    discard_ratio = DISCARD_RATIO if discard_ratio is None else float(discard_ratio)
+    discard_lowest(fuse_heads(torch.zeros(1, 1, 2, 2), head_fusion), discard_ratio)  # check before the pass
+    # heads are fused as each layer runs: (N, 1, T, T) per layer is kept, not (N, heads, T, T)
+    cap = capture_attention(probe, x, method="rollout", on_attention=lambda a: fuse_heads(a, head_fusion)[:, None])
+    tokens = rollout_tokens(cap.attentions, head_fusion, discard_ratio, cap.prefix)
     return patch_tokens_to_grid(tokens, 0, cap.grid)
 
 
 def chefer(probe, x: torch.Tensor, targets: torch.Tensor, layer: str | None = None) -> torch.Tensor:
     """Gradient-weighted attention relevance (N, h, w) for each image's target class."""
     _no_layer("chefer", layer)
-    cap = capture_attention(probe, x, targets, method="chefer")
-    return patch_tokens_to_grid(chefer_tokens(cap.attentions, cap.gradients, cap.prefix), 0, cap.grid)
+    # each layer is reduced to its (N, T, T) cam as its gradient arrives; no attention is stored
+    cap = capture_attention(probe, x, targets, method="chefer", on_attention=lambda a: None, on_gradient=chefer_cam)
+    return patch_tokens_to_grid(relevance_tokens(cap.gradients, cap.prefix), 0, cap.grid)
 
 
 def _layer_index(layer, count: int) -> int:
