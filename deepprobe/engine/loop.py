@@ -20,6 +20,7 @@ from .params import Parameterization
 from .transforms import Transform
 
 OPTIMIZERS = ("adam", "lbfgs", "sign", "normgrad", "sgd")
+LBFGS_LINE_SEARCH = 20  # most extra evaluations the strong-Wolfe line search may spend in one L-BFGS step
 ProgressCallback = Callable[[int, int, float, Forward], None]
 
 
@@ -146,7 +147,10 @@ def _make_optimizer(name: str, params: list[torch.Tensor], lr: float):
     if name == "adam":
         return torch.optim.Adam(params, lr=lr)
     if name == "lbfgs":
-        return torch.optim.LBFGS(params, lr=lr, max_iter=1, history_size=50, line_search_fn="strong_wolfe")
+        # One iteration per engine step. torch gives the line search max_eval - 1 evaluations and max_eval
+        # defaults to max_iter * 5 // 4 = 1, which leaves it none: a rejected trial step then repeats forever.
+        return torch.optim.LBFGS(params, lr=lr, max_iter=1, max_eval=1 + LBFGS_LINE_SEARCH, history_size=50,
+                                 line_search_fn="strong_wolfe")
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr)
     return None
