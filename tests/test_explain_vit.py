@@ -235,20 +235,41 @@ def test_methods_equal_the_pure_functions_on_the_full_capture(tiny_vit, held_out
                           atol=1e-6)
 
 
+def object_scores(maps: torch.Tensor, y: torch.Tensor, square: torch.Tensor) -> tuple[float, float, float]:
+    """Mean share of each map's mass in the square's quadrant (chance 0.25), how often the hottest quadrant
+    is the square's (chance 0.25), and the mean share on the square itself."""
+    share = (maps * quadrant_masks(y)).sum((1, 2)) / maps.sum((1, 2))
+    per_quadrant = torch.stack([(maps * quadrant_masks(torch.full_like(y, q))).sum((1, 2)) for q in range(4)], 1)
+    on_square = (maps * square).sum((1, 2)) / maps.sum((1, 2))
+    return share.mean().item(), (per_quadrant.argmax(1) == y).float().mean().item(), on_square.mean().item()
+
+
+# Measured with this fixture (seed 0): quadrant share 0.52 / 0.69 / 0.43 / 0.63 and right quadrant 94-96% for
+# the four cases below; over training seeds 0-2 never under 0.40 and 83%. An untrained ViT: 0.20-0.31, 6-44%.
+ON_OBJECT = dict(share=0.35, hottest=0.75, square=2.5)
+
+
 @pytest.mark.parametrize("method,options", [("rollout", {}), ("rollout", {"discard_ratio": 0.9}),
                                             ("rollout", {"head_fusion": "max", "discard_ratio": 0.5}), ("chefer", {})])
 def test_maps_land_on_the_object_quadrant(tiny_vit, held_out, method, options):
-    """Chance is 0.25 of the mass and 1 in 4 right quadrants. (The raw last-layer `attention` is left out on
-    purpose: a ViT may gather the object into other tokens first, so its CLS row need not point at it.)"""
+    """(The raw last-layer `attention` is left out on purpose: a ViT may gather the object into other tokens
+    first, so its CLS row need not point at it — see the heads in docs/vit_rollout.jpg.)"""
     x, y, square = held_out
     maps = explain(tiny_vit, x, method=method, **options)
     assert maps.shape == (48, SIZE, SIZE) and maps.min() >= 0 and maps.max() <= 1
-    share = (maps * quadrant_masks(y)).sum((1, 2)) / maps.sum((1, 2))
-    per_quadrant = torch.stack([(maps * quadrant_masks(torch.full((48,), q))).sum((1, 2)) for q in range(4)], 1)
-    on_square = (maps * square).sum((1, 2)) / maps.sum((1, 2))
-    assert share.mean() > 0.4, f"{method}: {share.mean():.2f} of the map in the object's quadrant"
-    assert (per_quadrant.argmax(1) == y).float().mean() > 0.8
-    assert on_square.mean() > 3 * square.mean()  # the square itself, not just its quadrant
+    share, hottest, on_square = object_scores(maps, y, square)
+    assert share > ON_OBJECT["share"], f"{method}: {share:.2f} of the map in the object's quadrant"
+    assert hottest > ON_OBJECT["hottest"], f"{method}: right quadrant for {hottest:.0%}"
+    assert on_square > ON_OBJECT["square"] * square.mean()  # the square itself, not just its quadrant
+
+
+def test_an_untrained_vit_does_not_pass_the_object_check(held_out):
+    """The check above can fail: the same architecture before training has not learned to look at the square."""
+    x, y, square = held_out
+    untrained = vit_bundle(train_tiny_vit(steps=0))
+    for method in ("rollout", "chefer"):
+        share, hottest, _ = object_scores(explain(untrained, x, method), y, square)
+        assert not (share > ON_OBJECT["share"] and hottest > ON_OBJECT["hottest"]), method
 
 
 def test_batches_give_the_same_maps_as_single_images(tiny_vit, held_out):
