@@ -288,6 +288,8 @@ def test_attention_heads_and_head_option(tiny_vit, held_out):
     assert heads.shape == (3, 4, SIZE, SIZE) and heads.min() >= 0 and heads.max() <= 1
     raw = attention_heads(tiny_vit, x, resize=False)
     assert raw.shape == (3, 4, 4, 4)
+    last = capture_attention(tiny_vit, x).attentions[-1]  # (N, heads, T, T): the CLS row over the 16 patches
+    assert torch.allclose(raw, last[:, :, 0, 1:].reshape(3, 4, 4, 4))
     assert torch.allclose(attention(tiny_vit, x, None, head=2), raw[:, 2])
     assert torch.allclose(attention(tiny_vit, x, None), raw.mean(1))
     first = attention_heads(tiny_vit, x, layer="0", resize=False)

@@ -231,4 +231,5 @@ def capture_attention(probe, x: torch.Tensor, targets: torch.Tensor | None = Non
                     zero = torch.zeros(shapes[i], device=x.device)
                     grads[i] = on_gradient(zero, zero)
         gradients = [grads[i] for i in range(len(kept))]
-    return AttentionCapture(attentions=kept, gradients=gradients, prefix=prefix, grid=grid, logits=logits.detach().float())
+    return AttentionCapture(attentions=kept, gradients=gradients, prefix=prefix, grid=grid,
+                            logits=logits.detach().float())

@@ -120,9 +120,13 @@ def rollout(probe, x: torch.Tensor, targets: torch.Tensor | None = None, layer: 
     return patch_tokens_to_grid(tokens, 0, cap.grid)
 
 
-def chefer(probe, x: torch.Tensor, targets: torch.Tensor, layer: str | None = None) -> torch.Tensor:
-    """Gradient-weighted attention relevance (N, h, w) for each image's target class."""
+def chefer(probe, x: torch.Tensor, targets: torch.Tensor | None = None, layer: str | None = None) -> torch.Tensor:
+    """Gradient-weighted attention relevance (N, h, w) for each image's target class (None: the predicted one)."""
     _no_layer("chefer", layer)
+    if targets is None:
+        from . import resolve_targets
+
+        targets = resolve_targets(probe, x.to(probe.device), None)
     # each layer is reduced to its (N, T, T) cam as its gradient arrives; no attention is stored
     cap = capture_attention(probe, x, targets, method="chefer", on_attention=lambda a: None, on_gradient=chefer_cam)
     return patch_tokens_to_grid(relevance_tokens(cap.gradients, cap.prefix), 0, cap.grid)
@@ -135,7 +139,8 @@ def _layer_index(layer, count: int) -> int:
     try:
         i = int(layer)
     except (TypeError, ValueError):
-        raise DeepprobeError(f"attention takes --layer as a block index (0..{count - 1} or -1), got {layer!r}") from None
+        raise DeepprobeError(f"attention takes --layer as a block index (0..{count - 1} or -1), "
+                             f"got {layer!r}") from None
     if not -count <= i < count:
         raise DeepprobeError(f"attention layer {i} out of range: the model has {count} attention layers")
     return i % count
@@ -149,10 +154,10 @@ def attention_heads(probe, x: torch.Tensor, layer: str | int | None = None, resi
     """
     from . import to_input_size
 
-    cap = capture_attention(probe, x, method="attention")
-    attn = cap.attentions[_layer_index(layer, len(cap.attentions))]
-    rows = attn[:, :, 0] if cap.prefix > 0 else attn.mean(2)
-    maps = patch_tokens_to_grid(rows, cap.prefix, cap.grid)
+    # keep only what can be read: each layer's CLS row and mean row, (N, heads, T) each
+    cap = capture_attention(probe, x, method="attention", on_attention=lambda a: (a[:, :, 0], a.mean(2)))
+    cls_row, mean_row = cap.attentions[_layer_index(layer, len(cap.attentions))]
+    maps = patch_tokens_to_grid(cls_row if cap.prefix > 0 else mean_row, cap.prefix, cap.grid)
     if not resize:
         return maps
     n, heads = maps.shape[:2]
