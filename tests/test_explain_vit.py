@@ -401,3 +401,20 @@ def test_hf_distilled_deit_has_two_prefix_tokens(tmp_path):
         assert maps.shape == (3, SIZE, SIZE) and torch.isfinite(maps).all()
     raw = rollout(deit, x)
     assert torch.allclose(raw.flatten(1), rollout_tokens(cap.attentions, prefix=2))
+
+
+def test_timm_register_tokens_and_no_class_token():
+    """Prefix tokens come from the model: CLS + 4 registers -> 5; an average-pooled ViT without CLS -> 0
+    (then the mean row is read, what its head sees)."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    x = torch.rand(2, 3, SIZE, SIZE)
+    torch.manual_seed(0)
+    with_registers = vit_bundle(VisionTransformer(**VIT, reg_tokens=4).eval())
+    cap = capture_attention(with_registers, x)
+    assert cap.prefix == 5 and cap.attentions[0].shape == (2, 4, 21, 21)
+    assert torch.allclose(rollout(with_registers, x).flatten(1), rollout_tokens(cap.attentions, prefix=5))
+    pooled = vit_bundle(VisionTransformer(**VIT, class_token=False, global_pool="avg").eval())
+    cap = capture_attention(pooled, x)
+    assert cap.prefix == 0 and cap.attentions[0].shape == (2, 4, 16, 16)
+    assert explain(pooled, x, "chefer").shape == (2, SIZE, SIZE)
