@@ -25,5 +25,5 @@ class Options:
     strength: float = 1.0  # how much of the dreamed change is laid over the photo (0 = photo, 1 = full dream)
     jitter: int = 32  # random roll (pixels) before each step, undone after it
     smooth: float = 1.0  # Gaussian blur (sigma, pixels) of each step's gradient; 0 = off
-    tv: float = 0.0  # weight of a total-variation prior (beta = 2) in the objective; smooths flat areas
+    tv: float = 0.0  # weight of a total-variation prior (beta = 2); each layer's term starts at -1, so 1-10 is mild
     tile: int = 512  # gradients are computed on tiles at most this size (0 = never tile): memory stays flat

@@ -51,10 +51,14 @@ def dream(probe: ModelBundle, images: torch.Tensor, layers: Sequence[str] | str 
         raise DeepprobeError(f"--tile must be 0 (never tile) or at least {MIN_TILE} pixels, got {tile}")
     layers = _layers(layers)
     target = probe.class_index(target) if target is not None else None
-    objective = dream_objective(layers, target, tv)
     generator = torch.Generator().manual_seed(seed)
     base = images.detach().to(probe.device).float().clamp(0, 1)
     sizes = octave_sizes(tuple(base.shape[-2:]), octaves, octave_scale)
+    scales = None
+    if target is None:  # each layer's energy counts relative to the photo's own, so several layers share fairly
+        norms = activation_norms(probe, _resize(base, sizes[0]), layers, tile)
+        scales = [1.0 / float(norms[layer].pow(2).mean().clamp_min(1e-12)) for layer in layers]
+    objective = dream_objective(layers, target, tv, scales)
     total, done, curve, stopped = steps * len(sizes), 0, [], "done"
     detail = torch.zeros_like(_resize(base, sizes[0]))
     image = base
@@ -79,14 +83,20 @@ def dream(probe: ModelBundle, images: torch.Tensor, layers: Sequence[str] | str 
     return DreamResult(images=image.detach(), losses=losses, octave_sizes=sizes, steps=done, stopped=stopped)
 
 
-def dream_objective(layers: Sequence[str], target: int | None, tv: float) -> E.Objective:
-    """Sum of the layers' mean squared activations (or a class logit), driven up; plus tv * TV."""
+def dream_objective(layers: Sequence[str], target: int | None, tv: float,
+                    scales: Sequence[float] | None = None) -> E.Objective:
+    """Sum of the layers' mean squared activations, each times its scale (or a class logit), driven up; + tv * TV.
+
+    dream() passes scales = 1 / (the photo's own energy at that layer): the objective starts near -1 per layer,
+    so no layer drowns the others and `tv` means the same for any layer.
+    """
     if target is not None:
         objective = E.class_logit(target)
     else:
-        objective = E.layer_norm(layers[0])
-        for layer in layers[1:]:
-            objective = objective + E.layer_norm(layer)
+        scales = list(scales) if scales is not None else [1.0] * len(layers)
+        objective = scales[0] * E.layer_norm(layers[0])
+        for layer, scale in zip(layers[1:], scales[1:]):
+            objective = objective + scale * E.layer_norm(layer)
     return objective + tv * E.total_variation(2) if tv else objective
 
 
