@@ -150,3 +150,20 @@ def test_bad_options_are_one_line_errors(tmp_path, args, words):
     lines = [line for line in result.output.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and "error" in lines[0] and words in lines[0], result.output
     assert "Traceback" not in result.output and not list(tmp_path.iterdir())
+
+
+def test_recipe_sets_options_and_a_sidecar_reruns_pixel_for_pixel(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    result, summary = _cli("dream", str(EXAMPLES / "rocket.jpg"), "--recipe", "dream-gentle", "--steps", "2",
+                           "--seed", "5", "--json", "--out", str(tmp_path), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    r = summary["results"][0]
+    assert r["layers"] == ["blocks.3"] and len(r["octave_sizes"]) == 3 and r["steps"] == 6  # recipe; typed --steps wins
+    assert summary["options"]["strength"] == 0.7 and summary["options"]["smooth"] == 1.5
+    first = Path(r["output"])
+    rerun = CliRunner().invoke(app, ["rerun", str(first.with_suffix(".json")), "--quiet"])
+    assert rerun.exit_code == 0, rerun.output
+    second = first.with_name("rocket_dream-1.png")
+    assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(second)))

@@ -148,3 +148,12 @@ def test_a_missing_style_image_is_a_one_line_error(tmp_path):
     result = CliRunner().invoke(app, ["style", str(EXAMPLES / "cat.jpg"), str(tmp_path / "nope.jpg"),
                                       "--out", str(tmp_path / "out"), "--device", "cpu"])
     assert result.exit_code == 2 and "nope.jpg" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("recipe, weight", [("style-soft", 2.0), ("style-strong", 10.0)])
+def test_recipes_run(tmp_path, recipe, weight):
+    result, summary = _cli("style", str(EXAMPLES / "rocket.jpg"), str(STYLES / "immunohistochemistry.jpg"),
+                           "--recipe", recipe, "--steps", "3", "--size", "64", "--measure-model", "none",
+                           "--json", "--out", str(tmp_path), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert summary["options"]["style_weight"] == weight and summary["results"][0]["steps"] == 3
