@@ -120,8 +120,9 @@ def _transfer(run, bundle, judge, content_path: Path, style_paths: list[Path], c
     captions += [f"style: {p.name}" + (f" ({b:.0%})" if len(style_paths) > 1 else "")
                  for p, b in zip(style_paths, result.blend)]
     if judge is not None:
-        captions.append(f"result · Gram dist x{record['style_ratio']:.2f} of content's\n"
-                        f"content dist x{record['content_ratio']:.2f} of style's ({judge.spec})")
+        judge_name = judge.spec.replace("efficientnet_", "")
+        captions.append(f"result: Gram dist x{record['style_ratio']:.2f} of content's\n"
+                        f"content dist x{record['content_ratio']:.2f} of style's · {judge_name}")
     else:
         captions.append("result")
     title = (f"style transfer · {bundle.spec} · {opts.optimizer} {result.steps} steps"
