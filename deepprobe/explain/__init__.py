@@ -8,6 +8,8 @@ resizing to the input in torch on the device, and per-image min-max scaling, so 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from collections.abc import Sequence
 
 import torch
@@ -77,3 +79,16 @@ def explain(probe, x: torch.Tensor, method: str = "gradcam", target=None, layer:
     targets = None if method in CLASS_FREE and target is None else resolve_targets(probe, x, target)
     raw = fn(probe, x, targets, layer=layer, **method_options)
     return to_input_size(raw, x.shape[-2:])
+
+
+class _CallableModule(types.ModuleType):
+    """`dp.explain(...)` must stay a function even after `import deepprobe.explain.transformer`: importing a
+    submodule makes Python set the package `deepprobe.explain` as an attribute of `deepprobe`, shadowing the
+    function of the same name. Making the package itself callable keeps both `dp.explain(...)` and
+    `dp.explain.transformer` working."""
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        return explain(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
