@@ -6,8 +6,6 @@ direction that fits the constraint's norm.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -97,7 +95,9 @@ class FourierImage(Parameterization):
         fx = torch.fft.rfftfreq(width)[None, :]
         freqs = torch.sqrt(fx * fx + fy * fy)
         scale = 1.0 / torch.maximum(freqs, torch.tensor(1.0 / max(height, width))) ** decay_power
-        self.register_buffer("scale", (scale * math.sqrt(height * width))[None, None, :, :, None].to(device))
+        # As lucid: TF's irfft2d divides by H*W, lucid multiplies by sqrt(H*W) first, i.e. an orthonormal
+        # inverse transform; then divides by 4 so the sigmoid does not saturate at the start.
+        self.register_buffer("scale", (scale / 4.0)[None, None, :, :, None].to(device))
         init = torch.randn((batch, 3, height, width // 2 + 1, 2), generator=generator) * sd
         self.spectrum = nn.Parameter(init.to(device))
         self.size = (height, width)
