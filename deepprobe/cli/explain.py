@@ -1,0 +1,216 @@
+"""`deepprobe explain`: heat maps of what a network looked at, for CNNs (CAMs, captum) and vision transformers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..errors import DeepprobeError
+from ..options.explain import DEFAULT_METHODS, METHOD_OPTIONS, Options
+from . import app
+from .common import command, opt, out_console
+
+CAM_METHODS = ("gradcam", "gradcam++")
+LAYER_METHODS = CAM_METHODS + ("attention",)  # methods that read --layer (a module name; a block index for attention)
+CLASS_FREE = ("rollout", "attention")  # maps that do not depend on the class: computed once per batch
+
+
+@command(app, "explain")
+def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to explain (files, folders or globs)."),
+                method: list[str] = opt(Options, "method", help="gradcam, gradcam++, saliency, ig, smoothgrad, "
+                                        "occlusion, guided-backprop (any model); rollout, chefer, attention "
+                                        f"(vision transformers). Repeat for several; default {', '.join(DEFAULT_METHODS)}."),
+                target: list[str] = opt(Options, "target", help="Class to explain (name or index); repeat for "
+                                                                "several. Default: each image's predicted class."),
+                layer: str = opt(Options, "layer", help="CAM layer (see `deepprobe layers`; default: the last "
+                                                        "spatial map, printed); for attention: a block index."),
+                batch_size: int = opt(Options, "batch_size", help="Images per batch."),
+                steps: int = opt(Options, "steps", help="ig: interpolation steps from the black baseline."),
+                internal_batch: int = opt(Options, "internal_batch", help="ig/smoothgrad/occlusion: most "
+                                                                          "forward passes run together (memory)."),
+                samples: int = opt(Options, "samples", help="smoothgrad: noisy copies averaged."),
+                noise: str = opt(Options, "noise", help="smoothgrad: noise std as a fraction of the pixel range."),
+                window: int = opt(Options, "window", help="occlusion: window size in pixels (0 = 1/7 of the "
+                                                          "short side)."),
+                stride: int = opt(Options, "stride", help="occlusion: window step in pixels (0 = half the window)."),
+                head_fusion: str = opt(Options, "head_fusion", help="rollout: fuse heads by mean|max|min."),
+                discard_ratio: str = opt(Options, "discard_ratio", help="rollout: share of the lowest attentions "
+                                                                        "dropped per row (CLS column kept)."),
+                head: int = opt(Options, "head", help="attention: show this head instead of the mean."),
+                alpha: str = opt(Options, "alpha", help="Opacity of the heat map over the photo.")):
+    """Explain each image's decision with one or more methods. Writes per image and class NAME_METHOD_CLASS.png
+    (heat map over the photo, captioned with method, class, probability and layer), NAME_METHOD_CLASS.npy (the
+    map, HxW in [0,1] at the model's input size), with several methods NAME_CLASS_panel.png (input | each
+    method), with `attention` NAME_attention_heads.png (one tile per head), and JSON sidecars."""
+    from ..explain import method_function
+    from ..models.bundle import require_classifier
+    from .inputs import batches, image_paths
+
+    opts = run.options
+    _check(opts)
+    for name in opts.method:
+        method_function(name)  # unknown methods fail here, listing the known ones
+    bundle = run.bundle()
+    targets: list[int | None] = [None]
+    if opts.target or any(m not in CLASS_FREE for m in opts.method):
+        require_classifier(bundle)
+    if opts.target:
+        targets = list(dict.fromkeys(bundle.class_index(t) for t in opts.target))  # typos fail here
+    if opts.layer and any(m in CAM_METHODS for m in opts.method):
+        bundle.layer(opts.layer)  # unknown layers fail here, once, with suggestions
+    paths = image_paths(run, images)
+    explainer = _Explainer(run, bundle, opts, targets)
+    with run.progress() as progress:
+        task = progress.add_task("explain", total=len(paths) * len(opts.method), info="")
+        for chunk_paths, x in batches(run, bundle, paths, opts.batch_size):
+            explainer.batch(chunk_paths, x, progress, task)
+    run.summary.update(methods=list(opts.method), cam_layer=explainer.cam_layer)
+    explainer.show()
+
+
+def _check(opts: Options) -> None:
+    """Option values a user can get wrong, reported before any model is loaded."""
+    if not opts.method:
+        raise DeepprobeError("give at least one --method")
+    if opts.batch_size < 1:
+        raise DeepprobeError(f"--batch-size must be at least 1, got {opts.batch_size}")
+    if opts.steps < 2:
+        raise DeepprobeError(f"--steps must be at least 2, got {opts.steps}")
+    if opts.internal_batch < 1 or opts.samples < 1:
+        raise DeepprobeError("--internal-batch and --samples must be at least 1")
+    if opts.noise <= 0:
+        raise DeepprobeError(f"--noise must be positive, got {opts.noise:g}")
+    if opts.window < 0 or opts.stride < 0:
+        raise DeepprobeError("--window and --stride must be 0 (automatic) or positive")
+    if opts.head_fusion not in ("mean", "max", "min"):
+        raise DeepprobeError(f"--head-fusion must be mean, max or min, got {opts.head_fusion!r}")
+    if not 0.0 <= opts.discard_ratio < 1.0:
+        raise DeepprobeError(f"--discard-ratio must be in [0, 1), got {opts.discard_ratio:g}")
+    if not 0.0 <= opts.alpha <= 1.0:
+        raise DeepprobeError(f"--alpha must be in [0, 1], got {opts.alpha:g}")
+    if opts.layer and not any(m in LAYER_METHODS for m in opts.method):
+        raise DeepprobeError(f"--layer applies to {', '.join(LAYER_METHODS)} only")
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name.strip()).strip("_") or "class"
+
+
+class _Explainer:
+    """Runs every method on a batch, writes overlays, maps, panels and head figures, and fills the table."""
+
+    def __init__(self, run, bundle, opts: Options, targets: list[int | None]):
+        from rich.table import Table
+
+        self.run, self.bundle, self.opts, self.targets = run, bundle, opts, targets
+        self.cam_layer: str | None = opts.layer if any(m in CAM_METHODS for m in opts.method) else None
+        self.table = Table(title=f"explain · {bundle.spec} · {', '.join(opts.method)} on {bundle.device}")
+        for column in ("image", "class", "probability", "predicted", "output"):
+            self.table.add_column(column)
+
+    def _method_kwargs(self, method: str) -> dict:
+        kwargs = {name: getattr(self.opts, name) for name in METHOD_OPTIONS.get(method, ())}
+        if method in LAYER_METHODS and self.opts.layer:
+            kwargs["layer"] = self.opts.layer
+        elif method in CAM_METHODS:
+            kwargs["layer"] = self.cam_layer
+        return kwargs
+
+    def batch(self, paths: list[Path], x, progress, task) -> None:
+        import torch
+
+        from ..explain import explain
+        from ..explain.cam import default_cam_layer
+
+        x = x.to(self.bundle.device)
+        if self.cam_layer is None and any(m in CAM_METHODS for m in self.opts.method):
+            self.cam_layer = default_cam_layer(self.bundle, x)
+        probs = self.bundle.predict(x) if self.bundle.num_classes else None
+        predicted = probs.argmax(1) if probs is not None else None
+        maps: dict[tuple[str, int | None], torch.Tensor] = {}  # (method, target) -> (N,H,W) on the CPU
+        for method in self.opts.method:
+            names = ", ".join(p.name for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
+            progress.update(task, info=f"{method} · {names}")
+            for target in ([None] if method in CLASS_FREE else self.targets):
+                t = None if method in CLASS_FREE else (predicted if target is None else
+                                                       torch.full_like(predicted, target))
+                maps[(method, target)] = explain(self.bundle, x, method, target=t, **self._method_kwargs(method)).cpu()
+            progress.advance(task, len(paths))
+        heads = None
+        if "attention" in self.opts.method:
+            from ..explain.transformer import attention_heads
+
+            heads = attention_heads(self.bundle, x, layer=self.opts.layer).cpu()
+        photos = x.detach().cpu()
+        for i, path in enumerate(paths):
+            for target in self.targets:
+                cls = int(predicted[i]) if target is None else target
+                per_method = {m: maps[(m, None if m in CLASS_FREE else target)][i] for m in self.opts.method}
+                self._write(path, photos[i], per_method, cls, probs[i] if probs is not None else None,
+                            int(predicted[i]) if predicted is not None else None, target is None)
+            if heads is not None:
+                self._write_heads(path, photos[i], heads[i])
+
+    def _caption(self, method: str, cls: int, prob) -> str:
+        what = method + (f" @ {self.cam_layer}" if method in CAM_METHODS else "")
+        p = f" {float(prob[cls]):.1%}" if prob is not None else ""
+        if method in CLASS_FREE:
+            return f"{what} (class-free)\ntop: {self.bundle.class_name(cls)}{p}"
+        return f"{what}\n{self.bundle.class_name(cls)}{p}"
+
+    def _write(self, path: Path, photo, per_method: dict, cls: int, prob, pred: int | None, is_pred: bool) -> None:
+        import numpy as np
+
+        from ..io import safe_stem
+        from ..render import captioned, overlay, panel
+
+        class_name = self.bundle.class_name(cls)
+        stem = f"{safe_stem(path)}"
+        record = {"input": str(path), "class": class_name, "class_index": cls,
+                  "probability": round(float(prob[cls]), 6) if prob is not None else None,
+                  "predicted": self.bundle.class_name(pred) if pred is not None else None,
+                  "target_is_predicted": is_pred, "methods": {}}
+        tiles, captions = [photo], [f"input · predicted {record['predicted']}"
+                                    + (f" {float(prob[pred]):.1%}" if prob is not None else "")]
+        for method, heat in per_method.items():
+            heat_np = heat.numpy().astype(np.float32)
+            name = f"{stem}_{_slug(method.replace('+', 'p'))}_{_slug(class_name)}"
+            caption = self._caption(method, cls, prob)
+            pic = overlay(photo, heat_np, alpha=self.opts.alpha)
+            entry = {"method": method, "layer": self.cam_layer if method in CAM_METHODS else
+                     (self.opts.layer if method == "attention" else None),
+                     "options": {k: getattr(self.opts, k) for k in METHOD_OPTIONS.get(method, ())}}
+            out = self.run.save_image(captioned(pic, caption), f"{name}.png", result={**record, **entry, "methods": None})
+            npy = self.run.save_file(lambda p, a=heat_np: np.save(p, a), f"{name}.npy", sidecar=False)
+            record["methods"][method] = {**entry, "overlay": str(out), "map": str(npy)}
+            tiles.append(pic)
+            captions.append(caption)
+        shown = next(iter(record["methods"].values()))["overlay"]
+        if len(per_method) > 1:
+            title = f"{path.name} · {self.bundle.spec} · explaining {class_name}"
+            out = self.run.save_image(panel(tiles, captions, cell=224, title=title),
+                                      f"{stem}_{_slug(class_name)}_panel.png",
+                                      result={**record, "panel": True})
+            record["panel"] = shown = str(out)
+        self.run.add_result(record)
+        self.table.add_row(path.name, class_name, f"{record['probability']:.1%}" if prob is not None else "-",
+                           record["predicted"] or "-", Path(shown).name)
+
+    def _write_heads(self, path: Path, photo, heads) -> None:
+        from ..io import safe_stem
+        from ..render import grid, overlay
+
+        tiles = [overlay(photo, h.numpy(), alpha=self.opts.alpha) for h in heads]
+        block = self.opts.layer if self.opts.layer not in (None, "") else "last"
+        figure = grid([photo] + tiles, ["input"] + [f"head {k}" for k in range(len(tiles))],
+                      columns=min(len(tiles) + 1, 7), cell=160,
+                      title=f"{path.name} · CLS attention per head · block {block}")
+        out = self.run.save_image(figure, f"{safe_stem(path)}_attention_heads.png",
+                                  result={"input": str(path), "heads": len(tiles), "block": block})
+        self.run.add_result({"input": str(path), "attention_heads": str(out), "heads": len(tiles)})
+
+    def show(self) -> None:
+        if self.run.show_progress and self.table.row_count:
+            out_console.print(self.table)
+            if self.cam_layer:
+                out_console.print(f"CAM layer: {self.cam_layer}")
