@@ -93,14 +93,34 @@ def channel(layer: str, index: int) -> Objective:
                      layers=(layer,))
 
 
-def neuron(layer: str, index: int, y: int | None = None, x: int | None = None) -> Objective:
-    """One spatial unit of a channel (centre by default), driven up."""
+def neuron(layer: str, index: int, y: int | None = None, x: int | None = None,
+           map_size: tuple[int, int] | None = None) -> Objective:
+    """One spatial unit of a channel (centre by default), driven up.
+
+    map_size: the (H,W) of the map that y,x refer to; when robustness transforms pad or rescale the input,
+    the actual map differs and the unit is taken at the same relative position.
+    """
     def fn(f: Forward) -> torch.Tensor:
         act = f[layer]
-        yy = act.shape[2] // 2 if y is None else y
-        xx = act.shape[3] // 2 if x is None else x
+        h, w = act.shape[2], act.shape[3]
+        yy = h // 2 if y is None else _rescale(y, map_size[0] if map_size else h, h)
+        xx = w // 2 if x is None else _rescale(x, map_size[1] if map_size else w, w)
         return -act[:, index, yy, xx]
     return Objective(fn, f"{layer}:{index}@{y},{x}", layers=(layer,))
+
+
+def _rescale(i: int, size: int, actual: int) -> int:
+    return i if size == actual else min(actual - 1, int((i + 0.5) * actual / size))
+
+
+def rowwise(objectives: list[Objective]) -> Objective:
+    """Image i of the batch gets objectives[i] (one run optimizes a different unit per image)."""
+    layers = tuple(dict.fromkeys(layer for o in objectives for layer in o.layers))
+
+    def fn(f: Forward) -> torch.Tensor:
+        return torch.stack([o(f)[i] for i, o in enumerate(objectives)])
+    return Objective(fn, "rows(" + ", ".join(o.name for o in objectives) + ")", layers,
+                     any(o.needs_logits for o in objectives))
 
 
 def layer_norm(layer: str) -> Objective:
