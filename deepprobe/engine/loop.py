@@ -8,6 +8,7 @@ every `check_every` steps (NaN check, callback).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -53,12 +54,14 @@ def evaluate(bundle: ModelBundle, images: torch.Tensor, objective: Objective,
 def optimize(bundle: ModelBundle, param: Parameterization, objective: Objective, *, steps: int, lr: float,
              optimizer: str = "adam", transforms: Sequence[Transform] = (), callback: ProgressCallback | None = None,
              check_every: int = 10, stop_when: Callable[[Forward], torch.Tensor] | None = None,
-             keep_best: bool = True, amp: bool | None = None) -> OptimResult:
+             keep_best: bool = True, amp: bool | None = None,
+             schedule: Callable[[int], float] | None = None) -> OptimResult:
     """Minimize `objective` over the parameters of `param` for `steps` steps.
 
     stop_when(fwd) -> (N,) bool: stop early once it holds for every image (checked every `check_every`).
     callback(step, steps, mean_loss, fwd) is called every `check_every` steps and at the end.
     amp: bfloat16 autocast on CUDA; None follows the bundle (`--amp` sets bundle.notes["amp"]).
+    schedule(i) -> factor: step i (0-based) uses lr * factor (e.g. `cosine_decay(steps)`); None keeps lr fixed.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
@@ -98,11 +101,15 @@ def optimize(bundle: ModelBundle, param: Parameterization, objective: Objective,
 
     try:
         for step in range(1, steps + 1):
+            step_lr = lr * schedule(step - 1) if schedule is not None else lr
+            if schedule is not None and opt is not None:
+                for group in opt.param_groups:
+                    group["lr"] = step_lr
             if optimizer == "lbfgs":
                 opt.step(loss_and_grad)
             else:
                 loss_and_grad()
-                _step(optimizer, opt, param, params, lr)
+                _step(optimizer, opt, param, params, step_lr)
             param.project_()
             if step % check_every == 0 or step == steps:
                 latest = float(curve[-1])
@@ -125,6 +132,11 @@ def optimize(bundle: ModelBundle, param: Parameterization, objective: Objective,
     losses = [float(v) for v in torch.stack(curve).cpu()] if curve else []
     return OptimResult(images=best_images, final=final, best_loss=best_loss.cpu(), losses=losses, steps=step,
                        stopped=stopped, message=message)
+
+
+def cosine_decay(steps: int, floor: float = 0.01) -> Callable[[int], float]:
+    """A schedule for optimize(): the lr factor falls from 1 to `floor` along half a cosine over `steps`."""
+    return lambda i: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / max(steps, 1)))
 
 
 def opt_zero(params: list[torch.Tensor]) -> None:
