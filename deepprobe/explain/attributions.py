@@ -6,6 +6,8 @@ reduced so that every map reads "how much this pixel matters":
   (Simonyan et al. 2014);
 - integrated gradients: the absolute value of the channel sum (attributions add up, so the sum over channels
   is the pixel's attribution; its size is its importance);
+- these four are spiky, so each map is capped at its 99th percentile (`clip_outliers`, as captum's
+  visualizer does) before `explain()` scales it;
 - occlusion: the channel sum, signed (the drop of the target logit when the window covers the pixel;
   pixels whose occlusion raises the logit end up at 0 after scaling).
 Method options are named like the CLI flags; their defaults live in deepprobe.options.explain. Memory stays
@@ -23,6 +25,7 @@ from ..errors import DeepprobeError
 from ..options.explain import Options
 
 _D = Options()
+CLIP_TOP = 0.01  # share of the largest pixel values capped in the spiky pixel-gradient maps
 
 
 def _no_layer(method: str, layer) -> None:
@@ -38,7 +41,18 @@ def _positive(name: str, value, minimum: int = 1) -> int:
 
 
 def _abs_max(attr: torch.Tensor) -> torch.Tensor:
-    return attr.detach().abs().amax(dim=1)
+    return clip_outliers(attr.detach().abs().amax(dim=1))
+
+
+def clip_outliers(maps: torch.Tensor, top: float = CLIP_TOP) -> torch.Tensor:
+    """Cap each (h,w) map at its (1 - top) quantile, as captum's visualizer does (outlier_perc).
+
+    Why: gradient maps are spiky; a few pixels would take the whole [0,1] range after min-max scaling and
+    the rest would read as zero. Only the order among the top `top` share of pixels is lost.
+    """
+    flat = maps.flatten(1)
+    cap = torch.quantile(flat.float(), 1.0 - top, dim=1, keepdim=True)
+    return torch.minimum(flat, cap.to(flat.dtype)).view_as(maps)
 
 
 def _input(x: torch.Tensor) -> torch.Tensor:
@@ -70,7 +84,7 @@ def integrated_gradients(probe, x: torch.Tensor, targets: torch.Tensor, layer: s
     attr = IntegratedGradients(probe.net).attribute(
         _input(x), baselines=torch.zeros_like(x), target=targets, n_steps=steps,
         internal_batch_size=max(x.shape[0], _positive("internal_batch", internal_batch)))
-    return attr.detach().sum(1).abs()
+    return clip_outliers(attr.detach().sum(1).abs())
 
 
 def smoothgrad(probe, x: torch.Tensor, targets: torch.Tensor, layer: str | None = None,

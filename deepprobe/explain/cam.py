@@ -49,18 +49,16 @@ def default_cam_layer(probe, x: torch.Tensor) -> str:
     """
     from ..models.layers import last_spatial_layer
 
-    try:
-        return last_spatial_layer(probe.net, x[:1].to(probe.device), probe.inner)
-    except DeepprobeError:
-        pass
-    names = [n for n, _ in probe.inner.named_modules()]
-    blocks = getattr(probe.inner, "blocks", None)
-    if isinstance(blocks, nn.Sequential) and len(blocks) and hasattr(blocks[-1], "norm1"):
+    # transformers first: their attention internals (q/k norms, (N, heads, T, d)) look like 4-D maps
+    inner = probe.inner
+    blocks = getattr(inner, "blocks", None)
+    if (getattr(inner, "patch_embed", None) is not None and isinstance(blocks, nn.Sequential) and len(blocks)
+            and hasattr(blocks[-1], "norm1")):
         return f"blocks.{len(blocks) - 1}.norm1"
-    hf = [n for n in names if n.endswith("layernorm_before")]
+    hf = [n for n, _ in inner.named_modules() if n.endswith("layernorm_before")]
     if hf:
         return hf[-1]
-    raise DeepprobeError(f"{probe.spec} has no layer with a spatial (N,C,H,W) output or patch tokens; pass --layer")
+    return last_spatial_layer(probe.net, x[:1].to(probe.device), inner)
 
 
 def _token_grid(probe, x: torch.Tensor, tokens: int) -> tuple[int, int]:
