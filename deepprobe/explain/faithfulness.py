@@ -1,0 +1,141 @@
+"""Deletion and insertion curves (Petsiuk et al. 2018, RISE) and the baseline maps they are compared with.
+
+A map orders the pixels, most important first. Deletion replaces them, in that order, by a fill (black in
+RISE) and records the target class's softmax probability after each step: a faithful map makes it fall fast
+(low area under the curve). Insertion lays the pixels, in the same order, over a canvas (a blurred copy in
+RISE): a faithful map makes the probability rise fast (high area). Both are the same operation, "move each
+pixel from image `start` to image `end` once its rank is below the step's count", so one batched loop runs
+every curve of every map and photo: perturbed images are built chunk by chunk on the device from the pixel
+ranks, never all at once.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.functional import gaussian_blur
+
+from ..errors import DeepprobeError
+from ..options.evaluate import BLUR_SIGMA, EDGE_SIGMA, FILLS, RANDOM_CELL
+
+
+# ------------------------------------------------------------------------------------------ images and maps
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    k = 2 * math.ceil(3 * sigma) + 1
+    return gaussian_blur(x, [k, k], [sigma, sigma])
+
+
+def fill_image(x: torch.Tensor, fill: str, mean: Sequence[float] = (0.5, 0.5, 0.5)) -> torch.Tensor:
+    """The image a deleted pixel is taken from (or inserted pixels are laid over): the normalization's mean colour
+    (`mean`; what RISE's zeros are, as it zeroes normalized tensors), black, grey or a blurred copy."""
+    if fill == "mean":
+        return torch.tensor(list(mean), dtype=x.dtype, device=x.device).view(1, -1, 1, 1).expand_as(x).clone()
+    if fill == "black":
+        return torch.zeros_like(x)
+    if fill == "grey":
+        return torch.full_like(x, 0.5)
+    if fill == "blur":
+        return _blur(x, BLUR_SIGMA)
+    raise DeepprobeError(f"unknown fill {fill!r}; choose one of {', '.join(FILLS)}")
+
+
+def random_map(x: torch.Tensor, seed: int = 0, cell: int = RANDOM_CELL) -> torch.Tensor:
+    """(N,H,W) uniform noise on a grid of `cell`-px cells, bilinearly upsampled (cell 1: per pixel), from a seeded
+    CPU generator so it is the same on every device."""
+    n, _, h, w = x.shape
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.rand(n, 1, max(1, round(h / cell)), max(1, round(w / cell)), generator=gen)
+    if cell > 1:
+        noise = F.interpolate(noise, size=(h, w), mode="bilinear", align_corners=False)
+    return noise[:, 0].to(x.device)
+
+
+def edge_map(x: torch.Tensor, sigma: float = EDGE_SIGMA) -> torch.Tensor:
+    """(N,H,W) Sobel gradient magnitude of the grey image, blurred: a map that knows edges but not the class."""
+    grey = (x[:, 0] * 0.299 + x[:, 1] * 0.587 + x[:, 2] * 0.114)[:, None].float()
+    sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=x.device)
+    kernels = torch.stack([sobel, sobel.T])[:, None]  # (2,1,3,3): d/dx, d/dy
+    grad = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), kernels)
+    magnitude = grad.pow(2).sum(1, keepdim=True).sqrt()
+    return (_blur(magnitude, sigma) if sigma > 0 else magnitude)[:, 0]
+
+
+# ------------------------------------------------------------------------------------------ ranks and curves
+def pixel_ranks(maps: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """(N,H,W) maps -> (N,H*W) int32 rank of each pixel, 0 = highest value; ties are broken at random (seeded).
+
+    Why random ties: a CAM is exactly zero on much of the photo; a stable sort would delete those pixels top row
+    first, a scan order that has nothing to do with the map.
+    """
+    n, p = maps.shape[0], maps[0].numel()
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.rand(n, p, generator=gen).argsort(1).to(maps.device)
+    shuffled = maps.flatten(1).float().gather(1, perm)
+    order = perm.gather(1, shuffled.argsort(dim=1, descending=True, stable=True))
+    positions = torch.arange(p, device=maps.device, dtype=torch.int32).expand(n, p)
+    return torch.empty(n, p, dtype=torch.int32, device=maps.device).scatter_(1, order, positions)
+
+
+def step_counts(pixels: int, steps: int) -> torch.Tensor:
+    """Pixels moved after each of steps+1 points (0 .. all), as evenly as whole pixels allow."""
+    if steps < 1:
+        raise DeepprobeError(f"--steps must be at least 1, got {steps}")
+    return torch.round(torch.linspace(0, pixels, steps + 1, dtype=torch.float64)).long()
+
+
+@torch.no_grad()
+def perturbation_curves(net: Callable[[torch.Tensor], torch.Tensor], bank: torch.Tensor, ranks: torch.Tensor,
+                        curves: Sequence[tuple[int, int, int]], targets: torch.Tensor, steps: int,
+                        batch_size: int = 32, callback: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Target probability as pixels move from one image to another in rank order: (C,N,steps+1).
+
+    bank: (B,N,3,H,W) the images curves start and end at (photo, fills); ranks: (R,N,H*W) from `pixel_ranks`;
+    curves: C triples (start, end, rank) indexing bank, bank and ranks; targets: (N,). Curve c of image i at
+    step s uses where(rank < count[s], end, start). All C*N*(steps+1) images run in chunks of `batch_size`
+    built on the fly (nothing is stored per step); `callback(k)` hears after each chunk how many images it held.
+    """
+    _, n, _, h, w = bank.shape
+    counts = step_counts(h * w, steps).to(ranks.device)
+    table = torch.tensor(list(curves), device=bank.device).view(-1, 3)
+    per_curve = steps + 1
+    total = len(table) * n * per_curve
+    out = torch.empty(total, device=bank.device)
+    for chunk in torch.arange(total, device=bank.device).split(max(1, batch_size)):
+        ci, rest = chunk // (n * per_curve), chunk % (n * per_curve)
+        ii, si = rest // per_curve, rest % per_curve
+        start, end, rank = table[ci].unbind(1)
+        moved = (ranks[rank, ii] < counts[si, None]).view(-1, 1, h, w)
+        images = torch.where(moved, bank[end, ii], bank[start, ii])
+        logits = net(images).float()
+        out[chunk] = torch.softmax(logits, 1).gather(1, targets[ii].view(-1, 1))[:, 0]
+        if callback is not None:
+            callback(len(chunk))
+    return out.view(len(table), n, per_curve)
+
+
+def fractions(pixels: int, steps: int) -> torch.Tensor:
+    """The x axis of the curves: fraction of the pixels moved at each point, from 0 to 1."""
+    return step_counts(pixels, steps).double() / pixels
+
+
+def auc(curves: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Area under each curve (last dim) by the trapezoid rule over the fractions `x` in [0,1]."""
+    return torch.trapezoid(curves.double(), x.to(curves.device).double(), dim=-1).float()
+
+
+def deletion_insertion(net, x: torch.Tensor, maps: Sequence[torch.Tensor], targets: torch.Tensor, steps: int,
+                       deletion_fill: str = "mean", insertion_fill: str = "blur", batch_size: int = 32,
+                       seed: int = 0, mean: Sequence[float] = (0.5, 0.5, 0.5), callback: Callable[[int], None] | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deletion and insertion curves of several (N,H,W) maps of the same photos x (N,3,H,W).
+
+    Returns (deletion, insertion), each (len(maps), N, steps+1) target probabilities; one batched loop runs both.
+    """
+    m = len(maps)
+    ranks = torch.stack([pixel_ranks(mp, seed) for mp in maps])  # (M,N,P)
+    bank = torch.stack([x, fill_image(x, deletion_fill, mean), fill_image(x, insertion_fill, mean)])  # photo, deleted, canvas
+    curves = [(0, 1, r) for r in range(m)] + [(2, 0, r) for r in range(m)]  # deletion: photo -> fill; insertion
+    out = perturbation_curves(net, bank, ranks, curves, targets.to(x.device), steps, batch_size, callback)
+    return out[:m], out[m:]
