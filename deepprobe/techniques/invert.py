@@ -1,0 +1,154 @@
+"""Feature inversion (Mahendran & Vedaldi, CVPR 2015): which images does a layer see as this photo?
+
+From random noise, minimize ||phi(x) - phi0||^2 / ||phi0||^2 + alpha_weight * R_alpha(x) + tv * R_TV(x) (the
+priors and their normalization are described in deepprobe/options/invert.py). Several layers and several
+photos run as one batch: every row of the parameter batch is one (photo, layer) pair matched to its own
+layer's target, and every row of a photo starts from the same noise. The model is in eval mode, so rows do
+not interact and a batch gives what separate runs give. The error reported is measured afterwards with a
+fresh forward pass: ||phi(x) - phi0|| / ||phi0|| (not squared).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .. import engine as E
+from ..errors import DeepprobeError
+from ..models import ModelBundle
+from ..options.invert import LR_FLOOR, PIXEL_SCALE, TV_SCALE, Options
+
+
+@dataclass
+class InvertResult:
+    """Reconstructions per layer (shallow to deep), the photos they match, and the errors reached."""
+
+    layers: list[str]  # in the order the network computes them (shallow to deep)
+    images: dict[str, torch.Tensor]  # layer -> (N,3,H,W) in [0,1]
+    originals: torch.Tensor  # (N,3,H,W): the photos at the working size
+    start: torch.Tensor  # (N,3,H,W): the noise every layer's reconstruction started from
+    errors: dict[str, torch.Tensor]  # layer -> (N,) relative feature error ||phi(x)-phi0|| / ||phi0||
+    start_errors: dict[str, torch.Tensor]  # the same for the starting noise
+    losses: list[float] = field(default_factory=list)  # mean loss per step (averaged over batches)
+    steps: int = 0
+    stopped: str = "done"  # done | interrupted | nan (a batch not reached keeps its starting noise)
+    message: str | None = None
+
+
+def invert(probe: ModelBundle, x: torch.Tensor, layer: Sequence[str] | str | None = None, *,
+           steps: int = Options.steps, lr: float = Options.lr, tv: float = Options.tv, beta: float = Options.beta,
+           alpha_weight: float = Options.alpha_weight, alpha: float = Options.alpha, noise: float = Options.noise,
+           size: int | None = Options.size, batch: int = Options.batch, seed: int = 0,
+           callback: Callable[[int, int, float, E.Forward | None], None] | None = None) -> InvertResult:
+    """Reconstruct (N,3,H,W) photos in [0,1] from each layer's features; `size` resizes them first (longest side).
+
+    `layer` is one dotted name or several; `batch` caps how many (photo, layer) rows are optimized together
+    (results do not depend on it). Ctrl-C stops and keeps the best images so far (stopped = "interrupted").
+    """
+    layers = _layers(layer)
+    check_options(steps, lr, tv, beta, alpha_weight, alpha, noise, size, batch)
+    for name in layers:
+        probe.layer(name)  # unknown layers fail here, with suggestions
+    from .style import fit_size
+
+    photos = fit_size(x.detach().to(probe.device).float().clamp(0, 1), size)
+    if photos.dim() == 3:
+        photos = photos[None]
+    with torch.no_grad():
+        targets = E.forward(probe, photos, layers, need_logits=False).activations
+    layers = [name for name in targets if name in layers]  # the order the forward pass reached them
+    generator = torch.Generator().manual_seed(seed)
+    start = (0.5 + (torch.rand(photos.shape, generator=generator) * 2 - 1) * noise).to(photos.device)
+    rows = [(i, name) for i in range(photos.shape[0]) for name in layers]
+    best = {row: start[row[0]] for row in rows}
+    prior = (alpha_weight / PIXEL_SCALE ** alpha) * E.lp_norm(alpha) + (tv / TV_SCALE ** beta) * E.total_variation(beta)
+    chunks = [rows[k:k + batch] for k in range(0, len(rows), batch)]
+    curves, done, stopped, message = [], 0, "done", None
+    for chunk in chunks:
+        objective = E.rowwise([_match(name, targets[name], [i for i, _ in chunk]) for _, name in chunk]) + prior
+        param = E.Pixels(torch.stack([start[i] for i, _ in chunk]))
+        res = E.optimize(probe, param, objective, steps=steps, lr=lr, optimizer="adam",
+                         schedule=E.cosine_decay(steps, LR_FLOOR), check_every=10,
+                         callback=_offset(callback, done, steps * len(chunks)))
+        best.update({row: image for row, image in zip(chunk, res.images)})
+        curves.append(res.losses)
+        done += res.steps
+        if res.stopped in ("interrupted", "nan"):
+            stopped, message = res.stopped, res.message
+            break
+    images = {name: torch.stack([best[(i, name)] for i in range(photos.shape[0])]) for name in layers}
+    return InvertResult(layers=layers, images=images, originals=photos, start=start,
+                        errors=relative_errors(probe, images, targets),
+                        start_errors=relative_errors(probe, {n: start for n in layers}, targets),
+                        losses=_mean_curve(curves), steps=done, stopped=stopped, message=message)
+
+
+@torch.no_grad()
+def relative_errors(probe: ModelBundle, images: dict[str, torch.Tensor],
+                    targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """layer -> (N,) ||phi(x) - phi0|| / ||phi0|| for the images reconstructed at that layer (fresh forward)."""
+    errors = {}
+    for name, batch_images in images.items():
+        feats = E.forward(probe, batch_images.to(probe.device), [name], need_logits=False)[name].float()
+        ref = targets[name].float()
+        errors[name] = ((feats - ref).flatten(1).norm(dim=1) / ref.flatten(1).norm(dim=1).clamp_min(1e-12)).cpu()
+    return errors
+
+
+@torch.no_grad()
+def pixel_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of two same-size image batches over all pixels and channels, (N,)."""
+    a = a.float().cpu().flatten(1)
+    b = b.float().cpu().flatten(1)
+    a = a - a.mean(1, keepdim=True)
+    b = b - b.mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
+
+
+def _match(name: str, target: torch.Tensor, image_rows: list[int]) -> E.Objective:
+    """Normalized feature distance of each batch row to its own photo's target at `name`."""
+    return E.feature_match(name, target[image_rows])
+
+
+def _offset(callback, done: int, total: int):
+    if callback is None:
+        return None
+    return lambda step, _steps, loss, fwd: callback(done + step, total, loss, fwd)
+
+
+def _mean_curve(curves: list[list[float]]) -> list[float]:
+    curves = [c for c in curves if c]
+    if not curves:
+        return []
+    n = min(len(c) for c in curves)
+    return [sum(c[k] for c in curves) / len(curves) for k in range(n)]
+
+
+def _layers(layer: Sequence[str] | str | None) -> list[str]:
+    if layer is None:
+        return list(Options().layer)
+    layers = [layer] if isinstance(layer, str) else list(layer)
+    layers = list(dict.fromkeys(layers))
+    if not layers:
+        raise DeepprobeError("give at least one --layer")
+    return layers
+
+
+def check_options(steps: int, lr: float, tv: float, beta: float, alpha_weight: float, alpha: float, noise: float,
+           size: int | None, batch: int) -> None:
+    """Option values a user can get wrong: one clear line each."""
+    if steps < 1:
+        raise DeepprobeError(f"--steps must be at least 1, got {steps}")
+    if lr <= 0:
+        raise DeepprobeError(f"--lr must be positive, got {lr:g}")
+    if tv < 0 or alpha_weight < 0:
+        raise DeepprobeError("--tv and --alpha-weight must be 0 or more")
+    if beta <= 0 or alpha <= 0:
+        raise DeepprobeError("--beta and --alpha must be positive")
+    if not 0 <= noise <= 0.5:
+        raise DeepprobeError(f"--noise must be between 0 and 0.5, got {noise:g}")
+    if size is not None and size < 32:
+        raise DeepprobeError(f"--size must be at least 32 pixels, got {size}")
+    if batch < 1:
+        raise DeepprobeError(f"--batch must be at least 1, got {batch}")
