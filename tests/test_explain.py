@@ -240,3 +240,23 @@ def test_cli_errors_are_one_line(tmp_path, args, message):
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.output
     assert not list(tmp_path.iterdir())
+
+
+def test_cli_on_a_vit_with_attention_heads(tmp_path, monkeypatch):
+    """CAMs and attention methods side by side on a (tiny, random) timm ViT given as user code."""
+    (tmp_path / "tiny_vit_model.py").write_text(
+        "import torch\nfrom timm.models.vision_transformer import VisionTransformer\n\n"
+        "def tiny():\n    torch.manual_seed(0)\n"
+        "    return VisionTransformer(img_size=224, patch_size=32, num_classes=4, embed_dim=32, depth=2, "
+        "num_heads=2, mlp_ratio=2)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "out"
+    result, summary = _cli("explain", str(EXAMPLES / "cat.jpg"), "--model", "python:tiny_vit_model:tiny",
+                           "--method", "gradcam", "--method", "rollout", "--method", "attention",
+                           "--json", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert summary["cam_layer"] == "blocks.1.norm1"
+    panel_record, heads_record = summary["results"]
+    assert set(panel_record["methods"]) == {"gradcam", "rollout", "attention"}
+    assert heads_record["heads"] == 2 and Path(heads_record["attention_heads"]).exists()
+    assert np.load(panel_record["methods"]["rollout"]["map"]).shape == (224, 224)
