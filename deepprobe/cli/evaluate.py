@@ -78,8 +78,8 @@ def evaluate_cmd(run, images: list[str] = typer.Argument(..., help="Photos to ex
     info = dict(model=bundle.spec, photos=len(records), methods=methods, settings=chunks[0].settings)
     if opts.curves:
         image = _curves_image(bundle, summary, len(records), opts)
-        path = run.save_image(image, f"{name}_curves.png", result={**info, "summary": summary["curves"],
-                                                                      "images": records})
+        path = run.save_image(image, f"{name}_curves.png", result={**info, "fractions": summary["fractions"],
+                                                                      "summary": summary["curves"], "images": records})
         summary["curves_plot"] = str(path)
     if opts.sanity:
         image = _sanity_image(bundle, summary, len(records))

@@ -72,7 +72,8 @@ def sanity_plot(layers: Sequence[str], correlations: Mapping[str, Sequence[float
     ax.set_xticklabels(["none" if n == "none" else f"+{n}" for n in layers], rotation=40, ha="right", fontsize=8)
     ax.set_xlabel("layers randomized (cumulative, from the logits down)")
     ax.set_ylabel("Spearman ρ with the original map")
-    ax.set_ylim(min(-0.2, *(min(ys) - 0.05 for ys in correlations.values())), 1.05)
+    lows = [min(ys) for ys in correlations.values()] + [min(r) for rows in (per_image or {}).values() for r in rows]
+    ax.set_ylim(min(-0.2, min(lows) - 0.05), 1.05)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper right")
     ax.set_title(title or "model-parameter randomization: a faithful map should fall towards 0", fontsize=10)
