@@ -3,7 +3,7 @@
 As lucent's `render_vis`: a Fourier-parameterized image with decorrelated colour and a sigmoid, lucent's standard
 robustness transforms (pad 12, jitter 8, scale 0.9-1.1, rotate +-10 degrees, jitter 4) and Adam at lr 0.05.
 On the bundled EfficientNet-Lite0 at 224 px, 256 steps draw clear parts for a class (heads, eyes, feathers)
-and repeated textures for a channel in about 40 s per unit on 2 CPU cores; units in one run share the batch.
+and repeated textures for a channel, in about 22 s per unit on one CPU thread; units in one run share the batch.
 """
 from __future__ import annotations
 
