@@ -1,9 +1,18 @@
 """Shared fixtures: the bundled model is loaded once per test session; photos come from examples/."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # The suite runs as `pytest -n auto` (one worker per core): one torch thread per worker. Several workers with
+    # several threads each oversubscribe the cores, and OpenMP's spinning threads then run ~10x slower.
+    os.environ["OMP_NUM_THREADS"] = "1"  # also for the CLI subprocesses the tests start
+    import torch
+
+    torch.set_num_threads(1)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
