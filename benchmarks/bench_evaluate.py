@@ -11,27 +11,15 @@ unchanged model (the ratio is the cost of copying and re-initializing the networ
 from __future__ import annotations
 
 import argparse
-import time
-from pathlib import Path
 
 import torch
+
+from _common import EXAMPLES, timed  # benchmarks/_common.py (scripts run from benchmarks/)
 
 import deepprobe as dp
 from deepprobe.explain import explain
 from deepprobe.explain.evaluate import BASELINES
 from deepprobe.explain.sanity import randomization_groups
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def timed(fn, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t
 
 
 def main() -> None:

@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from _common import EXAMPLES, timed  # benchmarks/_common.py (scripts run from benchmarks/)
+
 import deepprobe as dp
 from deepprobe.explain import explain
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def photos(bundle, n: int) -> torch.Tensor:
@@ -44,16 +42,6 @@ def photos(bundle, n: int) -> torch.Tensor:
             x = F.interpolate(x[..., o:o + 192, o:o + 192], size=(224, 224), mode="bilinear", align_corners=False)
         out.append(x)
     return torch.cat(out)
-
-
-def timed(fn, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t
 
 
 def main() -> None:

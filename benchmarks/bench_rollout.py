@@ -15,26 +15,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import time
-from pathlib import Path
 
 import torch
+
+from _common import EXAMPLES, timed  # benchmarks/_common.py (scripts run from benchmarks/)
 
 import deepprobe as dp
 from deepprobe.explain import explain
 from deepprobe.explain.transformer import chefer, rollout
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def timed(fn, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t
 
 
 @contextlib.contextmanager
