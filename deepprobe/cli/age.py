@@ -27,8 +27,9 @@ def age_cmd(run, images: list[str] = typer.Argument(..., help="Photos (files, fo
             min_score: str = opt(Options, "min_score", help="Face-detector score to count as a face."),
             device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps (auto picks CUDA when present).",
                                        rich_help_panel="Model")):
-    """Print the estimated age of each face; with --target, make one face look older or younger to the
-    age network (dlib's CC0 age model). Ages in the JSON are measured on the saved PNG, re-read from disk."""
+    """Estimate the age of each face; with --target, make a face look older or younger.
+
+    Age network: dlib's CC0 age model. Ages in the JSON are measured on the saved PNG, re-read from disk."""
     from ..models.age import load_age_model
     from .inputs import image_paths
 

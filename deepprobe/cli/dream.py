@@ -29,8 +29,9 @@ def dream_cmd(run, images: list[str] = typer.Argument(..., help="Photos to dream
               tv: str = opt(Options, "tv", help="Weight of the total-variation prior."),
               tile: int = opt(Options, "tile", help="Largest tile (pixels) a gradient is computed on; bigger "
                                                     "photos are processed in tiles (0 = never tile).")):
-    """Deep Dream: amplify what a layer sees (or, with --target, a class) octave by octave, at the photo's
-    own size. Writes NAME_dream.png, NAME_dream_panel.png (input | dream) and JSON sidecars with the layer's
+    """Deep Dream: amplify what a layer sees (or, with --target, a class) in a photo.
+
+    Works octave by octave, at the photo's own size. Writes NAME_dream.png, NAME_dream_panel.png (input | dream) and JSON sidecars with the layer's
     activation norm before and after (it grows) and how well the photo's layout is kept."""
     from ..errors import ImageError
     from ..io import read_image

@@ -33,8 +33,10 @@ def evaluate_cmd(run, images: list[str] = typer.Argument(..., help="Photos to ex
                                     help="Deletion and insertion curves (--no-curves: sanity check only)."),
                  sanity: bool = opt(Options, "sanity", "--sanity/--no-sanity",
                                     help="Cascading model-parameter randomization check.")):
-    """Measure whether explanation maps are faithful: deletion and insertion curves (RISE) of each method against
-    a random and an edge-detector map, and the model-parameter randomization sanity check (Adebayo et al.).
+    """Measure whether explanation maps are faithful (deletion/insertion curves, sanity check).
+
+    Deletion and insertion curves (RISE) of each method against a random and an edge-detector map, and the
+    model-parameter randomization sanity check (Adebayo et al.).
     Writes evaluate_curves.png, evaluate_sanity.png and JSON sidecars with every number; prints a table."""
     from ..explain import method_function
     from ..explain.evaluate import BASELINES, check_options, evaluate, work_per_image

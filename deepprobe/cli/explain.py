@@ -38,7 +38,9 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
                                                                         "dropped per row (CLS column kept)."),
                 head: int = opt(Options, "head", help="attention: show this head instead of the mean."),
                 alpha: str = opt(Options, "alpha", help="Opacity of the heat map over the photo.")):
-    """Explain each image's decision with one or more methods. Writes per image and class NAME_METHOD_CLASS.png
+    """Explain each image's decision with one or more methods (Grad-CAM, captum, ViT attention).
+
+    Writes per image and class NAME_METHOD_CLASS.png
     (heat map over the photo, captioned with method, class, probability and layer), NAME_METHOD_CLASS.npy (the
     map, HxW in [0,1] at the model's input size), with several methods NAME_CLASS_panel.png (input | each
     method), with `attention` NAME_attention_heads.png (one tile per head), and JSON sidecars."""

@@ -33,8 +33,10 @@ def maximize_cmd(run,
                  photos: str = opt(Options, "photos", help="Photos (folder, file or glob) whose best "
                                                            "activation of each unit is reported; 'none' to skip."),
                  columns: int = opt(Options, "columns", help="Grid columns (0: up to 8 per row).")):
-    """Find an image that maximally drives a unit: a class logit (--target), a channel's mean (--layer
-    --channel) or one cell of it (--neuron). All units run as one batch. Writes one PNG per unit,
+    """Find an image that maximally drives a class, a channel or a neuron.
+
+    A unit is a class logit (--target), a channel's mean (--layer --channel) or one cell of it (--neuron).
+    All units run as one batch. Writes one PNG per unit,
     maximize_grid.png (captioned: activation reached and the photos' best) and JSON sidecars."""
     opts = run.options
     _check(opts)

@@ -35,7 +35,9 @@ def style_cmd(run, content: str = typer.Argument(..., metavar="CONTENT", help="T
               measure_model: str = opt(Options, "measure_model", help="Network that judges the result (default "
                                                                       "efficientnet_lite2, or lite0 when optimizing "
                                                                       "with lite2; none: skip).")):
-    """Paint the style image(s) over CONTENT (Gatys et al.). Writes CONTENT_style_STYLE.png, a panel
+    """Paint the style image(s) over CONTENT (Gatys et al.).
+
+    Writes CONTENT_style_STYLE.png, a panel
     (content | style(s) | result) and JSON sidecars. A different network then measures the result: its Gram
     distance to the style against the content photo's, and its content distance against the style image's."""
     from ..errors import ImageError
