@@ -233,6 +233,7 @@ def test_cli_default_target_is_the_predicted_class(tmp_path):
     (["--target", "ostrichh"], "ostrich"),
     (["--method", "ig", "--steps", "1"], "--steps"),
     (["--method", "saliency", "--layer", "bn2"], "--layer applies to"),
+    (["--method", "gradcam", "--method", "attention", "--layer", "bn2"], "run them as separate commands"),
 ])
 def test_cli_errors_are_one_line(tmp_path, args, message):
     result, _ = _cli("explain", str(EXAMPLES / "cat.jpg"), *args, "--out", str(tmp_path))

@@ -92,6 +92,9 @@ def _check(opts: Options) -> None:
         raise DeepprobeError(f"--alpha must be in [0, 1], got {opts.alpha:g}")
     if opts.layer and not any(m in LAYER_METHODS for m in opts.method):
         raise DeepprobeError(f"--layer applies to {', '.join(LAYER_METHODS)} only")
+    if opts.layer and "attention" in opts.method and any(m in CAM_METHODS for m in opts.method):
+        raise DeepprobeError("--layer is a module name for CAMs but a block index for attention: "
+                             "run them as separate commands")
 
 
 def _slug(name: str) -> str:
