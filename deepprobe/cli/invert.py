@@ -28,6 +28,8 @@ def invert_cmd(run, images: list[str] = typer.Argument(..., help="Photos to reco
                alpha: str = opt(Options, "alpha", help="Exponent of the alpha-norm prior."),
                noise: str = opt(Options, "noise", help="Half-width of the uniform noise around mid-grey the "
                                                        "reconstruction starts from."),
+               levels: int = opt(Options, "levels", help="Pyramid levels of the image being optimized (each half "
+                                                         "the size; 1 = plain pixels)."),
                size: int = opt(Options, "size", help="Longest side of the working image (default: the model's "
                                                      "input size)."),
                batch: int = opt(Options, "batch", help="Most photo x layer pairs optimized together.")):
@@ -42,7 +44,7 @@ def invert_cmd(run, images: list[str] = typer.Argument(..., help="Photos to reco
 
     opts = run.options
     check_options(opts.steps, opts.lr, opts.tv, opts.beta, opts.alpha_weight, opts.alpha, opts.noise, opts.size,
-                 opts.batch)
+                  opts.batch, opts.levels)
     if not opts.layer:
         raise DeepprobeError("give at least one --layer")
     bundle = run.bundle()
@@ -79,7 +81,8 @@ def _invert(run, bundle, photos, opts: Options):
             progress.update(task, completed=step, info=f"{rows} reconstruction(s) · loss {loss:.4g}")
 
         result = invert(bundle, photos, opts.layer, steps=opts.steps, lr=opts.lr, tv=opts.tv, beta=opts.beta,
-                        alpha_weight=opts.alpha_weight, alpha=opts.alpha, noise=opts.noise, size=opts.size,
+                        alpha_weight=opts.alpha_weight, alpha=opts.alpha, noise=opts.noise,
+                        levels=opts.levels, size=opts.size,
                         batch=opts.batch, seed=run.common.seed, callback=callback)
         progress.update(task, completed=result.steps)
     if result.stopped == "interrupted":

@@ -18,6 +18,7 @@ from .. import engine as E
 from ..errors import DeepprobeError
 from ..models import ModelBundle
 from ..options.invert import LR_FLOOR, PIXEL_SCALE, TV_SCALE, Options
+from .invert_params import Pyramid
 
 
 @dataclass
@@ -39,7 +40,7 @@ class InvertResult:
 def invert(probe: ModelBundle, x: torch.Tensor, layer: Sequence[str] | str | None = None, *,
            steps: int = Options.steps, lr: float = Options.lr, tv: float = Options.tv, beta: float = Options.beta,
            alpha_weight: float = Options.alpha_weight, alpha: float = Options.alpha, noise: float = Options.noise,
-           size: int | None = Options.size, batch: int = Options.batch, seed: int = 0,
+           levels: int = Options.levels, size: int | None = Options.size, batch: int = Options.batch, seed: int = 0,
            callback: Callable[[int, int, float, E.Forward | None], None] | None = None) -> InvertResult:
     """Reconstruct (N,3,H,W) photos in [0,1] from each layer's features; `size` resizes them first (longest side).
 
@@ -47,7 +48,7 @@ def invert(probe: ModelBundle, x: torch.Tensor, layer: Sequence[str] | str | Non
     (results do not depend on it). Ctrl-C stops and keeps the best images so far (stopped = "interrupted").
     """
     layers = _layers(layer)
-    check_options(steps, lr, tv, beta, alpha_weight, alpha, noise, size, batch)
+    check_options(steps, lr, tv, beta, alpha_weight, alpha, noise, size, batch, levels)
     for name in layers:
         probe.layer(name)  # unknown layers fail here, with suggestions
     from .style import fit_size
@@ -67,7 +68,7 @@ def invert(probe: ModelBundle, x: torch.Tensor, layer: Sequence[str] | str | Non
     curves, done, stopped, message = [], 0, "done", None
     for chunk in chunks:
         objective = E.rowwise([_match(name, targets[name], [i for i, _ in chunk]) for _, name in chunk]) + prior
-        param = E.Pixels(torch.stack([start[i] for i, _ in chunk]))
+        param = Pyramid(torch.stack([start[i] for i, _ in chunk]), levels)
         res = E.optimize(probe, param, objective, steps=steps, lr=lr, optimizer="adam",
                          schedule=E.cosine_decay(steps, LR_FLOOR), check_every=10,
                          callback=_offset(callback, done, steps * len(chunks)))
@@ -136,7 +137,7 @@ def _layers(layer: Sequence[str] | str | None) -> list[str]:
 
 
 def check_options(steps: int, lr: float, tv: float, beta: float, alpha_weight: float, alpha: float, noise: float,
-           size: int | None, batch: int) -> None:
+           size: int | None, batch: int, levels: int = 1) -> None:
     """Option values a user can get wrong: one clear line each."""
     if steps < 1:
         raise DeepprobeError(f"--steps must be at least 1, got {steps}")
@@ -150,5 +151,7 @@ def check_options(steps: int, lr: float, tv: float, beta: float, alpha_weight: f
         raise DeepprobeError(f"--noise must be between 0 and 0.5, got {noise:g}")
     if size is not None and size < 32:
         raise DeepprobeError(f"--size must be at least 32 pixels, got {size}")
+    if levels < 1:
+        raise DeepprobeError(f"--levels must be at least 1 (1 = plain pixels), got {levels}")
     if batch < 1:
         raise DeepprobeError(f"--batch must be at least 1, got {batch}")
