@@ -33,8 +33,9 @@ def invert_cmd(run, images: list[str] = typer.Argument(..., help="Photos to reco
                size: int = opt(Options, "size", help="Longest side of the working image (default: the model's "
                                                      "input size)."),
                batch: int = opt(Options, "batch", help="Most photo x layer pairs optimized together.")):
-    """Reconstruct each photo from the features of one or more layers, starting from noise (Mahendran &
-    Vedaldi 2015). Writes NAME_invert_LAYER.png per layer, NAME_invert_grid.png (original | layers, shallow
+    """Reconstruct each photo from the features of one or more layers (Mahendran & Vedaldi 2015).
+
+    Starts from noise. Writes NAME_invert_LAYER.png per layer, NAME_invert_grid.png (original | layers, shallow
     to deep, each captioned with the relative feature error reached) and JSON sidecars."""
     import torch
 
