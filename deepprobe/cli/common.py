@@ -306,7 +306,21 @@ def _resolve_options(name: str, options_cls, recipe_name: str | None, kwargs: di
     given = {k: v for k, v in kwargs.items() if k in fields}
     resolved = resolve(options_cls, recipe.options if recipe else None, given, str(recipe.path) if recipe else "recipe")
     values = dataclasses.asdict(resolved)
+    _check_shared_numbers(values)
     return {**kwargs, **{k: values[k] for k in given}}, resolved
+
+
+# options many commands share, with the smallest value that makes sense (exclusive for lr)
+_AT_LEAST_ONE = ("steps", "batch_size")
+
+
+def _check_shared_numbers(values: dict) -> None:
+    """--steps, --batch-size and --lr are checked once here for every command (typed or from a recipe)."""
+    for name in _AT_LEAST_ONE:
+        if isinstance(values.get(name), int) and values[name] < 1:
+            raise DeepprobeError(f"--{name.replace('_', '-')} must be at least 1, got {values[name]}")
+    if isinstance(values.get("lr"), (int, float)) and values["lr"] <= 0:
+        raise DeepprobeError(f"--lr must be positive, got {values['lr']:g}")
 
 
 def _plain(values: dict) -> dict:

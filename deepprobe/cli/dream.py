@@ -78,10 +78,6 @@ def _check(opts: Options) -> None:
         raise DeepprobeError(f"--octaves must be at least 1, got {opts.octaves}")
     if opts.octave_scale <= 1.0:
         raise DeepprobeError(f"--octave-scale must be above 1, got {opts.octave_scale:g}")
-    if opts.steps < 1:
-        raise DeepprobeError(f"--steps must be at least 1, got {opts.steps}")
-    if opts.lr <= 0:
-        raise DeepprobeError(f"--lr must be positive, got {opts.lr:g}")
     if opts.strength < 0:
         raise DeepprobeError(f"--strength must be 0 or more, got {opts.strength:g}")
     if opts.smooth < 0 or opts.tv < 0 or opts.jitter < 0:

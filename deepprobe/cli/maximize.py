@@ -71,10 +71,6 @@ def maximize_cmd(run,
 
 def _check(opts: Options) -> None:
     """Option values a user can get wrong, reported before any model is loaded."""
-    if opts.steps < 1:
-        raise DeepprobeError(f"--steps must be at least 1, got {opts.steps}")
-    if opts.lr <= 0:
-        raise DeepprobeError(f"--lr must be positive, got {opts.lr:g}")
     if opts.size < 32:
         raise DeepprobeError(f"--size must be at least 32 pixels, got {opts.size}")
     if opts.robustness < 0 or opts.decay_power < 0:

@@ -73,14 +73,10 @@ def _check(opts: Options, n_styles: int) -> None:
         raise DeepprobeError(f"--init must be one of {', '.join(INITS)}, got {opts.init!r}")
     if opts.optimizer not in OPTIMIZERS:
         raise DeepprobeError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {opts.optimizer!r}")
-    if opts.steps < 1:
-        raise DeepprobeError(f"--steps must be at least 1, got {opts.steps}")
     if opts.size < 32:
         raise DeepprobeError(f"--size must be at least 32 pixels, got {opts.size}")
     if min(opts.style_weight, opts.content_weight, opts.tv) < 0:
         raise DeepprobeError("--style-weight, --content-weight and --tv must be 0 or more")
-    if opts.lr is not None and opts.lr <= 0:
-        raise DeepprobeError(f"--lr must be positive, got {opts.lr:g}")
     if not opts.style_layers:
         raise DeepprobeError("give at least one --style-layer")
     blend_weights(n_styles, opts.style_blend)
