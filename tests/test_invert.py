@@ -80,7 +80,7 @@ def test_several_layers_in_one_batch_match_separate_runs_and_seeds_repeat(lite0,
     kw = dict(size=64, steps=40, seed=3)
     together = dp.invert(lite0, cat, ["blocks.1", "blocks.3"], **kw)
     apart = dp.invert(lite0, cat, ["blocks.3"], **kw)
-    one_row_batches = dp.invert(lite0, cat, ["blocks.1", "blocks.3"], batch=1, **kw)
+    one_row_batches = dp.invert(lite0, cat, ["blocks.1", "blocks.3"], batch_size=1, **kw)
     assert torch.equal(together.start, apart.start)  # every layer of a photo starts from the same noise
     for other in (apart, one_row_batches):
         for name in other.layers:

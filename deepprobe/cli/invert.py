@@ -32,7 +32,7 @@ def invert_cmd(run, images: list[str] = typer.Argument(..., help="Photos to reco
                                                          "the size; 1 = plain pixels)."),
                size: int = opt(Options, "size", help="Longest side of the working image (default: the model's "
                                                      "input size)."),
-               batch: int = opt(Options, "batch", help="Most photo x layer pairs optimized together.")):
+               batch_size: int = opt(Options, "batch_size", help="Most photo x layer pairs optimized together.")):
     """Reconstruct each photo from the features of one or more layers (Mahendran & Vedaldi 2015).
 
     Starts from noise. Writes NAME_invert_LAYER.png per layer, NAME_invert_grid.png (original | layers, shallow
@@ -45,7 +45,7 @@ def invert_cmd(run, images: list[str] = typer.Argument(..., help="Photos to reco
 
     opts = run.options
     check_options(opts.steps, opts.lr, opts.tv, opts.beta, opts.alpha_weight, opts.alpha, opts.noise, opts.size,
-                  opts.batch, opts.levels)
+                  opts.batch_size, opts.levels)
     if not opts.layer:
         raise DeepprobeError("give at least one --layer")
     bundle = run.bundle()
@@ -74,7 +74,7 @@ def _invert(run, bundle, photos, opts: Options):
     from ..techniques.invert import invert
 
     rows = photos.shape[0] * len(dict.fromkeys(opts.layer))
-    total = opts.steps * -(-rows // opts.batch)
+    total = opts.steps * -(-rows // opts.batch_size)
     with run.progress() as progress:
         task = progress.add_task("invert", total=total, info=f"{rows} reconstruction(s)")
 
@@ -84,7 +84,7 @@ def _invert(run, bundle, photos, opts: Options):
         result = invert(bundle, photos, opts.layer, steps=opts.steps, lr=opts.lr, tv=opts.tv, beta=opts.beta,
                         alpha_weight=opts.alpha_weight, alpha=opts.alpha, noise=opts.noise,
                         levels=opts.levels, size=opts.size,
-                        batch=opts.batch, seed=run.common.seed, callback=callback)
+                        batch_size=opts.batch_size, seed=run.common.seed, callback=callback)
         progress.update(task, completed=result.steps)
     if result.stopped == "interrupted":
         err_console.print("[yellow]interrupted; saved the best reconstructions so far[/yellow]")

@@ -43,4 +43,4 @@ class Options:
     noise: float = 0.1  # the start: uniform noise of this half-width around mid-grey
     levels: int = 6  # pyramid levels of the image (each half the size; coarsest >= 4 px); 1 = plain pixels
     size: int | None = None  # longest side of the working image; None: the model's input size (224 for lite0)
-    batch: int = 8  # most images x layers optimized together in one batch (more are split, results unchanged)
+    batch_size: int = 8  # most images x layers optimized together in one batch (more are split, results unchanged)

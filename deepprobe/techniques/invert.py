@@ -40,15 +40,16 @@ class InvertResult:
 def invert(probe: ModelBundle, x: torch.Tensor, layer: Sequence[str] | str | None = None, *,
            steps: int = Options.steps, lr: float = Options.lr, tv: float = Options.tv, beta: float = Options.beta,
            alpha_weight: float = Options.alpha_weight, alpha: float = Options.alpha, noise: float = Options.noise,
-           levels: int = Options.levels, size: int | None = Options.size, batch: int = Options.batch, seed: int = 0,
+           levels: int = Options.levels, size: int | None = Options.size,
+           batch_size: int = Options.batch_size, seed: int = 0,
            callback: Callable[[int, int, float, E.Forward | None], None] | None = None) -> InvertResult:
     """Reconstruct (N,3,H,W) photos in [0,1] from each layer's features; `size` resizes them first (longest side).
 
-    `layer` is one dotted name or several; `batch` caps how many (photo, layer) rows are optimized together
+    `layer` is one dotted name or several; `batch_size` caps how many (photo, layer) rows are optimized together
     (results do not depend on it). Ctrl-C stops and keeps the best images so far (stopped = "interrupted").
     """
     layers = _layers(layer)
-    check_options(steps, lr, tv, beta, alpha_weight, alpha, noise, size, batch, levels)
+    check_options(steps, lr, tv, beta, alpha_weight, alpha, noise, size, batch_size, levels)
     for name in layers:
         probe.layer(name)  # unknown layers fail here, with suggestions
     from .style import fit_size
@@ -64,7 +65,7 @@ def invert(probe: ModelBundle, x: torch.Tensor, layer: Sequence[str] | str | Non
     rows = [(i, name) for i in range(photos.shape[0]) for name in layers]
     best = {row: start[row[0]] for row in rows}
     prior = (alpha_weight / PIXEL_SCALE ** alpha) * E.lp_norm(alpha) + (tv / TV_SCALE ** beta) * E.total_variation(beta)
-    chunks = [rows[k:k + batch] for k in range(0, len(rows), batch)]
+    chunks = [rows[k:k + batch_size] for k in range(0, len(rows), batch_size)]
     curves, done, stopped, message = [], 0, "done", None
     for chunk in chunks:
         objective = E.rowwise([_match(name, targets[name], [i for i, _ in chunk]) for _, name in chunk]) + prior
@@ -137,7 +138,7 @@ def _layers(layer: Sequence[str] | str | None) -> list[str]:
 
 
 def check_options(steps: int, lr: float, tv: float, beta: float, alpha_weight: float, alpha: float, noise: float,
-           size: int | None, batch: int, levels: int = 1) -> None:
+           size: int | None, batch_size: int, levels: int = 1) -> None:
     """Option values a user can get wrong: one clear line each."""
     if steps < 1:
         raise DeepprobeError(f"--steps must be at least 1, got {steps}")
@@ -153,5 +154,5 @@ def check_options(steps: int, lr: float, tv: float, beta: float, alpha_weight: f
         raise DeepprobeError(f"--size must be at least 32 pixels, got {size}")
     if levels < 1:
         raise DeepprobeError(f"--levels must be at least 1 (1 = plain pixels), got {levels}")
-    if batch < 1:
-        raise DeepprobeError(f"--batch must be at least 1, got {batch}")
+    if batch_size < 1:
+        raise DeepprobeError(f"--batch-size must be at least 1, got {batch_size}")
