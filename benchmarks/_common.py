@@ -18,3 +18,14 @@ def timed(fn, device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
+
+
+def add_machine_args(parser) -> None:
+    """--device and --threads, which every benchmark takes (run_all.sh passes them through)."""
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+
+
+def apply_threads(args) -> None:
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)

@@ -14,7 +14,7 @@ import argparse
 
 import torch
 
-from _common import EXAMPLES, timed  # benchmarks/_common.py (scripts run from benchmarks/)
+from _common import EXAMPLES, timed, add_machine_args, apply_threads  # benchmarks/_common.py
 
 import deepprobe as dp
 from deepprobe.explain import explain
@@ -26,8 +26,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--device", default="cpu")
+    add_machine_args(ap)
     args = ap.parse_args()
+    apply_threads(args)
     probe = dp.load_model("efficientnet_lite0", device=args.device)
     x = torch.cat([probe.load_image(p) for p in sorted(EXAMPLES.glob("*.jpg"))])
     n, dev = x.shape[0], probe.device

@@ -14,15 +14,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
+
+from _common import EXAMPLES, add_machine_args, apply_threads  # benchmarks/_common.py
 
 import deepprobe as dp
 from deepprobe import engine as E
 from deepprobe.io import quantize
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def timed(fn, device):
@@ -43,11 +42,9 @@ def fooled(bundle, images, target, labels):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    add_machine_args(ap)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
 
     bundle = dp.load_model("efficientnet_lite0", device=args.device)
     device = bundle.device

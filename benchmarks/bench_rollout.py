@@ -18,7 +18,7 @@ import statistics
 
 import torch
 
-from _common import EXAMPLES, timed  # benchmarks/_common.py (scripts run from benchmarks/)
+from _common import EXAMPLES, timed, add_machine_args, apply_threads  # benchmarks/_common.py
 
 import deepprobe as dp
 from deepprobe.explain import explain
@@ -44,11 +44,9 @@ def main() -> None:
     ap.add_argument("--model", default="timm:vit_small_patch16_224")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    add_machine_args(ap)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
 
     bundle = dp.load_model(args.model, device=args.device)
     device = bundle.device

@@ -13,18 +13,17 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from _common import EXAMPLES, add_machine_args, apply_threads  # benchmarks/_common.py
 
 import deepprobe as dp
 from deepprobe.io import read_image
 from deepprobe.options.style import CONTENT_LAYER, STYLE_LAYERS
 from deepprobe.techniques import dream as D
 from deepprobe.techniques import style as S
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def timed(fn, device):
@@ -141,12 +140,10 @@ def plain_dream(bundle, photo, layer, octaves, scale, steps, lr, jitter, sigma, 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    add_machine_args(ap)
     ap.add_argument("--style-steps", type=int, default=30)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
 
     ours = dp.load_model("efficientnet_lite0", device=args.device)
     device = ours.device
