@@ -161,6 +161,11 @@ def _json_default(value):
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+def name_slug(name: str) -> str:
+    """A class or other name as a file-name part: anything but letters and digits becomes '_'."""
+    return "".join(ch if ch.isalnum() else "_" for ch in name.strip()).strip("_") or "class"
+
+
 def safe_stem(path: str | Path) -> str:
     stem = Path(path).stem
     cleaned = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)

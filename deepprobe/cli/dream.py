@@ -91,7 +91,7 @@ def _check(opts: Options) -> None:
 def _dream_one(run, bundle, path: Path, photo, opts: Options, target: int | None, progress, task, done: int,
                remaining: int, label: str):
     """Dream on one photo, save it and its panel, measure before/after; returns (record, stopped, steps done)."""
-    from ..io import safe_stem
+    from ..io import name_slug, safe_stem
     from ..render import panel
     from ..techniques.dream import (activation_norms, dream, layout_similarity, octave_sizes, target_logits,
                                     tile_slices)
@@ -133,7 +133,7 @@ def _dream_one(run, bundle, path: Path, photo, opts: Options, target: int | None
         p_after = float(bundle.predict(bundle.prepare(dreamed))[0, target])
         record.update(target_logit_before=round(logit_before, 4), target_logit_after=round(logit_after, 4),
                       target_probability_before=round(p_before, 6), target_probability_after=round(p_after, 6))
-    name = f"{safe_stem(path)}_dream" + (f"_{_slug(record['target'])}" if target is not None else "")
+    name = f"{safe_stem(path)}_dream" + (f"_{name_slug(record['target'])}" if target is not None else "")
     out = run.save_image(dreamed, f"{name}.png", result={**record, "loss_curve": [round(v, 5) for v in result.losses]})
     what = f"guided to {record['target']}" if target is not None else "+".join(opts.layer)
     growth = " · ".join(f"{k} norm x{v:.2f}" for k, v in record["norm_growth"].items())
@@ -148,10 +148,6 @@ def _dream_one(run, bundle, path: Path, photo, opts: Options, target: int | None
     record.update(output=str(out), panel=str(panel_path))
     run.add_result(record)
     return record, result.stopped, done
-
-
-def _slug(name: str) -> str:
-    return "".join(ch if ch.isalnum() else "_" for ch in name.strip()).strip("_") or "class"
 
 
 class _Table:

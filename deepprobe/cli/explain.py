@@ -74,8 +74,6 @@ def _check(opts: Options) -> None:
     """Option values a user can get wrong, reported before any model is loaded."""
     if not opts.method:
         raise DeepprobeError("give at least one --method")
-    if opts.batch_size < 1:
-        raise DeepprobeError(f"--batch-size must be at least 1, got {opts.batch_size}")
     if opts.steps < 2:
         raise DeepprobeError(f"--steps must be at least 2, got {opts.steps}")
     if opts.internal_batch < 1 or opts.samples < 1:
@@ -95,10 +93,6 @@ def _check(opts: Options) -> None:
     if opts.layer and "attention" in opts.method and any(m in CAM_METHODS for m in opts.method):
         raise DeepprobeError("--layer is a module name for CAMs but a block index for attention: "
                              "run them as separate commands")
-
-
-def _slug(name: str) -> str:
-    return "".join(ch if ch.isalnum() else "_" for ch in name.strip()).strip("_") or "class"
 
 
 class _Explainer:
@@ -166,11 +160,11 @@ class _Explainer:
     def _write(self, path: Path, photo, per_method: dict, cls: int, prob, pred: int | None, is_pred: bool) -> None:
         import numpy as np
 
-        from ..io import safe_stem
+        from ..io import name_slug, safe_stem
         from ..render import captioned, overlay, panel
 
         class_name = self.bundle.class_name(cls)
-        stem = f"{safe_stem(path)}"
+        stem = safe_stem(path)
         record = {"input": str(path), "class": class_name, "class_index": cls,
                   "probability": round(float(prob[cls]), 6) if prob is not None else None,
                   "predicted": self.bundle.class_name(pred) if pred is not None else None,
@@ -179,7 +173,7 @@ class _Explainer:
                                     + (f" {float(prob[pred]):.1%}" if prob is not None else "")]
         for method, heat in per_method.items():
             heat_np = heat.numpy().astype(np.float32)
-            name = f"{stem}_{_slug(method.replace('+', 'p'))}_{_slug(class_name)}"
+            name = f"{stem}_{name_slug(method.replace('+', 'p'))}_{name_slug(class_name)}"
             caption = self._caption(method, cls, prob)
             pic = overlay(photo, heat_np, alpha=self.opts.alpha)
             entry = {"method": method, "layer": self.cam_layer if method in CAM_METHODS else
@@ -194,7 +188,7 @@ class _Explainer:
         if len(per_method) > 1:
             title = f"{path.name} · {self.bundle.spec} · explaining {class_name}"
             out = self.run.save_image(panel(tiles, captions, cell=224, title=title),
-                                      f"{stem}_{_slug(class_name)}_panel.png",
+                                      f"{stem}_{name_slug(class_name)}_panel.png",
                                       result={**record, "panel": True})
             record["panel"] = shown = str(out)
         self.run.add_result(record)

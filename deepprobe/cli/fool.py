@@ -120,13 +120,13 @@ def _save(run, bundle, result, pairs: list[tuple[Path, int | None]], opts: Optio
     """Write each adversarial PNG and its panel, then re-read the PNGs from disk to measure what was saved."""
     import torch
 
-    from ..io import safe_stem
+    from ..io import name_slug, safe_stem
     from ..render import panel
 
     records = result.records(bundle)
     saved = []
     for i, ((path, target), record) in enumerate(zip(pairs, records)):
-        name = f"{safe_stem(path)}_fool" + (f"_{_slug(bundle.class_name(target))}" if target is not None else "")
+        name = f"{safe_stem(path)}_fool" + (f"_{name_slug(bundle.class_name(target))}" if target is not None else "")
         record = {"input": str(path), **record, "loss_curve": [round(v, 5) for v in result.losses]}
         out = run.save_image(result.images[i], f"{name}.png", result=record)
         scale = _amplify(float(result.linf[i]), opts.amplify)
@@ -164,10 +164,6 @@ def _amplify(linf: float, chosen: float | None) -> float:
     if linf <= 0:
         return 1.0
     return float(2 ** max(0, round(math.log2(0.5 / linf))))
-
-
-def _slug(name: str) -> str:
-    return "".join(ch if ch.isalnum() else "_" for ch in name.strip()).strip("_") or "class"
 
 
 class _Table:

@@ -51,18 +51,16 @@ def fool_from_noise_cmd(run, targets: list[str], method: str | None = None, step
     return 130 if result.stopped == "interrupted" else code
 
 
-def _slug(name: str) -> str:
-    return "".join(ch if ch.isalnum() else "_" for ch in name.strip()).strip("_") or "class"
-
-
 def _save(run, bundle, result, grid) -> None:
     import torch
+
+    from ..io import name_slug
 
     records = result.records(bundle)
     paths = []
     for i, record in enumerate(records):
         record.pop("loss_curve", None)
-        path = run.save_image(result.images[i], f"noise_{result.method}_{_slug(record['target'])}.png", result=record)
+        path = run.save_image(result.images[i], f"noise_{result.method}_{name_slug(record['target'])}.png", result=record)
         paths.append(path)
     # Independent check of what was written: re-read each PNG, the model's own preprocessing, one forward.
     probs = bundle.predict(torch.cat([bundle.load_image(p) for p in paths]))
