@@ -74,3 +74,23 @@ def standard_robustness(generator: torch.Generator | None = None, strength: floa
     return [pad(max(2, round(12 * strength)), mode="constant"), jitter(j, generator),
             random_scale([1 + (i - 5) / 50 * strength for i in range(11)], generator),
             random_rotate(10 * strength, generator), jitter(max(1, j // 2), generator)]
+
+
+# ----- fixed image filters shared by techniques and explainers (not random, not for robustness) -----------
+_LUMA = (0.299, 0.587, 0.114)  # Rec. 601 weights of R, G, B
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of (N,C,H,W) with sigma in pixels (kernel +-3 sigma); sigma <= 0 returns x as it is."""
+    if sigma <= 0:
+        return x
+    from torchvision.transforms.functional import gaussian_blur as tv_gaussian_blur
+
+    k = 2 * max(1, round(3 * sigma)) + 1
+    return tv_gaussian_blur(x, [k, k], [float(sigma), float(sigma)])
+
+
+def luma(x: torch.Tensor) -> torch.Tensor:
+    """(N,3,H,W) RGB -> (N,1,H,W) grey (Rec. 601 luma)."""
+    weights = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * weights).sum(1, keepdim=True)

@@ -10,23 +10,17 @@ ranks, never all at once.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.functional import gaussian_blur
 
+from ..engine.transforms import gaussian_blur, luma
 from ..errors import DeepprobeError
 from ..options.evaluate import BLUR_SIGMA, EDGE_SIGMA, FILLS, RANDOM_CELL
 
 
 # ------------------------------------------------------------------------------------------ images and maps
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    k = 2 * math.ceil(3 * sigma) + 1
-    return gaussian_blur(x, [k, k], [sigma, sigma])
-
-
 def fill_image(x: torch.Tensor, fill: str, mean: Sequence[float] = (0.5, 0.5, 0.5)) -> torch.Tensor:
     """The image a deleted pixel is taken from (or inserted pixels are laid over): the normalization's mean colour
     (`mean`; what RISE's zeros are, as it zeroes normalized tensors), black, grey or a blurred copy."""
@@ -37,7 +31,7 @@ def fill_image(x: torch.Tensor, fill: str, mean: Sequence[float] = (0.5, 0.5, 0.
     if fill == "grey":
         return torch.full_like(x, 0.5)
     if fill == "blur":
-        return _blur(x, BLUR_SIGMA)
+        return gaussian_blur(x, BLUR_SIGMA)
     raise DeepprobeError(f"unknown fill {fill!r}; choose one of {', '.join(FILLS)}")
 
 
@@ -54,12 +48,12 @@ def random_map(x: torch.Tensor, seed: int = 0, cell: int = RANDOM_CELL) -> torch
 
 def edge_map(x: torch.Tensor, sigma: float = EDGE_SIGMA) -> torch.Tensor:
     """(N,H,W) Sobel gradient magnitude of the grey image, blurred: a map that knows edges but not the class."""
-    grey = (x[:, 0] * 0.299 + x[:, 1] * 0.587 + x[:, 2] * 0.114)[:, None].float()
+    grey = luma(x.float())
     sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=x.device)
     kernels = torch.stack([sobel, sobel.T])[:, None]  # (2,1,3,3): d/dx, d/dy
     grad = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), kernels)
     magnitude = grad.pow(2).sum(1, keepdim=True).sqrt()
-    return (_blur(magnitude, sigma) if sigma > 0 else magnitude)[:, 0]
+    return gaussian_blur(magnitude, sigma)[:, 0]
 
 
 # ------------------------------------------------------------------------------------------ ranks and curves

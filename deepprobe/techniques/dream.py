@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import engine as E
+from ..engine.transforms import gaussian_blur, luma
 from ..errors import DeepprobeError
 from ..models import ModelBundle
 from ..options.dream import MIN_TILE, Options
@@ -68,7 +69,8 @@ def dream(probe: ModelBundle, images: torch.Tensor, layers: Sequence[str] | str 
             image = (scaled + _resize(detail, size)).clamp(0, 1)
             for _ in range(steps):
                 grad, loss, fwd = tiled_gradient(probe, image, objective, tile, jitter, generator)
-                image = normalized_step(image, blur(grad, smooth), lr)
+                # the gradient blurred a little: smooth strokes instead of grain
+                image = normalized_step(image, gaussian_blur(grad, smooth), lr)
                 curve.append(loss)
                 done += 1
                 if callback is not None:
@@ -160,16 +162,6 @@ def _autocast(probe: ModelBundle):
     return contextlib.nullcontext()
 
 
-def blur(grad: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur of the gradient (sigma in pixels; 0 leaves it as is): smooth strokes instead of grain."""
-    if sigma <= 0:
-        return grad
-    from torchvision.transforms.functional import gaussian_blur
-
-    k = 2 * max(1, round(3 * sigma)) + 1
-    return gaussian_blur(grad, [k, k], [float(sigma), float(sigma)])
-
-
 @torch.no_grad()
 def normalized_step(image: torch.Tensor, grad: torch.Tensor, lr: float) -> torch.Tensor:
     """Deep Dream's step: descend the gradient divided by its mean magnitude per image, clamp to [0,1]."""
@@ -220,7 +212,7 @@ def layout_similarity(a: torch.Tensor, b: torch.Tensor, side: int = 24) -> torch
     """
     def small(x: torch.Tensor) -> torch.Tensor:
         x = x.float().cpu()
-        lum = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        lum = luma(x)
         h, w = lum.shape[-2:]
         k = side / min(h, w)
         size = (max(1, round(h * k)), max(1, round(w * k)))
