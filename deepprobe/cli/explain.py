@@ -6,13 +6,12 @@ from pathlib import Path
 import typer
 
 from ..errors import DeepprobeError
-from ..options.explain import DEFAULT_METHODS, METHOD_OPTIONS, Options
+from ..options.explain import CLASS_FREE, DEFAULT_METHODS, METHOD_OPTIONS, Options
 from . import app
 from .common import command, opt, out_console
 
 CAM_METHODS = ("gradcam", "gradcam++")
 LAYER_METHODS = CAM_METHODS + ("attention",)  # methods that read --layer (a module name; a block index for attention)
-CLASS_FREE = ("rollout", "attention")  # maps that do not depend on the class: computed once per batch
 
 
 @command(app, "explain")

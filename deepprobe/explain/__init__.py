@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DeepprobeError
+from ..options.explain import CLASS_FREE  # explain() skips the predicted-class pass for these
 
 # method name -> "module:function" (relative to deepprobe.explain); modules are imported on first use.
 METHODS: dict[str, str] = {
@@ -31,8 +32,6 @@ METHODS: dict[str, str] = {
     "attention": "transformer:attention",
 }
 EPS = 1e-8
-# methods whose maps do not depend on the class: explain() skips the forward pass that finds the predicted class
-CLASS_FREE = {"rollout", "attention"}
 
 
 def method_function(method: str):

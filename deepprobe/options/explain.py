@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 DEFAULT_METHODS = ("gradcam",)
+# methods whose maps do not depend on the class: computed once per batch, without a predicted-class pass
+CLASS_FREE = ("rollout", "attention")
 
 
 @dataclass
