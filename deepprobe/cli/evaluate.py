@@ -38,15 +38,12 @@ def evaluate_cmd(run, images: list[str] = typer.Argument(..., help="Photos to ex
     Deletion and insertion curves (RISE) of each method against a random and an edge-detector map, and the
     model-parameter randomization sanity check (Adebayo et al.).
     Writes evaluate_curves.png, evaluate_sanity.png and JSON sidecars with every number; prints a table."""
-    from ..explain import method_function
-    from ..explain.evaluate import BASELINES, check_options, evaluate, work_per_image
+    from ..explain.evaluate import BASELINES, check_options, evaluate, evaluation_methods, work_per_image
     from ..models.bundle import require_classifier
     from .inputs import batches, image_paths
 
     opts = run.options
-    methods = list(dict.fromkeys(opts.method or DEFAULT_METHODS))
-    for name in methods:
-        method_function(name)  # unknown methods fail before the model loads
+    methods = evaluation_methods(opts.method or DEFAULT_METHODS)  # unknown methods fail before the model loads
     check_options(opts.steps, opts.batch_size, opts.deletion_fill, opts.insertion_fill, opts.random_cell,
                   opts.curves, opts.sanity)
     bundle = run.bundle()

@@ -37,11 +37,8 @@ def invert_cmd(run, images: list[str] = typer.Argument(..., help="Photos to reco
 
     Starts from noise. Writes NAME_invert_LAYER.png per layer, NAME_invert_grid.png (original | layers, shallow
     to deep, each captioned with the relative feature error reached) and JSON sidecars."""
-    import torch
-
-    from ..errors import ImageError
     from ..techniques.invert import check_options
-    from .inputs import image_paths
+    from .inputs import batches, image_paths
 
     opts = run.options
     check_options(opts.steps, opts.lr, opts.tv, opts.beta, opts.alpha_weight, opts.alpha, opts.noise, opts.size,
@@ -51,16 +48,12 @@ def invert_cmd(run, images: list[str] = typer.Argument(..., help="Photos to reco
     bundle = run.bundle()
     for name in opts.layer:
         bundle.layer(name)  # unknown layers fail here, once, with suggestions
-    paths, photos = [], []
-    for path in image_paths(run, images):
-        try:
-            photos.append(bundle.load_image(path))
-            paths.append(path)
-        except ImageError as exc:
-            run.fail(str(path), str(exc))
-    if not photos:
+    paths = image_paths(run, images)
+    loaded = list(batches(run, bundle, paths, len(paths)))  # one batch; unreadable photos are recorded as failed
+    if not loaded:
         return run.finish()
-    result = _invert(run, bundle, torch.cat(photos), opts)
+    paths, photos = loaded[0]
+    result = _invert(run, bundle, photos, opts)
     records = [_save(run, bundle, path, i, result, opts) for i, path in enumerate(paths)]
     run.summary["relative_feature_error"] = {
         name: round(float(result.errors[name].mean()), 5) for name in result.layers}

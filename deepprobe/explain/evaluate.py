@@ -57,7 +57,8 @@ class EvaluateResult:
         return out
 
 
-def _methods(method: str | Sequence[str]) -> list[str]:
+def evaluation_methods(method: str | Sequence[str]) -> list[str]:
+    """The methods to evaluate, deduplicated; unknown names and baseline names fail with one line."""
     methods = [method] if isinstance(method, str) else list(method)
     if not methods:
         raise DeepprobeError("give at least one explanation method")
@@ -105,7 +106,7 @@ def evaluate(probe, x: torch.Tensor, method: str | Sequence[str] = Options().met
     randomization sanity check, on (N,3,H,W) photos in [0,1]. `target` None explains each predicted class;
     `method_options` maps a method to its keyword options; `callback(k)` hears progress (see `work_per_image`).
     The probe's own weights are never changed (the sanity check randomizes a deep copy)."""
-    methods = _methods(method)
+    methods = evaluation_methods(method)
     check_options(steps, batch_size, deletion_fill, insertion_fill, random_cell, curves, sanity)
     method_options = method_options or {}
     x = x.to(probe.device).float()
