@@ -65,15 +65,13 @@ def invert_cmd(run, images: list[str] = typer.Argument(..., help="Photos to reco
 
 def _invert(run, bundle, photos, opts: Options):
     from ..techniques.invert import invert
+    from .progress import engine_callback
 
     rows = photos.shape[0] * len(dict.fromkeys(opts.layer))
     total = opts.steps * -(-rows // opts.batch_size)
     with run.progress() as progress:
         task = progress.add_task("invert", total=total, info=f"{rows} reconstruction(s)")
-
-        def callback(step: int, _total: int, loss: float, _fwd) -> None:
-            progress.update(task, completed=step, info=f"{rows} reconstruction(s) · loss {loss:.4g}")
-
+        callback = engine_callback(progress, task, bundle, prefix=f"{rows} reconstruction(s)")
         result = invert(bundle, photos, opts.layer, steps=opts.steps, lr=opts.lr, tv=opts.tv, beta=opts.beta,
                         alpha_weight=opts.alpha_weight, alpha=opts.alpha, noise=opts.noise,
                         levels=opts.levels, size=opts.size,

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import typer
-
 from ..errors import DeepprobeError
 from ..options.maximize import Options
 from . import app
@@ -45,12 +43,11 @@ def maximize_cmd(run,
 
     units = resolve_units(bundle, opts.target or None, opts.layer, opts.channel or None, opts.neuron, opts.size)
     photo_paths, photo_batch = _photos(run, bundle, opts.photos)
+    from .progress import engine_callback
+
     with run.progress() as progress:
         task = progress.add_task("maximize", total=opts.steps, info=f"{len(units)} unit(s)")
-
-        def callback(step: int, _total: int, loss: float, _fwd) -> None:
-            progress.update(task, completed=step, info=f"{len(units)} unit(s) · loss {loss:.4g}")
-
+        callback = engine_callback(progress, task, bundle, prefix=f"{len(units)} unit(s)")
         result = maximize(bundle, units=units, steps=opts.steps, lr=opts.lr, size=opts.size,
                           decay_power=opts.decay_power, robustness=opts.robustness, seed=run.common.seed,
                           photos=photo_batch, photo_names=[p.name for p in photo_paths], callback=callback)

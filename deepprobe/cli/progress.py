@@ -30,10 +30,11 @@ class _Silent:
         pass
 
 
-def engine_callback(progress, task, bundle, advance_to_step: bool = True):
-    """An engine callback that moves the bar and shows loss and the current top class of image 0."""
+def engine_callback(progress, task, bundle, advance_to_step: bool = True, prefix: str = ""):
+    """An engine callback that moves the bar and shows loss and the current top class of image 0 (after
+    `prefix`, e.g. how many images are being optimized)."""
     def callback(step: int, total: int, loss: float, fwd) -> None:
-        info = f"loss {loss:.4g}"
+        info = (f"{prefix} · " if prefix else "") + f"loss {loss:.4g}"
         if fwd is not None and fwd.logits is not None and bundle.labels:
             info += f" · top: {bundle.class_name(int(fwd.logits[0].argmax()))}"
         progress.update(task, completed=step if advance_to_step else None, info=info)
