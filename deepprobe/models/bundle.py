@@ -23,6 +23,9 @@ class ModelBundle:
     device: torch.device
     weights: str | None = None
     notes: dict = field(default_factory=dict)
+    # what the network does: classification | detection | segmentation | image-text; commands refuse a
+    # method that does not apply to the task with one clear line
+    task: str = "classification"
 
     @property
     def input_size(self) -> tuple[int, int] | None:
