@@ -301,7 +301,7 @@ def test_option_errors(tiny_vit, held_out):
     x = held_out[0][:1]
     with pytest.raises(DeepprobeError, match="head fusion"):
         explain(tiny_vit, x, "rollout", head_fusion="median")
-    with pytest.raises(DeepprobeError, match="discard ratio"):
+    with pytest.raises(DeepprobeError, match=r"discard_ratio must be in \[0, 1\), got 1"):
         explain(tiny_vit, x, "rollout", discard_ratio=1.0)
     with pytest.raises(DeepprobeError, match="--layer"):
         explain(tiny_vit, x, "chefer", layer="blocks.1")

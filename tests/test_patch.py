@@ -97,7 +97,7 @@ def test_apply_with_a_given_placement(lite0, photo_sets):
     assert float(res.images[:, :, 100:124, 100:124].max()) == 0  # the black patch sits in the centre
     assert torch.equal(res.images[:, :, :80], held[:, :, :80].mul(255).round().div(255))
     assert res.success.shape == (3,) and 0 <= res.success_rate <= 1
-    with pytest.raises(dp.DeepprobeError, match="placement"):
+    with pytest.raises(dp.DeepprobeError, match=r"scale must be in \(0, 1\], got 2"):
         dp.apply_patch(lite0, held, patch, TARGET, placement=(0.5, 0.5, 2.0, 0.0))
 
 

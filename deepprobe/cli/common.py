@@ -241,6 +241,11 @@ def versions() -> dict[str, str]:
     return found
 
 
+# "patch train" -> "patch": every registered command with options and the options module it reads (the test
+# that walks every option's range finds the commands here).
+COMMAND_OPTIONS: dict[str, str] = {}
+
+
 def command(app: typer.Typer, name: str, *, uses_model: bool = True, help: str | None = None,  # noqa: A002
             options: bool = True, options_name: str | None = None, **typer_kwargs) -> Callable:
     """Register `func(run, **params)` as a subcommand with the common options added to its signature.
@@ -255,6 +260,8 @@ def command(app: typer.Typer, name: str, *, uses_model: bool = True, help: str |
 
     def decorate(func: Callable) -> Callable:
         options_cls = options_for(group) if options else None
+        if options_cls is not None:
+            COMMAND_OPTIONS[recorded] = group
         own = [p for p in inspect.signature(func).parameters.values() if p.name != "run"]
         common_params = _common_parameters(uses_model, options_cls is not None)
         common_names = {p.name for p in common_params}
@@ -305,22 +312,8 @@ def _resolve_options(name: str, options_cls, recipe_name: str | None, kwargs: di
     recipe = load_recipe(recipe_name, name) if recipe_name else None
     given = {k: v for k, v in kwargs.items() if k in fields}
     resolved = resolve(options_cls, recipe.options if recipe else None, given, str(recipe.path) if recipe else "recipe")
-    values = dataclasses.asdict(resolved)
-    _check_shared_numbers(values)
+    values = dataclasses.asdict(resolved)  # checked against the options' RANGES (deepprobe/options/ranges.py)
     return {**kwargs, **{k: values[k] for k in given}}, resolved
-
-
-# options many commands share, with the smallest value that makes sense (exclusive for lr)
-_AT_LEAST_ONE = ("steps", "batch_size")
-
-
-def _check_shared_numbers(values: dict) -> None:
-    """--steps, --batch-size and --lr are checked once here for every command (typed or from a recipe)."""
-    for name in _AT_LEAST_ONE:
-        if isinstance(values.get(name), int) and values[name] < 1:
-            raise DeepprobeError(f"--{name.replace('_', '-')} must be at least 1, got {values[name]}")
-    if isinstance(values.get("lr"), (int, float)) and values["lr"] <= 0:
-        raise DeepprobeError(f"--lr must be positive, got {values['lr']:g}")
 
 
 def _plain(values: dict) -> dict:

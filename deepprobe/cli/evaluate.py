@@ -44,8 +44,7 @@ def evaluate_cmd(run, images: list[str] = typer.Argument(..., help="Photos to ex
 
     opts = run.options
     methods = evaluation_methods(opts.method or DEFAULT_METHODS)  # unknown methods fail before the model loads
-    check_options(opts.steps, opts.batch_size, opts.deletion_fill, opts.insertion_fill, opts.random_cell,
-                  opts.curves, opts.sanity)
+    check_options(opts.deletion_fill, opts.insertion_fill, opts.curves, opts.sanity)
     bundle = run.bundle()
     require_classifier(bundle)
     target = bundle.class_index(opts.target) if opts.target is not None else None

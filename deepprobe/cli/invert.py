@@ -37,12 +37,9 @@ def invert_cmd(run, images: list[str] = typer.Argument(..., help="Photos to reco
 
     Starts from noise. Writes NAME_invert_LAYER.png per layer, NAME_invert_grid.png (original | layers, shallow
     to deep, each captioned with the relative feature error reached) and JSON sidecars."""
-    from ..techniques.invert import check_options
     from .inputs import batches, image_paths
 
-    opts = run.options
-    check_options(opts.steps, opts.lr, opts.tv, opts.beta, opts.alpha_weight, opts.alpha, opts.noise, opts.size,
-                  opts.batch_size, opts.levels)
+    opts = run.options  # numbers already checked against their ranges (options/invert.py)
     if not opts.layer:
         raise DeepprobeError("give at least one --layer")
     bundle = run.bundle()

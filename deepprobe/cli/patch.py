@@ -110,10 +110,11 @@ def apply_cmd(run, patch_file: str = typer.Argument(..., metavar="PATCH.png", he
               images: list[str] = typer.Argument(..., help="Photos to paste it into: files, folders or globs."),
               target: str = opt(Options, "target", help="Class the patch aims at (default: from the patch's JSON)."),
               size: str = opt(Options, "size", help="Patch side as a fraction of the shorter side (default: from its JSON)."),
-              x: float = typer.Option(None, "--x", help="Fixed placement: centre x as a fraction of the width."),
-              y: float = typer.Option(None, "--y", help="Fixed placement: centre y as a fraction of the height."),
-              scale: float = typer.Option(None, "--scale", help="Fixed placement: side as a fraction of the shorter side."),
-              angle: float = typer.Option(None, "--angle", help="Fixed placement: rotation in degrees."),
+              x: str = opt(Options, "x", help="Fixed placement: centre x as a fraction of the width, in [0, 1]."),
+              y: str = opt(Options, "y", help="Fixed placement: centre y as a fraction of the height, in [0, 1]."),
+              scale: str = opt(Options, "scale", help="Fixed placement: side as a fraction of the shorter side, "
+                                                      "in (0, 1]."),
+              angle: str = opt(Options, "angle", help="Fixed placement: rotation in degrees."),
               random_place: bool = typer.Option(False, "--random", help="Random placement, scale and rotation "
                                                 "(the training distribution; the default without --x/--y/--scale/--angle)."),
               batch_size: int = opt(Options, "batch_size", help="Photos patched and classified together.")):

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from ..errors import DeepprobeError
 from ..options.explain import CLASS_FREE  # explain() skips the predicted-class pass for these
+from ..options.ranges import check_ranges
 
 # method name -> "module:function" (relative to deepprobe.explain); modules are imported on first use.
 METHODS: dict[str, str] = {
@@ -73,6 +74,7 @@ def to_input_size(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 def explain(probe, x: torch.Tensor, method: str = "gradcam", target=None, layer: str | None = None,
             **method_options) -> torch.Tensor:
     """(N,H,W) maps in [0,1] at the input's size; `target` None explains the predicted class."""
+    check_ranges("explain", method_options)
     fn = method_function(method)
     x = x.to(probe.device)
     targets = None if method in CLASS_FREE and target is None else resolve_targets(probe, x, target)

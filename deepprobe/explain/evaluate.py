@@ -16,6 +16,7 @@ import torch
 
 from ..errors import DeepprobeError
 from ..options.evaluate import FILLS, Options
+from ..options.ranges import check_ranges
 from . import explain, method_function, resolve_targets
 from .faithfulness import auc, deletion_insertion, edge_map, fractions, random_map
 from .sanity import cascading_randomization, randomization_groups
@@ -69,18 +70,11 @@ def evaluation_methods(method: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def check_options(steps: int, batch_size: int, deletion_fill: str, insertion_fill: str, random_cell: int,
-                  curves: bool, sanity: bool) -> None:
-    """Values a user can get wrong, reported before any work."""
-    if steps < 1:
-        raise DeepprobeError(f"--steps must be at least 1, got {steps}")
-    if batch_size < 1:
-        raise DeepprobeError(f"--batch-size must be at least 1, got {batch_size}")
+def check_options(deletion_fill: str, insertion_fill: str, curves: bool, sanity: bool) -> None:
+    """Choices a user can get wrong, reported before any work (numbers: the RANGES of options/evaluate.py)."""
     for name, fill in (("--deletion-fill", deletion_fill), ("--insertion-fill", insertion_fill)):
         if fill not in FILLS:
             raise DeepprobeError(f"{name} must be one of {', '.join(FILLS)}, got {fill!r}")
-    if random_cell < 1:
-        raise DeepprobeError(f"--random-cell must be at least 1 pixel, got {random_cell}")
     if not (curves or sanity):
         raise DeepprobeError("nothing to do: both the curves and the sanity check are off")
 
@@ -106,8 +100,9 @@ def evaluate(probe, x: torch.Tensor, method: str | Sequence[str] = Options().met
     randomization sanity check, on (N,3,H,W) photos in [0,1]. `target` None explains each predicted class;
     `method_options` maps a method to its keyword options; `callback(k)` hears progress (see `work_per_image`).
     The probe's own weights are never changed (the sanity check randomizes a deep copy)."""
+    check_ranges("evaluate", locals())
     methods = evaluation_methods(method)
-    check_options(steps, batch_size, deletion_fill, insertion_fill, random_cell, curves, sanity)
+    check_options(deletion_fill, insertion_fill, curves, sanity)
     method_options = method_options or {}
     x = x.to(probe.device).float()
     targets = resolve_targets(probe, x, target)

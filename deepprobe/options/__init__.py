@@ -1,7 +1,8 @@
 """Each command's defaults, in one place shared by the CLI, the Python API and recipes (torch-free).
 
-A command NAME keeps its options dataclass in `deepprobe/options/NAME.py` as `Options`. Values resolve as
-dataclass default < recipe < what the user typed. Fractions like "8/255" are accepted for float fields.
+A command NAME keeps its options dataclass in `deepprobe/options/NAME.py` as `Options`, and the valid range of
+every numeric field beside it as `RANGES` (see ranges.py). Values resolve as dataclass default < recipe < what
+the user typed. Fractions like "8/255" are accepted for float fields.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DeepprobeError
+from .ranges import COMMAND_LINE, check_ranges
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -63,7 +65,7 @@ def _field_kind(hint) -> tuple[type, bool]:
 
 
 def coerce(options_cls, values: dict[str, Any], source: str) -> dict[str, Any]:
-    """Check keys and types of a mapping against an Options dataclass."""
+    """Check keys, types and ranges of a mapping against an Options dataclass."""
     hints = typing.get_type_hints(options_cls)
     names = {f.name for f in dataclasses.fields(options_cls)}
     out = {}
@@ -79,6 +81,7 @@ def coerce(options_cls, values: dict[str, Any], source: str) -> dict[str, Any]:
             out[name] = [parse_number(v, kind, key, source) for v in items]
         else:
             out[name] = parse_number(value, kind, key, source)
+    check_ranges(options_cls, out, source, related=False)  # related ranges need every value: see resolve()
     return out
 
 
@@ -88,8 +91,10 @@ def resolve(options_cls, recipe: dict[str, Any] | None, given: dict[str, Any], r
     if recipe:
         merged.update(coerce(options_cls, recipe, recipe_source))
     typed = {k: v for k, v in given.items() if v is not None and v != [] and v != ()}
-    merged.update(coerce(options_cls, typed, "command line"))
-    return options_cls(**merged)
+    merged.update(coerce(options_cls, typed, COMMAND_LINE))
+    options = options_cls(**merged)
+    check_ranges(options_cls, dataclasses.asdict(options), COMMAND_LINE)
+    return options
 
 
 @dataclasses.dataclass

@@ -20,3 +20,11 @@ class Options:
     tolerance: float = 1.0  # years: stop once the age measured on the saved 8-bit photo is this close
     rounds: int = 3  # optimize -> save -> re-detect -> measure rounds; later rounds aim past the miss
     min_score: float = 0.3  # dlib face-detector score to count as a face (0 keeps every detection)
+
+
+RANGES = {
+    "target": "[0, 100]", "face": "[0, inf)", "components": "[1, inf)", "frequencies": "[1, inf)",
+    "chroma_frequencies": "[0, inf)", "steps": "[1, inf)", "lr": "(0, inf)", "l2_weight": "[0, inf)",
+    "tv_weight": "[0, inf)", "jitter": "[0, inf)", "seed": "(-inf, inf)", "tolerance": "[0, inf)", "rounds": "[1, inf)",
+    "min_score": "(-inf, inf)",  # dlib detector scores; below 0 keeps weaker detections too
+}

@@ -6,3 +6,6 @@ from dataclasses import dataclass
 class Options:
     top: int = 5  # how many classes to report per image
     batch_size: int = 16  # images per forward pass
+
+
+RANGES = {"top": "[1, inf)", "batch_size": "[1, inf)"}

@@ -27,3 +27,14 @@ class Options:
     smooth: float = 1.0  # Gaussian blur (sigma, pixels) of each step's gradient; 0 = off
     tv: float = 0.0  # weight of a total-variation prior (beta = 2); each layer's term starts at -1, so 1-10 is mild
     tile: int = 512  # gradients are computed on tiles at most this size (0 = never tile): memory stays flat
+
+
+RANGES = {
+    "octaves": "[1, inf)", "octave_scale": "(1, inf)", "steps": "[1, inf)", "lr": "(0, inf)", "strength": "[0, 1]",
+    "jitter": "[0, inf)", "smooth": "[0, inf)", "tv": "[0, inf)", "tile": "[0, inf)",
+}
+
+
+def related_ranges(values: dict) -> dict[str, tuple[str, str]]:
+    """A tile smaller than MIN_TILE would be mostly padding: 0 (never tile) or at least MIN_TILE."""
+    return {"tile": (f"[{MIN_TILE}, inf)", "(or 0: never tile)")} if values["tile"] != 0 else {}

@@ -33,3 +33,6 @@ class Options:
     random_cell: int = RANDOM_CELL  # cell size (px) of the random baseline map; 1 = one random value per pixel
     curves: bool = True  # deletion and insertion curves (faithfulness)
     sanity: bool = True  # cascading model-parameter randomization (sanity)
+
+
+RANGES = {"steps": "[1, inf)", "batch_size": "[1, inf)", "random_cell": "[1, inf)"}

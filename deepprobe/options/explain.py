@@ -32,6 +32,13 @@ class Options:
     alpha: float = 0.5  # opacity of the heat map over the photo
 
 
+RANGES = {
+    "batch_size": "[1, inf)", "steps": "[1, inf)", "internal_batch": "[1, inf)", "samples": "[1, inf)",
+    "noise": "[0, 1]", "window": "[0, inf)", "stride": "[0, inf)", "discard_ratio": "[0, 1)", "head": "[0, inf)",
+    "alpha": "[0, 1]",
+}
+
+
 # Method option -> the methods that read it (what `explain()` is given for each method).
 METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "ig": ("steps", "internal_batch"),

@@ -33,6 +33,20 @@ class Options:
     amplify: float | None = None  # panel: perturbation shown x this (None: scaled so the largest change is visible)
 
 
+RANGES = {
+    "eps": "(0, inf)", "alpha": "(0, inf)", "steps": "[1, inf)", "lr": "(0, inf)", "kappa": "[0, inf)",
+    "rounds": "[0, inf)", "search_steps": "[1, inf)", "c": "(0, inf)", "batch_size": "[1, inf)", "amplify": "(0, inf)",
+}
+
+
+def related_ranges(values: dict) -> dict[str, tuple[str, str]]:
+    """In L-inf, eps and the step are per-pixel changes in [0,1] units: more than 1 changes nothing more (an
+    L2 budget grows with the image, so it has no upper bound)."""
+    if values["norm"] != "linf":
+        return {}
+    return {"eps": ("(0, 1]", "for norm linf"), "alpha": ("(0, 1]", "for norm linf")}
+
+
 def eps_for(norm: str, eps: float | None) -> float:
     return DEFAULT_EPS[norm] if eps is None else float(eps)
 

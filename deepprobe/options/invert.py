@@ -44,3 +44,9 @@ class Options:
     levels: int = 6  # pyramid levels of the image (each half the size; coarsest >= 4 px); 1 = plain pixels
     size: int | None = None  # longest side of the working image; None: the model's input size (224 for lite0)
     batch_size: int = 8  # most images x layers optimized together in one batch (more are split, results unchanged)
+
+
+RANGES = {
+    "steps": "[1, inf)", "lr": "(0, inf)", "tv": "[0, inf)", "beta": "(0, inf)", "alpha_weight": "[0, inf)",
+    "alpha": "(0, inf)", "noise": "[0, 0.5]", "levels": "[1, inf)", "size": "[32, inf)", "batch_size": "[1, inf)",
+}

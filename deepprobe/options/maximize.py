@@ -25,3 +25,9 @@ class Options:
     robustness: float = 1.0  # strength of the random pad/jitter/scale/rotate per step (0 = off)
     photos: str = "examples"  # photos whose best activation of each unit is reported beside the result; "none"
     columns: int = 0  # grid columns (0: up to 8 in a row)
+
+
+RANGES = {
+    "steps": "[1, inf)", "lr": "(0, inf)", "size": "[32, inf)", "decay_power": "[0, inf)", "robustness": "[0, inf)",
+    "columns": "[0, inf)",
+}

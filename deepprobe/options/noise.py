@@ -24,5 +24,19 @@ class Options:
     refine_eps: float = 16 / 255  # evolve/cppn: L-inf budget of that finishing perturbation (the image keeps its look)
 
 
+RANGES = {
+    "steps": "[1, inf)", "population": "[2, inf)", "elite": "[1, inf)", "resolution": "[2, inf)",
+    "mutation_rate": "(0, 1]", "mutation_scale": "(0, inf)", "lr": "(0, inf)", "confidence": "(0, 1)",
+    "refine_steps": "[0, inf)", "refine_eps": "(0, 1]",
+}
+
+
+def related_ranges(values: dict) -> dict[str, tuple[str, str]]:
+    """The evolutionary methods keep `elite` of `population` each generation: at least one must be new."""
+    if values["method"] == "gradient":
+        return {}
+    return {"elite": (f"[1, {values['population'] - 1}]", f"(below population {values['population']})")}
+
+
 def steps_for(method: str, steps: int | None) -> int:
     return DEFAULT_STEPS[method] if steps is None else int(steps)

@@ -18,3 +18,20 @@ class Options:
     scale_max: float = 1.2
     rotation: float = 20.0  # random rotation while training, +- degrees
     preview: int = 4  # patched training images shown in the preview panel
+    # `patch apply` with a fixed placement (any of them set; the others default to centre, `size`, upright)
+    x: float | None = None  # centre x as a fraction of the width
+    y: float | None = None  # centre y as a fraction of the height
+    scale: float | None = None  # side as a fraction of the shorter side
+    angle: float | None = None  # rotation in degrees
+
+
+RANGES = {
+    "size": "(0, 1]", "steps": "[1, inf)", "lr": "(0, inf)", "batch_size": "[1, inf)", "scale_min": "(0, inf)",
+    "scale_max": "(0, inf)", "rotation": "[0, 180]", "preview": "[1, inf)",
+    "x": "[0, 1]", "y": "[0, 1]", "scale": "(0, 1]", "angle": "(-inf, inf)",
+}
+
+
+def related_ranges(values: dict) -> dict[str, tuple[str, str]]:
+    """The random scale is drawn from [scale_min, scale_max]."""
+    return {"scale_max": (f"[{values['scale_min']:g}, inf)", "(at least scale_min)")}

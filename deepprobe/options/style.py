@@ -43,6 +43,12 @@ class Options:
     measure_model: str | None = None  # judging network; None: lite2 (lite0 when optimizing with lite2); "none": skip
 
 
+RANGES = {
+    "style_weight": "[0, inf)", "content_weight": "[0, inf)", "tv": "[0, inf)", "size": "[32, inf)",
+    "steps": "[1, inf)", "lr": "(0, inf)",
+}
+
+
 def lr_for(optimizer: str, lr: float | None) -> float:
     return DEFAULT_LR[optimizer] if lr is None else float(lr)
 

@@ -25,6 +25,7 @@ from ..io import quantize
 from ..models import ModelBundle
 from ..models.age import CHIP_SIZE, age_from_logits, expected_age, load_age_model
 from ..options.age import Options
+from ..options.ranges import check_ranges
 from .face import DEFAULT_MIN_SCORE, Face, feather_mask, find_faces, match_face, paste_edit, pick_face
 
 AGE_SCALE = 5.0  # years; the age error is measured in these units so the regularizer weights read naturally
@@ -177,14 +178,12 @@ def age(photo: torch.Tensor, target: float | Sequence[float], bundle: ModelBundl
     default `smooth_basis(...)`; limit bounds the coefficients (3 suits a PCA basis in std units). callback(step, total_steps, loss, ages) reports progress.
     """
     opts = Options(**options)
-    bundle = bundle or load_age_model("cpu")
-    device = bundle.device
     targets = [float(t) for t in ([target] if isinstance(target, (int, float)) else target)]
     if not targets:
         raise DeepprobeError("give at least one target age")
-    for t in targets:
-        if not 0 <= t <= 100:
-            raise DeepprobeError(f"target age {t:g} is outside 0-100 (the model reads ages 0-80)")
+    check_ranges("age", {**options, "target": targets})
+    bundle = bundle or load_age_model("cpu")
+    device = bundle.device
     photo = photo if photo.dim() == 4 else photo.unsqueeze(0)
     photo = photo.detach().float().cpu()
     faces = find_faces(photo, opts.min_score)

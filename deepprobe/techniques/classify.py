@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models import ModelBundle
+from ..options.ranges import check_ranges
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Prediction:
 
 def classify(bundle: ModelBundle, images: torch.Tensor, top: int = 5) -> list[Prediction]:
     """Top-`top` classes and softmax probabilities per image of a (N,3,H,W) batch in [0,1]."""
+    check_ranges("classify", locals())
     probs = bundle.predict(images)
     k = min(top, probs.shape[1])
     values, indices = probs.topk(k, dim=1)

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 
 from .. import engine as E
 from ..engine.transforms import gaussian_blur, luma
-from ..errors import DeepprobeError
 from ..models import ModelBundle
-from ..options.dream import MIN_TILE, Options
+from ..options.dream import Options
+from ..options.ranges import check_ranges
 
 MIN_SIDE = 32  # octaves smaller than this are skipped (the net's receptive field would see only padding)
 
@@ -46,10 +46,7 @@ def dream(probe: ModelBundle, images: torch.Tensor, layers: Sequence[str] | str 
     Returns images of the input's size. `strength` mixes the dreamed change into the photo afterwards
     (1 = the full dream). Ctrl-C stops early and keeps what was dreamed so far (stopped = "interrupted").
     """
-    if octaves < 1 or steps < 0 or octave_scale <= 1.0:
-        raise DeepprobeError("dream needs octaves >= 1, steps >= 0 and octave_scale > 1")
-    if tile and tile < MIN_TILE:
-        raise DeepprobeError(f"--tile must be 0 (never tile) or at least {MIN_TILE} pixels, got {tile}")
+    check_ranges("dream", locals())
     layers = _layers(layers)
     target = probe.class_index(target) if target is not None else None
     generator = torch.Generator().manual_seed(seed)

@@ -31,6 +31,7 @@ from ..options.fool import (
     eps_for,
     lr_for,
 )
+from ..options.ranges import check_ranges
 from .fool_params import BoxPixels, TanhImage
 
 Callback = Callable[[int, int, float, "E.Forward"], None]
@@ -98,8 +99,7 @@ def attack(bundle: ModelBundle, x: torch.Tensor, target: ClassSpec = None, *, la
         raise DeepprobeError(f"unknown attack method {method!r} (choose from {', '.join(METHODS)})")
     if norm not in NORMS:
         raise DeepprobeError(f"unknown norm {norm!r} (choose from {', '.join(NORMS)})")
-    if steps < 1:
-        raise DeepprobeError(f"steps must be at least 1, got {steps}")
+    check_ranges("fool", locals())
     x = x.detach().float().to(bundle.device)
     if x.dim() == 3:
         x = x.unsqueeze(0)

@@ -18,6 +18,7 @@ from .. import engine as E
 from ..errors import DeepprobeError
 from ..models import ModelBundle
 from ..options.invert import LR_FLOOR, PIXEL_SCALE, TV_SCALE, Options
+from ..options.ranges import check_ranges
 from .invert_params import Pyramid
 
 
@@ -48,8 +49,8 @@ def invert(probe: ModelBundle, x: torch.Tensor, layer: Sequence[str] | str | Non
     `layer` is one dotted name or several; `batch_size` caps how many (photo, layer) rows are optimized together
     (results do not depend on it). Ctrl-C stops and keeps the best images so far (stopped = "interrupted").
     """
+    check_ranges("invert", locals())
     layers = _layers(layer)
-    check_options(steps, lr, tv, beta, alpha_weight, alpha, noise, size, batch_size, levels)
     for name in layers:
         probe.layer(name)  # unknown layers fail here, with suggestions
     from .style import fit_size
@@ -135,24 +136,3 @@ def _layers(layer: Sequence[str] | str | None) -> list[str]:
     if not layers:
         raise DeepprobeError("give at least one --layer")
     return layers
-
-
-def check_options(steps: int, lr: float, tv: float, beta: float, alpha_weight: float, alpha: float, noise: float,
-           size: int | None, batch_size: int, levels: int = 1) -> None:
-    """Option values a user can get wrong: one clear line each."""
-    if steps < 1:
-        raise DeepprobeError(f"--steps must be at least 1, got {steps}")
-    if lr <= 0:
-        raise DeepprobeError(f"--lr must be positive, got {lr:g}")
-    if tv < 0 or alpha_weight < 0:
-        raise DeepprobeError("--tv and --alpha-weight must be 0 or more")
-    if beta <= 0 or alpha <= 0:
-        raise DeepprobeError("--beta and --alpha must be positive")
-    if not 0 <= noise <= 0.5:
-        raise DeepprobeError(f"--noise must be between 0 and 0.5, got {noise:g}")
-    if size is not None and size < 32:
-        raise DeepprobeError(f"--size must be at least 32 pixels, got {size}")
-    if levels < 1:
-        raise DeepprobeError(f"--levels must be at least 1 (1 = plain pixels), got {levels}")
-    if batch_size < 1:
-        raise DeepprobeError(f"--batch-size must be at least 1, got {batch_size}")

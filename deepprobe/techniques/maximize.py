@@ -20,6 +20,7 @@ from .. import engine as E
 from ..errors import DeepprobeError
 from ..models import ModelBundle
 from ..options.maximize import NEURON_CENTRE, Options
+from ..options.ranges import check_ranges
 
 NATURAL_NEURON = "max over the map's cells"  # how a neuron's best on a photo is read (it may sit anywhere)
 
@@ -198,8 +199,7 @@ def maximize(probe: ModelBundle, target=None, *, layer: str | None = None, chann
     photos: (M,3,H,W) in [0,1] (e.g. probe.load_image of the example photos); each unit's best activation over
     them is reported beside the one reached (`result.natural`), measured at the same size as the result.
     """
-    if steps < 1 or lr <= 0 or size < 32:
-        raise DeepprobeError("maximize needs steps >= 1, lr > 0 and size >= 32")
+    check_ranges("maximize", locals())
     units = list(units) if units is not None else resolve_units(probe, target, layer, channel, neuron, size)
     map_sizes = {u.layer: layer_shape(probe, u.layer, size)[1:] for u in units if u.kind == "neuron"}
     objective = E.rowwise([u.objective(map_sizes.get(u.layer)) for u in units])

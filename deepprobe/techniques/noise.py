@@ -29,6 +29,7 @@ from ..io import quantize
 from ..models import ModelBundle
 from ..models.bundle import require_classifier
 from ..options.noise import METHODS, Options, steps_for
+from ..options.ranges import check_ranges
 from . import cppn
 
 _D = Options()
@@ -84,17 +85,14 @@ def fool_from_noise(probe: ModelBundle, targets: Sequence[int | str] | int | str
 
     steps: generations for evolve/cppn, gradient steps for gradient (None: the method's default).
     """
-    require_classifier(probe)
     if method not in METHODS:
         raise DeepprobeError(f"--method for --from-noise must be one of {', '.join(METHODS)}, got {method!r}")
+    check_ranges("noise", locals())
+    require_classifier(probe)
     if isinstance(targets, (int, str)):
         targets = [targets]
     if not targets:
         raise DeepprobeError("give at least one target class (--target)")
-    if not 0 < confidence < 1:
-        raise DeepprobeError(f"confidence must be in (0, 1), got {confidence}")
-    if method != "gradient" and not 1 <= elite < population:
-        raise DeepprobeError(f"need 1 <= elite < population, got elite={elite}, population={population}")
     index = [probe.class_index(t) for t in targets]
     steps = steps_for(method, steps)
     h, w = probe.input_size or (224, 224)

@@ -24,6 +24,7 @@ from ..io import quantize
 from ..models import ModelBundle
 from ..models.bundle import require_classifier
 from ..options.patch import Options
+from ..options.ranges import check_ranges
 
 _DEFAULTS = Options()
 Placement = None | str | tuple[float, float, float, float]
@@ -76,10 +77,7 @@ def train_patch(probe: ModelBundle, images: torch.Tensor, target: int | str, *, 
     images: (N,3,H,W) in [0,1] at the model's input size. Each Adam step pastes the patch into
     `batch_size` of them with random centre, scale (size x U(scale_range)) and rotation (+-`rotation` deg).
     """
-    if not 0 < size <= 1:
-        raise DeepprobeError(f"patch size must be in (0, 1] (a fraction of the image side), got {size}")
-    if scale_range[0] <= 0 or scale_range[0] > scale_range[1]:
-        raise DeepprobeError(f"scale range must satisfy 0 < min <= max, got {scale_range}")
+    _check(locals(), scale_range)
     index = _target_index(probe, target)
     gen = torch.Generator().manual_seed(seed)
     images = images.to(probe.device)
@@ -104,6 +102,7 @@ def apply_patch(probe: ModelBundle, images: torch.Tensor, patch: torch.Tensor, t
     (x, y, scale, angle) = centre as fractions of width/height, side as a fraction of the shorter side,
     angle in degrees.
     """
+    _check(locals(), scale_range)
     index = _target_index(probe, target)
     images = images.to(probe.device)
     patch = patch.to(probe.device, images.dtype)
@@ -115,6 +114,11 @@ def apply_patch(probe: ModelBundle, images: torch.Tensor, patch: torch.Tensor, t
     predicted = probs.argmax(1)
     return AppliedPatch(images=patched, placements=where.as_rows(), predicted=predicted.cpu(),
                         target_prob=probs[:, index].cpu(), success=(predicted == index).cpu(), target=index)
+
+
+def _check(values: dict, scale_range: tuple[float, float]) -> None:
+    """The options' declared ranges (deepprobe/options/patch.py), the scale range given as its two ends."""
+    check_ranges("patch", {**values, "scale_min": scale_range[0], "scale_max": scale_range[1]})
 
 
 def _placements(n: int, placement: Placement, size: float, scale_range: tuple[float, float], rotation: float,
@@ -130,8 +134,7 @@ def _placements(n: int, placement: Placement, size: float, scale_range: tuple[fl
         x, y, side, angle = (float(v) for v in placement)
     except (TypeError, ValueError):
         raise DeepprobeError(f"placement must be (x, y, scale, angle), got {placement!r}") from None
-    if not (0 <= x <= 1 and 0 <= y <= 1 and 0 < side <= 1):
-        raise DeepprobeError(f"placement x, y must be in [0, 1] and scale in (0, 1], got {placement!r}")
+    check_ranges("patch", {"x": x, "y": y, "scale": side})
     return fixed_placements(n, x, y, side, angle, device)
 
 

@@ -24,6 +24,7 @@ from ..errors import DeepprobeError
 from ..models import ModelBundle
 from ..options.style import (INITS, MEASURE_CONTENT_LAYER, MEASURE_STYLE_LAYERS, OPTIMIZERS, STYLE_LAYERS, Options,
                              lr_for)
+from ..options.ranges import check_ranges
 from .fool_params import BoxPixels
 
 # RGB <-> YIQ (NTSC): Y is luminance, I and Q carry the colour.
@@ -66,6 +67,7 @@ def style(probe: ModelBundle, content: torch.Tensor, styles: Sequence[torch.Tens
     the target of each style layer is the weighted sum of their Gram matrices. Ctrl-C stops the optimization
     and returns the best image so far (stopped = "interrupted").
     """
+    check_ranges("style", locals())
     if init not in INITS:
         raise DeepprobeError(f"init must be one of {', '.join(INITS)}, got {init!r}")
     if optimizer not in OPTIMIZERS:
@@ -73,8 +75,6 @@ def style(probe: ModelBundle, content: torch.Tensor, styles: Sequence[torch.Tens
     styles = [styles] if isinstance(styles, torch.Tensor) else list(styles)
     if not styles:
         raise DeepprobeError("give at least one style image")
-    if size is not None and size < 32:
-        raise DeepprobeError(f"--size must be at least 32 pixels, got {size}")
     blend = blend_weights(len(styles), style_blend)
     device = probe.device
     content = fit_size(content.to(device).float(), size)
