@@ -18,7 +18,7 @@ import deepprobe as dp
 import deepprobe.options as options_pkg
 from deepprobe.cli import app
 from deepprobe.cli.common import COMMAND_OPTIONS
-from deepprobe.options import _field_kind, resolve
+from deepprobe.options import field_kind, resolve
 from deepprobe.options.ranges import RangeError, check_ranges, parse_interval
 
 runner = CliRunner()
@@ -41,7 +41,7 @@ def _numeric_fields(options_cls) -> dict[str, type]:
     hints = typing.get_type_hints(options_cls)
     out = {}
     for f in dataclasses.fields(options_cls):
-        kind, _ = _field_kind(hints[f.name])
+        kind, _ = field_kind(hints[f.name])
         if kind in (int, float):
             out[f.name] = kind
     return out
