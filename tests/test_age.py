@@ -153,7 +153,7 @@ def test_edit_older_and_younger_measured_on_the_saved_file(astronaut, tmp_path, 
 
 
 def test_smooth_and_pca_bases():
-    from deepprobe.techniques.age import pca_basis, smooth_basis
+    from deepprobe.techniques.face_basis import pca_basis, smooth_basis
 
     basis = smooth_basis()
     assert basis.shape[1:] == (3, 64, 64) and 500 < basis.shape[0] < 2000

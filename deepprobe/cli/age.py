@@ -91,7 +91,8 @@ def _edit(run, bundle, path: Path, targets: list[float], opts: Options, single: 
     from ..io import read_image, safe_stem
     from ..render import panel
     from ..techniques.age import age, measure_ages, options_dict
-    from ..techniques.face import cached_pca_basis, face_crop, find_faces
+    from ..techniques.face import face_crop, find_faces
+    from ..techniques.face_basis import cached_pca_basis
 
     photo = read_image(path)
     if not find_faces(photo, opts.min_score):

@@ -17,16 +17,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from .. import __version__
 from ..errors import DeepprobeError
 from ..options import load_recipe, options_for, resolve
+from .console import err_console, out_console  # noqa: F401 - commands import both from here
 
 DEFAULT_MODEL = "efficientnet_lite0"  # kept equal to deepprobe.models.DEFAULT_MODEL (checked in tests)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # an error stays one line, however long
-out_console = Console(highlight=False)
 
 
 @dataclasses.dataclass

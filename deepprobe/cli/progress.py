@@ -5,7 +5,7 @@ import contextlib
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .common import err_console
+from .console import err_console
 
 
 def make_progress(enabled: bool = True):

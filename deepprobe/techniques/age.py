@@ -27,10 +27,9 @@ from ..models.age import CHIP_SIZE, age_from_logits, expected_age, load_age_mode
 from ..options.age import Options
 from ..options.ranges import check_ranges
 from .face import DEFAULT_MIN_SCORE, Face, feather_mask, find_faces, match_face, paste_edit, pick_face
+from .face_basis import smooth_basis
 
 AGE_SCALE = 5.0  # years; the age error is measured in these units so the regularizer weights read naturally
-_LUMA = (1.0, 1.0, 1.0)
-_CHROMA = ((1.0, 0.0, -1.0), (1.0, -2.0, 1.0))
 
 
 @dataclass
@@ -59,55 +58,6 @@ def _chip_ages(bundle: ModelBundle, faces: Sequence[Face]) -> list[float]:
         return []
     chips = torch.cat([f.chip for f in faces]).to(bundle.device)
     return expected_age(bundle.predict(chips)).cpu().tolist()
-
-
-# ----- bases ---------------------------------------------------------------------------------------------
-def _dct_images(size: int, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """2-D DCT-II components with frequency radius < `radius`, unit RMS, and their frequencies."""
-    n = torch.arange(size, dtype=torch.float32)
-    freqs = [(u, v) for u in range(radius) for v in range(radius) if u * u + v * v < radius * radius]
-    u = torch.tensor([f[0] for f in freqs], dtype=torch.float32)
-    v = torch.tensor([f[1] for f in freqs], dtype=torch.float32)
-    rows = torch.cos(math.pi * (2 * n[None, :] + 1) * u[:, None] / (2 * size))  # (K,size)
-    cols = torch.cos(math.pi * (2 * n[None, :] + 1) * v[:, None] / (2 * size))
-    images = rows[:, :, None] * cols[:, None, :]
-    images = images / images.pow(2).mean(dim=(1, 2), keepdim=True).sqrt()
-    return images, torch.sqrt(u * u + v * v)
-
-
-def smooth_basis(size: int = CHIP_SIZE, frequencies: int = 32, chroma_frequencies: int = 2,
-                 chroma_scale: float = 0.15, decay: float = 1.5) -> torch.Tensor:
-    """The dataset-free basis (K,3,size,size): low-frequency DCT components in luminance and colour.
-
-    Each component is scaled by 1/(1+f)^decay so optimizer steps favour broad, smooth changes; colour
-    components get few frequencies and a smaller scale, because colour blotches look fake long before
-    shading changes do.
-    """
-    parts = []
-    for colours, radius, scale in (((_LUMA,), frequencies, 1.0), (_CHROMA, chroma_frequencies, chroma_scale)):
-        if radius <= 0:
-            continue
-        images, freq = _dct_images(size, radius)
-        weight = scale / (1 + freq) ** decay
-        for colour in colours:
-            c = torch.tensor(colour)
-            c = c / c.norm()
-            parts.append(images[:, None] * c[None, :, None, None] * weight[:, None, None, None])
-    if not parts:
-        raise DeepprobeError("the smooth basis needs frequencies >= 1")
-    return torch.cat(parts)
-
-
-def pca_basis(chips: torch.Tensor, components: int = 32) -> torch.Tensor:
-    """Principal components (K,3,H,W) of aligned face chips (M,3,H,W), each scaled to one standard deviation."""
-    if chips.shape[0] < 2:
-        raise DeepprobeError(f"a PCA face basis needs at least 2 faces, found {chips.shape[0]}")
-    flat = chips.flatten(1).double()
-    centred = flat - flat.mean(0, keepdim=True)
-    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
-    k = max(1, min(components, chips.shape[0] - 1))
-    std = s[:k] / math.sqrt(chips.shape[0] - 1)
-    return (vh[:k] * std[:, None]).float().reshape(k, *chips.shape[1:])
 
 
 # ----- the edit --------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -164,43 +163,3 @@ def face_crop(photo: torch.Tensor, face: Face, margin: float = 0.9) -> tuple[int
     top = int(round(min(max(cy - half, 0), height - 2 * half)))
     side = int(round(2 * half))
     return left, top, left + side, top + side
-
-
-def folder_chips(folder: str | Path, min_score: float = DEFAULT_MIN_SCORE) -> torch.Tensor:
-    """Aligned chips (M,3,64,64) of every face in every image of a folder (for a PCA face basis)."""
-    from ..io import find_images, read_image
-
-    paths, problems = find_images([str(folder)])
-    if problems:
-        raise DeepprobeError(f"--faces {folder}: {problems[0][1]}")
-    chips = [f.chip for path in paths for f in find_faces(read_image(path), min_score)]
-    if len(chips) < 2:
-        raise DeepprobeError(f"--faces {folder}: found {len(chips)} face(s) in {len(paths)} image(s); a PCA basis needs at least 2")
-    return torch.cat(chips)
-
-
-def cached_pca_basis(folder: str | Path, components: int, cache_dir: str | Path,
-                     min_score: float = DEFAULT_MIN_SCORE) -> tuple[torch.Tensor, int, Path]:
-    """The PCA basis of a face folder, cached in `cache_dir` under a hash of the folder's files.
-
-    Returns (basis (K,3,64,64), number of faces, cache file). Aligning many photos takes a while, so a
-    second run on the same folder reads the .npz instead (loaded without pickle).
-    """
-    import hashlib
-
-    from ..io import find_images
-    from .age import pca_basis
-
-    paths, _ = find_images([str(folder)])
-    digest = hashlib.sha256(f"pca-v1|{components}|{min_score}|{CHIP_SIZE}|{CHIP_PADDING}".encode())
-    for path in paths:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    cache = Path(cache_dir) / f"age-pca-{digest.hexdigest()[:16]}.npz"
-    if cache.is_file():
-        data = np.load(cache, allow_pickle=False)
-        return torch.from_numpy(data["basis"]), int(data["faces"]), cache
-    chips = folder_chips(folder, min_score)
-    basis = pca_basis(chips, components)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, basis=basis.numpy(), faces=np.array(chips.shape[0]))
-    return basis, chips.shape[0], cache
