@@ -10,6 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from deepprobe.cli import app
+from deepprobe.errors import DeepprobeError
 
 
 @pytest.fixture(scope="session")
@@ -124,7 +125,7 @@ def test_multi_face_photo(two_faces, tmp_path):
     picked = age(read_image(two_faces), 50, face=1, steps=1, rounds=1)
     default = age(read_image(two_faces), 50, steps=1, rounds=1)
     assert picked.face.box[0] >= 600 and default.face.box[0] < 600
-    with pytest.raises(Exception, match="out of range"):
+    with pytest.raises(DeepprobeError, match=r"--face 2 is out of range: .* has 2 face\(s\), numbered 0-1"):
         age(read_image(two_faces), 50, face=2, steps=1, rounds=1)
 
 

@@ -66,7 +66,7 @@ def test_bad_options_are_user_errors(lite0):
 
 
 @pytest.mark.slow
-def test_cli_from_noise_grid_and_json(tmp_path):
+def test_cli_from_noise_grid_and_json(tmp_path, lite0):
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["fool", "--from-noise", "--target", "king penguin", "--target", "starfish",
                                       "--method", "gradient", "--steps", "80", "--json", "--out", str(out),
@@ -78,6 +78,11 @@ def test_cli_from_noise_grid_and_json(tmp_path):
     for r in rows:
         assert r["success"] and r["confidence"] >= 0.99 and r["checked_on"] == "saved PNG"
         assert r["steps"] > 0 and r["refined_with_gradient"] is False
+        # what the JSON says, checked independently: re-read the saved PNG and classify it
+        probs = lite0.predict(lite0.load_image(r["output"]))[0]
+        target = lite0.class_index(r["target"])
+        assert int(probs.argmax()) == target and float(probs[target]) >= 0.99
+        assert float(probs[target]) == pytest.approx(r["confidence"], abs=1e-5)
     grid = out / "noise_gradient_grid.png"
     assert grid.exists() and str(grid) in summary["outputs"]
     from PIL import Image

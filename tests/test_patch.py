@@ -96,7 +96,12 @@ def test_apply_with_a_given_placement(lite0, photo_sets):
     assert res.placements[0] == {"x": 0.5, "y": 0.5, "scale": 0.25, "angle": 0.0}
     assert float(res.images[:, :, 100:124, 100:124].max()) == 0  # the black patch sits in the centre
     assert torch.equal(res.images[:, :, :80], held[:, :, :80].mul(255).round().div(255))
-    assert res.success.shape == (3,) and 0 <= res.success_rate <= 1
+    # success is what a fresh classification of the patched images says, and the rate is its share
+    seen = lite0.predict(res.images).argmax(1)
+    assert torch.equal(res.success, seen == lite0.class_index(TARGET)) and torch.equal(res.predicted, seen)
+    again = dp.apply_patch(lite0, held, patch, int(seen[0]), placement=(0.5, 0.5, 0.25, 0.0))
+    assert torch.equal(again.success, seen == seen[0])
+    assert again.success_rate == pytest.approx(float((seen == seen[0]).float().mean())) and again.success_rate > 0
     with pytest.raises(dp.DeepprobeError, match=r"scale must be in \(0, 1\], got 2"):
         dp.apply_patch(lite0, held, patch, TARGET, placement=(0.5, 0.5, 2.0, 0.0))
 
@@ -111,7 +116,7 @@ def _write_photos(folder, names):
     return folder
 
 
-def test_cli_train_then_apply(tmp_path):
+def test_cli_train_then_apply(tmp_path, lite0):
     train_dir = _write_photos(tmp_path / "train", ["chelsea", "coffee"])
     new_dir = _write_photos(tmp_path / "new", ["rocket", "camera"])
     out = tmp_path / "out"
@@ -128,15 +133,26 @@ def test_cli_train_then_apply(tmp_path):
     assert meta["target"] == TARGET and meta["size"] == 0.3 and len(meta["training_images"]) == 2
     assert len(meta["loss_curve"]) == 3
 
-    result = runner.invoke(app, ["patch", "apply", str(patch_png), str(new_dir), "--x", "0.3", "--y", "0.6",
-                                 "--angle", "15", "--json", "--out", str(out), "--device", "cpu"])
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
-    assert summary["target"] == TARGET and summary["images"] == 2 and 0 <= summary["success_rate"] <= 1
+    def apply(*extra):
+        result = runner.invoke(app, ["patch", "apply", str(patch_png), str(new_dir), "--x", "0.3", "--y", "0.6",
+                                     "--angle", "15", "--json", "--out", str(out), "--device", "cpu", *extra])
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout)
+        # the reported rate against a fresh classification of the saved images, re-read from disk
+        seen = [lite0.class_name(int(lite0.predict(lite0.load_image(r["output"])).argmax())) for r in summary["results"]]
+        assert [r["predicted"] for r in summary["results"]] == seen
+        assert [r["success"] for r in summary["results"]] == [s == summary["target"] for s in seen]
+        assert summary["success_rate"] == pytest.approx(sum(s == summary["target"] for s in seen) / len(seen))
+        return summary, seen
+
+    summary, seen = apply()
+    assert summary["target"] == TARGET and summary["images"] == 2
     assert summary["placement"] == [0.3, 0.6, 0.3, 15.0]  # the size comes from the patch's metadata
     for r in summary["results"]:
         assert r["placement"] == {"x": 0.3, "y": 0.6, "scale": 0.3, "angle": 15.0}
-        assert (out / f"{r['input'].split('/')[-1].rsplit('.', 1)[0]}_patched.png").exists()
+        assert r["output"].endswith(f"{r['input'].split('/')[-1].rsplit('.', 1)[0]}_patched.png")
+    summary, _ = apply("--target", seen[0])  # a target the first saved image is seen as: a rate above 0
+    assert summary["target"] == seen[0] and summary["success_rate"] >= 0.5
 
 
 def test_cli_bad_target_exits_2(tmp_path):
