@@ -9,7 +9,7 @@ import typer
 from ..errors import DeepprobeError
 from ..options.age import Options
 from . import app
-from .common import command, opt, out_console
+from .common import command, err_console, opt, out_console
 
 
 @command(app, "age", uses_model=False)
@@ -44,6 +44,8 @@ def age_cmd(run, images: list[str] = typer.Argument(..., help="Photos (files, fo
     else:
         for path in paths:
             _edit(run, bundle, path, targets, opts, single=len(paths) == 1)
+            if run.interrupted:  # Ctrl-C: this photo's best edit is saved; the rest are left
+                break
 
 
 def _targets(opts: Options) -> list[float]:
@@ -114,8 +116,8 @@ def _edit(run, bundle, path: Path, targets: list[float], opts: Options, single: 
             progress.update(task, completed=step, total=total, info=f"loss {loss:.3g} · age {shown}")
         result = age(photo, targets, bundle, basis=basis, limit=limit, source=str(path), callback=callback, **kwargs)
         progress.update(task, completed=result.steps, total=result.steps)
+    run.interrupted = result.stopped == "interrupted"
     if result.message:
-        from .common import err_console
         err_console.print(f"[yellow]{result.message}[/yellow]")
 
     before = result.before

@@ -103,6 +103,7 @@ class Run:
         self.sidecars: list[tuple[Path, dict]] = []
         self.results: list[dict] = []
         self.failed: list[dict] = []
+        self.interrupted = False  # Ctrl-C stopped an optimization (best result kept): finish() exits 130
         self.summary: dict[str, Any] = {}
         self._bundle = None
         self.options = None  # the command's resolved Options dataclass (defaults < recipe < typed)
@@ -202,7 +203,8 @@ class Run:
         return record
 
     def finish(self) -> int:
-        """Write sidecars, print the JSON summary if asked; exit code 1 when some inputs failed."""
+        """Write sidecars, print the JSON summary if asked; exit code 130 when interrupted, 1 when some inputs
+        failed."""
         from ..io import write_json
 
         base = self.record()
@@ -216,8 +218,7 @@ class Run:
         if self.failed:
             err_console.print(f"[yellow]{len(self.failed)} input(s) failed:[/yellow] "
                               + escape(", ".join(f["input"] for f in self.failed)))
-            return 1
-        return 0
+        return 130 if self.interrupted else 1 if self.failed else 0
 
 
 def _jsonable(value):

@@ -9,7 +9,7 @@ import typer
 from ..errors import DeepprobeError
 from ..options.patch import Options
 from . import app
-from .common import command, opt, out_console
+from .common import command, err_console, opt, out_console
 
 patch_app = typer.Typer(help="Learn a universal adversarial patch and paste it into new photos.",
                         no_args_is_help=True)
@@ -85,9 +85,8 @@ def train_cmd(run, images: list[str] = typer.Argument(..., help="Training photos
     summary = {k: v for k, v in meta.items() if k != "loss_curve"}
     run.add_result({**summary, "output": str(patch_path), "preview": str(preview_path)})
     run.summary.update(target=meta["target"], train_success_rate=meta["train_success_rate"])
+    run.interrupted = result.stopped == "interrupted"
     if result.message:
-        from .common import err_console
-
         err_console.print(f"[yellow]{result.message}[/yellow]")
     if run.show_progress:
         out_console.print(f"patch: {patch_path}  (training success {result.train_success:.0%})")
