@@ -1,5 +1,5 @@
 """`deepprobe explain` for CNNs on the example photos with the bundled EfficientNet-Lite0: Grad-CAM follows the
-asked class in a two-photo collage, equals captum's LayerGradCam (and pytorch-grad-cam's Grad-CAM++), batches
+asked class in a two-photo collage, equals captum's LayerGradCam and pytorch-grad-cam's Grad-CAM (and Grad-CAM++), batches
 equal single images, every captum method gives (N,H,W) maps in [0,1], guided backprop really is guided on
 ReLU6, ViT tokens are put back on the patch grid, and the CLI writes what it promises."""
 from __future__ import annotations
@@ -79,8 +79,36 @@ def test_gradcam_equals_captum_layergradcam(lite0, collages, layer):
     torch.testing.assert_close(ours, ref[:, 0], rtol=1e-4, atol=1e-6)
 
 
+@pytest.fixture(scope="module")
+def photos(lite0):
+    paths = sorted(EXAMPLES.glob("*.jpg"))
+    assert len(paths) >= 5
+    return torch.cat([lite0.load_image(p) for p in paths])
+
+
+@pytest.mark.parametrize("layer", ["bn2", "blocks.4"])
+def test_gradcam_equals_pytorch_grad_cam(lite0, photos, layer):
+    """The same maps as pytorch-grad-cam's GradCAM on the example photos, at the layer's own resolution (theirs
+    min-max scaled there, ours scaled the same way), for each photo's predicted class and for a fixed one.
+    grad-cam is in the test extra: no skip when it is missing."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    predicted = lite0.predict(photos).argmax(1)
+    for targets in (predicted, torch.full_like(predicted, lite0.class_index("espresso"))):
+        ours = gradcam(lite0, photos, targets, layer=layer)
+        with GradCAM(lite0.net, [lite0.layer(layer)]) as ref_cam:
+            ref_cam.get_target_width_height = lambda x, size=ours.shape[-1]: (size, size)  # no resize
+            ref = ref_cam(photos.clone().requires_grad_(), [ClassifierOutputTarget(int(t)) for t in targets])
+        flat = ours.flatten(1)
+        flat = flat - flat.min(1, keepdim=True).values
+        scaled = (flat / (1e-7 + flat.max(1, keepdim=True).values)).view_as(ours)  # their scale_cam_image
+        assert ref.shape == tuple(ours.shape) and (ours.flatten(1).amax(1) > 0).all()
+        torch.testing.assert_close(scaled, torch.from_numpy(ref), rtol=1e-4, atol=1e-4)
+
+
 def test_gradcam_pp_equals_pytorch_grad_cam(lite0, collages):
-    pgc = pytest.importorskip("pytorch_grad_cam")
+    import pytorch_grad_cam as pgc  # in the test extra: fail, never skip, when it is missing
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     targets = [lite0.class_index("espresso"), lite0.class_index("tabby")]
