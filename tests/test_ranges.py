@@ -233,3 +233,15 @@ def test_api_checks_related_and_tuple_ranges_too():
         from deepprobe.techniques.patch import _placements
 
         _placements(1, (1.5, 0.5, 0.3, 0.0), 0.3, (0.8, 1.2), 20.0, 0, 1.0, "cpu")
+
+
+def test_help_shows_each_range():
+    """Every flag of a numeric option says its range in --help (rich escapes the opening bracket)."""
+    for recorded, group in COMMAND_OPTIONS.items():
+        module = MODULES[group]
+        for param in _click_command(recorded.split()).params:
+            text = module.RANGES.get(param.name)
+            if text and text != "(-inf, inf)":
+                assert f"Range: {text.replace('[', chr(92) + '[')}." in (param.help or ""), (recorded, param.name)
+    shown = runner.invoke(app, ["patch", "train", "--help"], env={"COLUMNS": "200"}).output
+    assert "Range: (0, 1]. [default: 0.3]" in shown and "Range: [1, inf). [default: 200]" in shown

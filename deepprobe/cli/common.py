@@ -22,6 +22,7 @@ from rich.markup import escape
 from .. import __version__
 from ..errors import DeepprobeError
 from ..options import load_recipe, options_for, resolve
+from ..options.ranges import options_module
 from .console import err_console, out_console  # noqa: F401 - commands import both from here
 
 DEFAULT_MODEL = "efficientnet_lite0"  # kept equal to deepprobe.models.DEFAULT_MODEL (checked in tests)
@@ -80,10 +81,13 @@ def _common_parameters(uses_model: bool, uses_recipe: bool) -> list[inspect.Para
 
 
 def opt(options_cls, field: str, *flags: str, help: str = "", **kwargs) -> Any:  # noqa: A002 - typer's name
-    """A Typer option whose default lives in the command's Options dataclass (shown in --help)."""
+    """A Typer option whose default lives in the command's Options dataclass and whose valid range is declared
+    beside it (RANGES); --help shows both."""
     default = {f.name: f for f in dataclasses.fields(options_cls)}[field].default
-    # Rich reads "[default: x]" as markup and drops it: escape the bracket.
-    shown = f" \\[default: {default}]" if default not in (None, dataclasses.MISSING) else ""
+    valid = getattr(options_module(options_cls), "RANGES", {}).get(field, "(-inf, inf)")
+    # Rich reads "[default: x]" (and "[1, inf)") as markup and drops it: escape the bracket.
+    shown = " Range: " + valid.replace("[", "\\[") + "." if valid != "(-inf, inf)" else ""
+    shown += f" \\[default: {default}]" if default not in (None, dataclasses.MISSING) else ""
     flags = flags or ("--" + field.replace("_", "-"),)
     return typer.Option(None, *flags, help=help + shown, show_default=False, **kwargs)
 

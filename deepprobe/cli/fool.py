@@ -23,8 +23,9 @@ def fool_cmd(run, images: list[str] = typer.Argument(None, help="Images (files, 
              method: str = opt(Options, "method", help="pgd | fgsm | szegedy | cw (with --from-noise: evolve | cppn | "
                                                        "gradient)."),
              norm: str = opt(Options, "norm", help="pgd/fgsm budget norm: linf | l2."),
-             eps: str = opt(Options, "eps", help="pgd/fgsm budget, e.g. 8/255 (default 8/255 for linf, 1.0 for l2)."),
-             alpha: str = opt(Options, "alpha", help="pgd step size (default eps/4)."),
+             eps: str = opt(Options, "eps", help="pgd/fgsm budget, e.g. 8/255 (default 8/255 for linf, 1.0 for l2; at most 1 "
+                                                     "for linf)."),
+             alpha: str = opt(Options, "alpha", help="pgd step size (default eps/4; at most 1 for linf)."),
              steps: int = opt(Options, "steps", help="pgd: most steps (stops early); szegedy/cw: steps per c "
                                                      f"(default {DEFAULT_STEPS})."),
              lr: str = opt(Options, "lr", help="Step size of szegedy's L-BFGS (1.0) / cw's Adam (0.01); pgd: --alpha."),
