@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -13,7 +14,10 @@ from pathlib import Path
 
 import pytest
 import typer
+from rich.console import Console
 from typer.testing import CliRunner
+
+import deepprobe.cli.recipes as recipes_cli
 
 from deepprobe.cli import app
 from deepprobe.errors import DeepprobeError
@@ -130,7 +134,7 @@ def test_recipes_command_lists_them_and_flags_broken_ones(elsewhere):
     assert res.exit_code == 0 and "good" in res.output
 
 
-def test_user_recipes_are_found_and_shadow_bundled_ones(elsewhere, examples):
+def test_user_recipes_are_found_and_shadow_bundled_ones(elsewhere, examples, monkeypatch):
     """./recipes wins over ~/.config/deepprobe/recipes, which wins over the bundled recipes; the listing says so."""
     cwd, config = elsewhere
     bundled = load_recipe("fool-l2")
@@ -151,8 +155,14 @@ def test_user_recipes_are_found_and_shadow_bundled_ones(elsewhere, examples):
     assert rows["mine"]["origin"] == "user config" and rows["fool-cw"]["origin"] == "bundled"
     assert rows["fool-l2"]["path"] == str(cwd / "recipes" / "fool-l2.toml")
     assert [h["origin"] for h in rows["fool-l2"]["shadows"]] == ["user config", "bundled"]
-    table = " ".join(runner.invoke(app, ["recipes"], env={"COLUMNS": "200"}).output.split())
-    assert "./recipes (shadows the user config one and the bundled one)" in table
+    wide = Console(file=io.StringIO(), width=200)
+    monkeypatch.setattr(recipes_cli, "out_console", wide)
+    assert runner.invoke(app, ["recipes"]).exit_code == 0
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in wide.file.getvalue().splitlines()
+             if line.startswith("│")]
+    where = {row[0]: row[2] for row in cells}  # name -> from
+    assert where["fool-l2"] == "./recipes (shadows the user config one and the bundled one)"
+    assert where["fool-cw"] == "bundled" and str(config).startswith(where["mine"])  # a long path folds
 
     # a named user recipe drives a run like a bundled one (classify: cheap)
     res = runner.invoke(app, ["classify", str(examples / "cat.jpg"), "--recipe", "mine", "--json"])
