@@ -225,3 +225,22 @@ def test_ctrl_c_keeps_the_best_result_and_still_saves(tmp_path, monkeypatch):
     assert saved.exists() and (tmp_path / "cat_fool_ostrich_panel.png").exists()
     assert json.loads(saved.with_suffix(".json").read_text())["result"]["stopped"] == "interrupted"
     assert r["linf"] <= LINF_8
+
+
+@pytest.mark.parametrize("typed,expected", [(["--confidence", "0.5"], 0.5), ([], None)])
+def test_from_noise_takes_confidence_or_keeps_its_own_default(tmp_path, monkeypatch, typed, expected):
+    import deepprobe.techniques.noise as noise
+
+    seen = {}
+    real = noise.fool_from_noise
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(noise, "fool_from_noise", spy)
+    result, summary = _cli("fool", "--from-noise", "--target", "starfish", "--method", "gradient", "--steps", "2",
+                           *typed, "--out", str(tmp_path), "--json", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert seen.get("confidence") == expected  # None: not passed, the noise default (0.99) applies
+    r = summary["results"][0]
+    assert r["success"] is (r["confidence"] >= (expected or 0.99) and r["predicted"] == "starfish")
