@@ -47,7 +47,8 @@ def fool_cmd(run, images: list[str] = typer.Argument(None, help="Images (files, 
 
     Writes NAME_fool_TARGET.png at the model's input size (so `deepprobe classify` reads it back as is),
     NAME_fool_TARGET_panel.png (original | amplified perturbation | adversarial) and JSON sidecars.
-    Success, class and probability are measured on the saved PNG, re-read from disk."""
+    A targeted attack goes on until the target reaches --confidence (0.9) within the budget.
+    Success, class and probabilities are measured on the saved PNG, re-read from disk."""
     opts = run.options
     if from_noise:
         # Hook for `fool --from-noise`: cli/noise.py owns it. method/steps/lr are None unless the user (or a
