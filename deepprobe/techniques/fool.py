@@ -101,7 +101,7 @@ class AttackResult:
 def attack(bundle: ModelBundle, x: torch.Tensor, target: ClassSpec = None, *, labels: ClassSpec = None,
            method: str = DEFAULT_METHOD, eps: float | None = Options.eps, alpha: float | None = Options.alpha,
            steps: int = DEFAULT_STEPS, norm: str = Options.norm, seed: int = 0, lr: float | None = Options.lr,
-           kappa: float = Options.kappa, confidence: float = DEFAULT_CONFIDENCE, rounds: int = Options.rounds,
+           kappa: float = Options.kappa, confidence: float | None = DEFAULT_CONFIDENCE, rounds: int = Options.rounds,
            search_steps: int = Options.search_steps, c: float | None = Options.c,
            callback: Callback | None = None) -> AttackResult:
     """Make `x` (N,3,H,W in [0,1]) classified as `target` (class name, index or (N,) tensor), or, without a
@@ -314,10 +314,11 @@ class _Progress:
 def _pgd(bundle, x, goal: _Goal, *, norm, eps, alpha, steps, random_start, kappa, rounds, gen, progress):
     """Madry et al.: random start in the ball, signed (L-inf) or normalized (L2) steps, project, clamp.
 
-    Runs in short chunks and drops each image from the batch once it clears the logit margin `kappa`
-    (signed steps keep no optimizer state, so this equals one long run, minus the work on finished images).
-    Images whose 8-bit version is still not fooled get up to `rounds` more runs from where they are,
-    aiming at a doubled margin each time.
+    Runs in short chunks and drops each image from the batch once it clears its goal by the margin `kappa`
+    (targeted with a confidence: the target's log-odds past those of the confidence; signed steps keep no
+    optimizer state, so this equals one long run, minus the work on finished images). Images whose 8-bit
+    version does not reach the goal get up to `rounds` more runs from where they are, aiming at a doubled
+    margin each time.
     """
     n = x.shape[0]
     run = _Run()
