@@ -173,7 +173,7 @@ def test_bounded_methods_untargeted(lite0, cat8, method, kwargs):
 
 
 @pytest.mark.slow
-def test_minimum_norm_methods_reach_the_target_with_smaller_changes(lite0, cat8, coffee):
+def test_minimum_norm_methods_reach_the_target_with_smaller_changes(lite0, cat8):
     target = lite0.class_index("ostrich")
     pgd = dp.attack(lite0, cat8, "ostrich", method="pgd", seed=0)
     for method, kwargs in (("szegedy", {"steps": 10, "search_steps": 2, "confidence": 0}),
@@ -185,13 +185,8 @@ def test_minimum_norm_methods_reach_the_target_with_smaller_changes(lite0, cat8,
         assert float(res.l2[0]) < float(pgd.l2[0]), method  # they look for the smallest change; pgd fills its ball
         assert res.steps.tolist() == [kwargs["steps"] * kwargs["search_steps"]]
         assert res.confidence_reached.tolist() == [True]
-        if method == "cw":  # its hinge aims past the confidence (log-odds), not past the runner-up only
+        if method == "cw":  # its hinge aims past the confidence's log-odds (at confidence 0 this cat: ~0.19)
             assert float(probs[target]) >= 0.9
-    # On the espresso the smallest margin is far from confident; the confidence-aware hinge gets there.
-    x = quantize(coffee)
-    plain = dp.attack(lite0, x, "ostrich", method="cw", steps=20, search_steps=2, confidence=0)
-    sure = dp.attack(lite0, x, "ostrich", method="cw", steps=20, search_steps=2)
-    assert float(plain.target_prob[0]) < 0.9 <= float(lite0.predict(sure.images)[0, target])
 
 
 def test_attack_is_repeatable_and_batched(lite0, cat8, coffee):
