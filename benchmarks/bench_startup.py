@@ -4,7 +4,7 @@ Each figure is the median wall time of fresh processes (what a user waits for at
 reference it is bounded by: a bare `python -c pass` for the help screens (they must not import torch) and
 `python -c "import torch"` for the first classification (torch's import is most of it).
 
-    python benchmarks/bench_startup.py [--repeats 5]
+    python benchmarks/bench_startup.py [--repeats 5] [--device cpu]   # --device: of the real run
 """
 from __future__ import annotations
 
@@ -52,13 +52,14 @@ def torch_free_help() -> bool:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="cpu", help="device of the real run (cuda: includes CUDA's start-up)")
     args = ap.parse_args()
     exe = deepprobe_exe()
     python = wall([sys.executable, "-c", "pass"], args.repeats)
     torch_import = wall([sys.executable, "-c", "import torch"], args.repeats)
     help_all = wall([*exe, "--help"], args.repeats)
     help_classify = wall([*exe, "classify", "--help"], args.repeats)
-    first = wall([*exe, "classify", str(ROOT / "examples" / "cat.jpg"), "--quiet", "--device", "cpu"],
+    first = wall([*exe, "classify", str(ROOT / "examples" / "cat.jpg"), "--quiet", "--device", args.device],
                  max(1, args.repeats // 2))
     print(f"fresh processes, median of {args.repeats}; torch-free --help: {torch_free_help()}")
     print(f"  python -c pass                      {python * 1e3:7.0f} ms")
@@ -68,7 +69,7 @@ def main() -> None:
     print(f"  deepprobe classify --help           {help_classify * 1e3:7.0f} ms   ratio to bare python "
           f"{help_classify / python:.1f}x")
     print(f"  deepprobe classify examples/cat.jpg {first * 1e3:7.0f} ms   ratio to 'import torch' "
-          f"{first / torch_import:.1f}x  (time to first result)")
+          f"{first / torch_import:.1f}x  (time to first result, --device {args.device})")
 
 
 if __name__ == "__main__":

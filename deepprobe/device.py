@@ -40,6 +40,9 @@ def seed_everything(seed: int | None) -> torch.Generator | None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+    if torch.cuda.is_available():  # cuDNN's autotuned and atomic-add kernels differ from run to run
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
     gen = torch.Generator()
     gen.manual_seed(seed)
     return gen

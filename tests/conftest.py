@@ -17,6 +17,20 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` skip, with the reason, on a machine without a CUDA GPU."""
+    needs_gpu = [item for item in items if item.get_closest_marker("cuda") is not None]
+    if not needs_gpu:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs these)")
+    for item in needs_gpu:
+        item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def examples() -> Path:
     return EXAMPLES

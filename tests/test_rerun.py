@@ -129,7 +129,7 @@ def test_fool_reruns_pixel_for_pixel(tmp_path, examples, lite0):
     from deepprobe.cli import app
 
     res = runner.invoke(app, ["fool", str(examples / "cat.jpg"), "--steps", "2", "--rounds", "0", "--eps", "4/255",
-                              "--seed", "3", "--device", "cpu", "--amp", "--out", str(tmp_path), "--quiet"])
+                              "--seed", "3", "--device", "cpu", "--out", str(tmp_path), "--quiet"])
     assert res.exit_code in (0, 1), res.output  # 1: not fooled in 2 steps, still written
     first = tmp_path / "cat_fool.png"
     res = runner.invoke(app, ["rerun", str(first.with_suffix(".json")), "--quiet"])
@@ -144,4 +144,3 @@ def test_fool_reruns_pixel_for_pixel(tmp_path, examples, lite0):
     assert a["arguments"]["eps"] == b["arguments"]["eps"] == pytest.approx(4 / 255)
     assert a["result"]["loss_curve"] == b["result"]["loss_curve"]
     assert a["run_id"] != b["run_id"]
-    assert a["arguments"]["amp"] is b["arguments"]["amp"] is True  # --amp travels (a no-op on the CPU)

@@ -129,6 +129,9 @@ class Run:
 
                 self._bundle.notes["amp"] = True  # engine.optimize autocasts to bfloat16 when it sees this
                 self._bundle.net.to(memory_format=torch.channels_last)
+            elif self.common.amp:
+                err_console.print(f"[yellow]note:[/yellow] --amp works on CUDA only; on {self._bundle.device.type} "
+                                  "this run is float32 as without it")
         return self._bundle
 
     @property

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from ..errors import DeepprobeError
-from ..options.fool import DEFAULT_STEPS, METHODS, Options
+from ..options.fool import DEFAULT_CONFIDENCE, DEFAULT_STEPS, METHODS, Options
 from . import app
 from .common import command, err_console, opt, out_console
 
@@ -30,6 +30,12 @@ def fool_cmd(run, images: list[str] = typer.Argument(None, help="Images (files, 
                                                      f"(default {DEFAULT_STEPS})."),
              lr: str = opt(Options, "lr", help="Step size of szegedy's L-BFGS (1.0) / cw's Adam (0.01); pgd: --alpha."),
              kappa: str = opt(Options, "kappa", help="Logit margin to aim past, so 8-bit rounding cannot undo it."),
+             confidence: str = opt(Options, "confidence",
+                                   help="Targeted: go on until the saved 8-bit image gives the target at least this "
+                                        f"probability (default {DEFAULT_CONFIDENCE:g}; with --from-noise 0.99), "
+                                        "within the same --eps/--steps budget; the JSON says whether it was reached. "
+                                        "0: stop as soon as the target is on top. fgsm takes its one step "
+                                        "regardless."),
              rounds: int = opt(Options, "rounds", help="pgd: extra rounds for images the saved 8-bit version loses."),
              search_steps: int = opt(Options, "search_steps", help="szegedy/cw: rounds of the search over c."),
              c: str = opt(Options, "c", help="szegedy/cw: first constant c of the search."),
@@ -42,7 +48,8 @@ def fool_cmd(run, images: list[str] = typer.Argument(None, help="Images (files, 
 
     Writes NAME_fool_TARGET.png at the model's input size (so `deepprobe classify` reads it back as is),
     NAME_fool_TARGET_panel.png (original | amplified perturbation | adversarial) and JSON sidecars.
-    Success, class and probability are measured on the saved PNG, re-read from disk."""
+    A targeted attack goes on until the target reaches --confidence (0.9) within the budget.
+    Success, class and probabilities are measured on the saved PNG, re-read from disk."""
     opts = run.options
     if from_noise:
         # Hook for `fool --from-noise`: cli/noise.py owns it. method/steps/lr are None unless the user (or a
@@ -50,7 +57,7 @@ def fool_cmd(run, images: list[str] = typer.Argument(None, help="Images (files, 
         from .noise import fool_from_noise_cmd
 
         return fool_from_noise_cmd(run, images=images or [], targets=target or [], method=opts.method,
-                                   steps=opts.steps, lr=opts.lr)
+                                   steps=opts.steps, lr=opts.lr, confidence=opts.confidence)
     if not images:
         raise DeepprobeError("give at least one image to fool (or --from-noise with --target)")
     return _attack_images(run, images, target or [], opts)
@@ -94,6 +101,7 @@ def _attack_images(run, images: list[str], target_names: list[str], opts: Option
                 if interrupted:
                     break
     table.show(run)
+    _warn_below_confidence(run.results, kwargs)
     code = run.finish()
     return 130 if interrupted else code
 
@@ -146,16 +154,48 @@ def _save(run, bundle, result, pairs: list[tuple[Path, int | None]], opts: Optio
         ok = bundle.class_name(top) == goal if goal is not None else bundle.class_name(top) != record["original_class"]
         record.update(final_class=bundle.class_name(top), final_probability=round(float(p[top]), 6), success=ok,
                       checked_on="saved PNG")
+        if goal is not None:
+            p_target = float(p[bundle.class_index(goal)])
+            record.update(target_probability=round(p_target, 6),
+                          confidence_reached=ok and p_target >= record["confidence"])
         captions[2] = f"adversarial: {record['final_class']} {record['final_probability']:.1%}" + \
             ("" if ok else " (not fooled)")
         goal_text = f"target {goal}" if goal is not None else "untargeted"
-        title = f"{Path(record['input']).name} · {record['method']} · {goal_text} · {'fooled' if ok else 'NOT fooled'}"
+        title = f"{Path(record['input']).name} · {record['method']} · {goal_text} · {_verdict(record)}"
         size = max(int(t.shape[-1]) for t in tiles)
         panel_path = run.save_image(panel(tiles, captions, cell=size, title=title), f"{name}_panel.png",
                                     result={"input": record["input"], "adversarial": str(out)})
         record.update(output=str(out), panel=str(panel_path))
         run.add_result(record)
         table.add(record)
+
+
+def _verdict(r: dict) -> str:
+    """fooled / NOT fooled, and for a targeted attack the target probability against the one asked for."""
+    if not r["success"]:
+        return "NOT fooled" + (f" (target {r['target_probability']:.1%})" if r["target"] else "")
+    if not r["target"] or not r["confidence"]:
+        return "fooled"
+    sign = ">=" if r["confidence_reached"] else "<"
+    return f"fooled, target {r['target_probability']:.1%} {sign} {r['confidence']:.0%} asked"
+
+
+def _warn_below_confidence(results: list[dict], kwargs: dict) -> None:
+    """Say so (stderr) when the budget could not bring a targeted image to the asked confidence."""
+    short = [r for r in results if r["target"] and r["confidence"] and not r["confidence_reached"]]
+    if not short:
+        return
+    from ..options.fool import eps_for
+
+    method, eps = kwargs["method"], eps_for(kwargs["norm"], kwargs["eps"])
+    radius = f"L-inf {eps * 255:.3g}/255" if kwargs["norm"] == "linf" else f"L2 {eps:g}"
+    budget = {"pgd": f"{radius}, {kwargs['steps']} steps", "fgsm": f"{radius}, fgsm's one step"}.get(
+        method, f"{kwargs['steps']} steps x {kwargs['search_steps']} values of c")
+    err_console.print(f"[yellow]{len(short)} of {len(results)} targeted image(s) did not reach the asked confidence "
+                      f"{short[0]['confidence']:g} on the saved PNG within the budget ({budget}): "
+                      + ", ".join(f"{Path(r['input']).name} → {r['target']} {r['target_probability']:.1%}"
+                                  for r in short[:5]) + (" ..." if len(short) > 5 else "")
+                      + "; raise --eps/--steps, or lower --confidence[/yellow]")
 
 
 def _amplify(linf: float, chosen: float | None) -> float:
@@ -179,6 +219,8 @@ class _Table:
 
     def add(self, r: dict) -> None:
         fooled = "[green]yes[/green]" if r["success"] else "[red]no[/red]"
+        if r["success"] and r["target"] and r["confidence"] and not r["confidence_reached"]:
+            fooled = f"[yellow]yes, below {r['confidence']:.0%}[/yellow]"
         self.table.add_row(Path(r["input"]).name + (f" → {r['target']}" if r["target"] else ""),
                            f"{r['original_class']} [dim]{r['original_probability']:.1%}[/dim]",
                            f"{r['final_class']} [dim]{r['final_probability']:.1%}[/dim]", fooled,

@@ -11,11 +11,12 @@ from .common import err_console, out_console
 
 
 def fool_from_noise_cmd(run, targets: list[str], method: str | None = None, steps: int | None = None,
-                        lr: float | None = None, images: list[str] | None = None) -> int:
+                        lr: float | None = None, images: list[str] | None = None,
+                        confidence: float | None = None) -> int:
     """Grow one image per target, save each (at the model's input size) and a captioned grid.
 
-    method/steps/lr are None when the user did not set them (the noise defaults then apply). Confidence
-    in the JSON is measured on the saved PNGs, re-read from disk.
+    method/steps/lr/confidence are None when the user did not set them (the noise defaults then apply).
+    Confidence in the JSON is measured on the saved PNGs, re-read from disk.
     """
     from ..render import grid
 
@@ -30,7 +31,7 @@ def fool_from_noise_cmd(run, targets: list[str], method: str | None = None, step
     bundle = run.bundle()
     index = [bundle.class_index(t) for t in targets]  # unknown classes fail here, before any work
     total = steps_for(method, steps)
-    kwargs = {"lr": lr} if lr is not None else {}
+    kwargs = {key: value for key, value in (("lr", lr), ("confidence", confidence)) if value is not None}
     budget = total + (defaults.refine_steps if method != "gradient" else 0)
     with run.progress() as progress:
         task = progress.add_task(f"from noise ({method})", total=budget, info="")

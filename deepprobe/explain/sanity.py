@@ -139,7 +139,9 @@ def cascading_randomization(probe, x: torch.Tensor, explainer: Callable[[object,
     work = copy_probe(probe)
     groups = randomization_groups(work.inner)
     names, columns = ["none"], []
-    devices = [work.device.index or 0] if work.device.type == "cuda" else []
+    # the probe's own GPU ("cuda" alone means the current one, e.g. the LOCAL_RANK-th under torchrun)
+    devices = ([torch.cuda.current_device() if work.device.index is None else work.device.index]
+               if work.device.type == "cuda" else [])
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)  # reset_parameters draws from the global generator: fork it, seed it
         generator = torch.Generator().manual_seed(seed)

@@ -27,7 +27,8 @@ SPEC_FORMS = [
     ("timm:NAME --weights FILE", "any timm architecture with a local weights file (.pth/.safetensors)"),
     ("torchvision:NAME --weights FILE", "any torchvision architecture with a local weights file"),
     ("torchscript:FILE", "a TorchScript model taking (N,3,H,W) images"),
-    ("onnx:FILE", "an ONNX model, converted to PyTorch with onnx2torch"),
+    ("onnx:FILE", "an ONNX model (e.g. from torch.onnx.export), converted to PyTorch with onnx2torch and checked "
+                  "against onnxruntime"),
     ("hf:DIR", "a Hugging Face image classifier saved with save_pretrained() in a local folder"),
     ("python:module:callable", "calls YOUR code, which returns an nn.Module (it runs with your permissions)"),
 ]

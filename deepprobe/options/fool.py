@@ -14,6 +14,9 @@ DEFAULT_EPS = {"linf": 8 / 255, "l2": 1.0}
 # Step sizes used when --lr is not given: L-BFGS takes unit steps (strong Wolfe line search), Carlini-Wagner
 # uses Adam at 0.01 in tanh space (as in the paper).
 DEFAULT_LR = {"szegedy": 1.0, "cw": 0.01}
+# Probability of the target that a targeted attack goes on to reach on the saved 8-bit image (within its
+# eps/steps budget), so the result is a confident "ostrich", not a 26% one. 0 keeps the smallest margin.
+DEFAULT_CONFIDENCE = 0.9
 
 
 @dataclass
@@ -26,6 +29,9 @@ class Options:
     steps: int | None = None  # None: DEFAULT_STEPS
     lr: float | None = None  # szegedy (L-BFGS) / cw (Adam) step size; for pgd it stands in for --alpha
     kappa: float = 1.0  # logit margin past the runner-up to aim for, so rounding to 8 bits cannot undo it
+    # targeted: the target probability to reach on the saved image (None: DEFAULT_CONFIDENCE; with --from-noise
+    # the noise default, 0.99); 0: stop at the smallest margin `kappa`. Untargeted attacks ignore it.
+    confidence: float | None = None
     rounds: int = 3  # pgd: extra rounds for images whose saved (8-bit) version is not yet fooled
     search_steps: int = 5  # szegedy/cw: rounds of the search over the constant c
     c: float | None = None  # szegedy/cw: first constant of the search (None: 0.1 for szegedy, 1.0 for cw)
@@ -36,6 +42,7 @@ class Options:
 RANGES = {
     "eps": "(0, inf)", "alpha": "(0, inf)", "steps": "[1, inf)", "lr": "(0, inf)", "kappa": "[0, inf)",
     "rounds": "[0, inf)", "search_steps": "[1, inf)", "c": "(0, inf)", "batch_size": "[1, inf)", "amplify": "(0, inf)",
+    "confidence": "[0, 1)",
 }
 
 
@@ -45,6 +52,10 @@ def related_ranges(values: dict) -> dict[str, tuple[str, str]]:
     if values["norm"] != "linf":
         return {}
     return {"eps": ("(0, 1]", "for norm linf"), "alpha": ("(0, 1]", "for norm linf")}
+
+
+def confidence_for(confidence: float | None) -> float:
+    return DEFAULT_CONFIDENCE if confidence is None else float(confidence)
 
 
 def eps_for(norm: str, eps: float | None) -> float:

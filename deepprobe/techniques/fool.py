@@ -21,6 +21,7 @@ from ..errors import DeepprobeError
 from ..io import quantize
 from ..models import ModelBundle
 from ..options.fool import (
+    DEFAULT_CONFIDENCE,
     DEFAULT_METHOD,
     DEFAULT_STEPS,
     METHODS,
@@ -28,6 +29,7 @@ from ..options.fool import (
     Options,
     alpha_for,
     c_for,
+    confidence_for,
     eps_for,
     lr_for,
 )
@@ -44,7 +46,7 @@ class AttackResult:
 
     images: torch.Tensor  # (N,3,H,W) in [0,1], exactly what a saved PNG holds
     original: torch.Tensor  # (N,3,H,W) the images attacked
-    success: torch.Tensor  # (N,) bool, judged on `images` by a fresh forward pass
+    success: torch.Tensor  # (N,) bool: classified as the target (untargeted: not as the label), judged on `images`
     target: torch.Tensor | None  # (N,) target classes; None for an untargeted attack
     original_class: torch.Tensor  # (N,) class of the original (the label an untargeted attack moves away from)
     original_prob: torch.Tensor
@@ -54,6 +56,8 @@ class AttackResult:
     l2: torch.Tensor  # (N,) L2 of images - original, [0,1] units
     steps: torch.Tensor  # (N,) optimizer steps spent on each image
     method: str
+    confidence: float = 0.0  # targeted: the target probability asked for on `images` (0: just fooled)
+    target_prob: torch.Tensor | None = None  # (N,) probability of the target on `images` (targeted only)
     losses: list[float] = field(default_factory=list)  # mean loss per step, all rounds in order
     stopped: str = "done"  # done | early | interrupted | nan (as the engine reports)
     message: str | None = None
@@ -62,19 +66,30 @@ class AttackResult:
     def perturbation(self) -> torch.Tensor:
         return self.images - self.original
 
+    @property
+    def confidence_reached(self) -> torch.Tensor | None:
+        """(N,) bool: fooled with the target at `confidence` or more on `images`; None when untargeted."""
+        if self.target is None:
+            return None
+        return self.success & (self.target_prob >= self.confidence)
+
     def records(self, bundle: ModelBundle) -> list[dict]:
         """Per-image JSON-ready summaries with class names."""
         rows = []
         for i in range(self.images.shape[0]):
+            targeted = self.target is not None
             row = {
                 "method": self.method,
-                "targeted": self.target is not None,
-                "target": bundle.class_name(int(self.target[i])) if self.target is not None else None,
+                "targeted": targeted,
+                "target": bundle.class_name(int(self.target[i])) if targeted else None,
                 "original_class": bundle.class_name(int(self.original_class[i])),
                 "original_probability": round(float(self.original_prob[i]), 6),
                 "final_class": bundle.class_name(int(self.final_class[i])),
                 "final_probability": round(float(self.final_prob[i]), 6),
                 "success": bool(self.success[i]),
+                "confidence": self.confidence if targeted else None,
+                "target_probability": round(float(self.target_prob[i]), 6) if targeted else None,
+                "confidence_reached": bool(self.confidence_reached[i]) if targeted else None,
                 "linf": float(self.linf[i]), "linf_255": round(float(self.linf[i]) * 255, 3),
                 "l2": float(self.l2[i]), "l2_255": round(float(self.l2[i]) * 255, 3),
                 "steps": int(self.steps[i]),
@@ -87,19 +102,24 @@ class AttackResult:
 def attack(bundle: ModelBundle, x: torch.Tensor, target: ClassSpec = None, *, labels: ClassSpec = None,
            method: str = DEFAULT_METHOD, eps: float | None = Options.eps, alpha: float | None = Options.alpha,
            steps: int = DEFAULT_STEPS, norm: str = Options.norm, seed: int = 0, lr: float | None = Options.lr,
-           kappa: float = Options.kappa, rounds: int = Options.rounds, search_steps: int = Options.search_steps,
-           c: float | None = Options.c, callback: Callback | None = None) -> AttackResult:
+           kappa: float = Options.kappa, confidence: float | None = DEFAULT_CONFIDENCE, rounds: int = Options.rounds,
+           search_steps: int = Options.search_steps, c: float | None = Options.c,
+           callback: Callback | None = None) -> AttackResult:
     """Make `x` (N,3,H,W in [0,1]) classified as `target` (class name, index or (N,) tensor), or, without a
     target, as anything but `labels` (default: the model's own prediction on `x`).
 
     pgd/fgsm keep the change inside an `norm` ball of radius `eps`; szegedy/cw look for the smallest change
-    that works (search over the constant c). `callback(step, total, loss, fwd)` reports progress.
+    that works (search over the constant c). A targeted attack goes on until the 8-bit image gives the
+    target at least `confidence` (0.9, as on the command line; 0: just on top, past the logit margin
+    `kappa`), within the same budget; `result.confidence_reached` says where it got there (fgsm takes its
+    one step regardless). `callback(step, total, loss, fwd)` reports progress.
     """
     if method not in METHODS:
         raise DeepprobeError(f"unknown attack method {method!r} (choose from {', '.join(METHODS)})")
     if norm not in NORMS:
         raise DeepprobeError(f"unknown norm {norm!r} (choose from {', '.join(NORMS)})")
     check_ranges("fool", locals())
+    confidence = confidence_for(confidence)
     x = x.detach().float().to(bundle.device)
     if x.dim() == 3:
         x = x.unsqueeze(0)
@@ -108,7 +128,7 @@ def attack(bundle: ModelBundle, x: torch.Tensor, target: ClassSpec = None, *, la
         probs0 = bundle.predict(x)
         p0, c0 = probs0.max(1)
         goal = _Goal(_classes(bundle, target, x.shape[0], x.device),
-                     _classes(bundle, labels, x.shape[0], x.device) if labels is not None else c0)
+                     _classes(bundle, labels, x.shape[0], x.device) if labels is not None else c0, confidence)
         eps_value = eps_for(norm, eps)
         progress = _Progress(callback)
         if method in ("pgd", "fgsm"):
@@ -122,36 +142,69 @@ def attack(bundle: ModelBundle, x: torch.Tensor, target: ClassSpec = None, *, la
         else:
             adv, used, run = _cw(bundle, x, goal, steps=steps, lr=lr_for(method, lr), c=c_for(method, c),
                                  kappa=kappa, search_steps=search_steps, progress=progress)
-        ok, probs = _judge(bundle, adv, goal)
+        _, probs = _judge(bundle, adv, goal)
     pf, cf = probs.max(1)
     delta = (adv - x).flatten(1)
-    return AttackResult(images=adv, original=x, success=ok.cpu(), target=goal.target.cpu() if goal.targeted else None,
+    target_prob = probs.gather(1, goal.target[:, None])[:, 0].cpu() if goal.targeted else None
+    return AttackResult(images=adv, original=x, success=goal.fooled(probs).cpu(),
+                        target=goal.target.cpu() if goal.targeted else None,
                         original_class=c0.cpu(), original_prob=p0.cpu(), final_class=cf.cpu(), final_prob=pf.cpu(),
                         linf=delta.abs().amax(1).cpu(), l2=delta.norm(dim=1).cpu(), steps=used.cpu(), method=method,
+                        confidence=goal.confidence if goal.targeted else 0.0, target_prob=target_prob,
                         losses=run.losses, stopped=run.stopped, message=run.message)
 
 
 # ----- what "fooled" means --------------------------------------------------------------------------------
 @dataclass
 class _Goal:
-    """Targeted (reach `target`) or untargeted (leave `label`), per image, with its losses and margin."""
+    """Targeted (reach `target`, with probability `confidence` when > 0) or untargeted (leave `label`), per
+    image, with its losses and margin."""
 
     target: torch.Tensor | None
     label: torch.Tensor
+    confidence: float = 0.0
 
     @property
     def targeted(self) -> bool:
         return self.target is not None
 
+    @property
+    def confident(self) -> bool:
+        return self.targeted and self.confidence > 0
+
     def subset(self, index: torch.Tensor) -> _Goal:
-        return _Goal(self.target[index] if self.targeted else None, self.label[index])
+        return _Goal(self.target[index] if self.targeted else None, self.label[index], self.confidence)
 
     def margin(self, logits: torch.Tensor) -> torch.Tensor:
-        """(N,) logit margin, > 0 exactly when the image is fooled (target on top / label not on top)."""
+        """(N,) logit margin, > 0 exactly when the goal is met: target on top (and, with a confidence, its
+        log-odds past those of the confidence: p(target) > confidence) / label not on top."""
         cls = self.target if self.targeted else self.label
         own = logits.gather(1, cls[:, None])[:, 0]
-        others = logits.masked_fill(F.one_hot(cls, logits.shape[1]).bool(), float("-inf")).amax(1)
-        return own - others if self.targeted else others - own
+        rest = logits.masked_fill(F.one_hot(cls, logits.shape[1]).bool(), float("-inf"))
+        margin = own - rest.amax(1) if self.targeted else rest.amax(1) - own
+        if self.confident:
+            # own - logsumexp(rest) = log(p / (1 - p)), the target's log-odds
+            odds = own - rest.logsumexp(1) - math.log(self.confidence / (1 - self.confidence))
+            margin = torch.minimum(margin, odds)
+        return margin
+
+    def fooled(self, probs: torch.Tensor) -> torch.Tensor:
+        """(N,) bool: the target on top / the label not on top."""
+        pred = probs.argmax(1)
+        return pred == self.target if self.targeted else pred != self.label
+
+    def score(self, probs: torch.Tensor) -> torch.Tensor:
+        """(N,) how near the goal an image is (higher is nearer): p(target), or 1 - p(label)."""
+        if self.targeted:
+            return probs.gather(1, self.target[:, None])[:, 0]
+        return 1 - probs.gather(1, self.label[:, None])[:, 0]
+
+    def reached(self, probs: torch.Tensor) -> torch.Tensor:
+        """(N,) bool: fooled, and with the target at `confidence` or more."""
+        ok = self.fooled(probs)
+        if self.confident:
+            ok &= probs.gather(1, self.target[:, None])[:, 0] >= self.confidence
+        return ok
 
     def cross_entropy(self) -> E.Objective:
         """PGD's loss: CE to the target, or minus CE of the label (untargeted maximizes it)."""
@@ -191,11 +244,9 @@ def _classes(bundle: ModelBundle, spec: ClassSpec, n: int, device: torch.device)
 
 @torch.no_grad()
 def _judge(bundle: ModelBundle, images: torch.Tensor, goal: _Goal) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fooled?, probabilities) of images as saved, by a fresh forward pass."""
+    """(goal reached?, probabilities) of images as saved, by a fresh forward pass."""
     probs = bundle.predict(images)
-    pred = probs.argmax(1)
-    ok = pred == goal.target if goal.targeted else pred != goal.label
-    return ok, probs
+    return goal.reached(probs), probs
 
 
 def _on_grid(adv: torch.Tensor, x: torch.Tensor, eps: float | None = None, norm: str = "linf") -> torch.Tensor:
@@ -261,10 +312,11 @@ class _Progress:
 def _pgd(bundle, x, goal: _Goal, *, norm, eps, alpha, steps, random_start, kappa, rounds, gen, progress):
     """Madry et al.: random start in the ball, signed (L-inf) or normalized (L2) steps, project, clamp.
 
-    Runs in short chunks and drops each image from the batch once it clears the logit margin `kappa`
-    (signed steps keep no optimizer state, so this equals one long run, minus the work on finished images).
-    Images whose 8-bit version is still not fooled get up to `rounds` more runs from where they are,
-    aiming at a doubled margin each time.
+    Runs in short chunks and drops each image from the batch once it clears its goal by the margin `kappa`
+    (targeted with a confidence: the target's log-odds past those of the confidence; signed steps keep no
+    optimizer state, so this equals one long run, minus the work on finished images). Images whose 8-bit
+    version does not reach the goal get up to `rounds` more runs from where they are, aiming at a doubled
+    margin each time.
     """
     n = x.shape[0]
     run = _Run()
@@ -359,7 +411,8 @@ def _cw(bundle, x, goal: _Goal, *, steps, lr, c, kappa, search_steps, progress):
 
 def _search(bundle, x, goal, make_param, objective, optimizer, steps, lr, c, search_steps, progress,
             larger_c_is_bolder: bool):
-    """Per-image search over the constant c, keeping the smallest L2 change whose 8-bit image fools."""
+    """Per-image search over the constant c, keeping the smallest L2 change whose 8-bit image reaches the goal
+    (with a confidence: the target at that probability); where none does, the try closest to it."""
     n = x.shape[0]
     run = _Run()
     cs = torch.full((n,), float(c), device=x.device)
@@ -367,6 +420,7 @@ def _search(bundle, x, goal, make_param, objective, optimizer, steps, lr, c, sea
     hi = torch.full((n,), math.inf, device=x.device)
     best = x.clone()
     best_l2 = torch.full((n,), math.inf, device=x.device)
+    closest, closest_score = x.clone(), torch.full((n,), -math.inf, device=x.device)
     used = torch.zeros(n, dtype=torch.long, device=x.device)
     progress.total = steps * search_steps
     for _ in range(search_steps):
@@ -377,14 +431,18 @@ def _search(bundle, x, goal, make_param, objective, optimizer, steps, lr, c, sea
         candidates = [_on_grid(res.images, x, None), _on_grid(res.final, x, None)]
         works = torch.zeros(n, dtype=torch.bool, device=x.device)
         for cand in candidates:
-            ok, _ = _judge(bundle, cand, goal)
+            ok, probs = _judge(bundle, cand, goal)
             l2 = (cand - x).flatten(1).norm(dim=1)
             better = ok & (l2 < best_l2)
             best = torch.where(better.view(-1, 1, 1, 1), cand, best)
             best_l2 = torch.where(better, l2, best_l2)
             works |= ok
-        never = torch.isinf(best_l2)  # nothing fooled yet: show the boldest try rather than the original
-        best = torch.where(never.view(-1, 1, 1, 1), candidates[0], best)
+            score = goal.score(probs)
+            nearer = score > closest_score
+            closest = torch.where(nearer.view(-1, 1, 1, 1), cand, closest)
+            closest_score = torch.where(nearer, score, closest_score)
+        never = torch.isinf(best_l2)  # the goal never reached: show the try that came closest, not the original
+        best = torch.where(never.view(-1, 1, 1, 1), closest, best)
         if not run.add(res):
             break
         timid_side = works if larger_c_is_bolder else ~works  # c must shrink (cw: works; szegedy: fails)
