@@ -163,7 +163,7 @@ def test_run_folder_refuses_another_configuration_unless_forced(tree, lite0, tmp
     calls = []
     run_dataset(dataset, _predict(lite0, calls), config={"eps": [0.2]}, force=True, also_remove=("examples",), **kw)
     assert calls == [0] and not (tmp_path / "examples").exists()
-    assert json.loads((tmp_path / "config.json").read_text()) == {"eps": [0.2]}
+    assert json.loads((tmp_path / "config.json").read_text())["config"] == {"eps": [0.2]}
     (tmp_path / "config.json").unlink()
     with pytest.raises(DeepprobeError, match="no config.json"):
         run_dataset(dataset, _predict(lite0), config={"eps": [0.2]}, **kw)

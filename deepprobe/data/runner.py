@@ -80,8 +80,11 @@ class Hooks:
 def run_dataset(dataset: Dataset, process: Callable[[Batch], list[dict]], *, batch_size: int, seed: int = 0,
                 out: str | Path | None = None, config: dict | None = None, force: bool = False,
                 preprocess=None, workers: int = 0, ctx: distributed.Context = distributed.SINGLE,
-                hooks: Hooks | None = None, also_remove: tuple[str, ...] = ()) -> Outcome:
-    """Run `process` over every chunk this rank owns and has not finished yet; see the module docstring."""
+                hooks: Hooks | None = None, also_remove: tuple[str, ...] = (),
+                invocation: dict | None = None) -> Outcome:
+    """Run `process` over every chunk this rank owns and has not finished yet; see the module docstring.
+    `also_remove`: folders under `out` that belong to a run `force` replaces; `invocation`: how the run was
+    started (kept in config.json, e.g. for a command's --resume; not compared)."""
     import torch
 
     hooks = hooks or Hooks()
@@ -92,7 +95,7 @@ def run_dataset(dataset: Dataset, process: Callable[[Batch], list[dict]], *, bat
     if folder is not None:
         state = folder.check(config or {}, force)
         if ctx.is_main:
-            folder.prepare(config or {}, state, also_remove)
+            folder.prepare(config or {}, state, also_remove, invocation)
         distributed.barrier(ctx)
         finished = set(folder.done())
     mine = [c for c in chunks if ctx.owns(c.id) and c.id not in finished]

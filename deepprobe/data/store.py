@@ -1,7 +1,7 @@
 """A run folder that never loses work: per-rank part files of finished chunks, a configuration fingerprint,
 and the merge into one results.jsonl.
 
-    OUT/config.json        what was run; a different configuration into the same folder is refused
+    OUT/config.json        {"config": what was run, "invocation": how}; another config into the folder is refused
     OUT/parts/rankR.jsonl  one line per finished chunk {"chunk", "rank", "records", "skipped"}, appended,
                            flushed and fsynced as one unit: a crash loses at most the chunk in flight
     OUT/results.jsonl      one line per image in index order, merged by rank 0 (rewritten, never appended)
@@ -61,14 +61,27 @@ class RunFolder:
         return self.root / SUMMARY
 
     # ----- configuration ----------------------------------------------------------------------------
-    def stored_config(self) -> dict | None:
+    def _stored(self) -> dict | None:
         path = self.root / CONFIG
         if not path.is_file():
             return None
         try:
-            return json.loads(path.read_text())
+            stored = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
-            raise DeepprobeError(f"{path} is not readable JSON: use another --out, or --force to start over") from None
+            stored = None
+        if not isinstance(stored, dict) or not isinstance(stored.get("config"), dict):
+            raise DeepprobeError(f"{path} is not a run configuration: use another --out, or --force to start over")
+        return stored
+
+    def stored_config(self) -> dict | None:
+        """The configuration the folder's results were computed with (None: no run here yet)."""
+        stored = self._stored()
+        return stored["config"] if stored else None
+
+    def stored_invocation(self) -> dict | None:
+        """How the run was started (command, arguments, cwd...), as recorded by the caller, if it was."""
+        stored = self._stored()
+        return stored.get("invocation") if stored else None
 
     def check(self, config: dict, force: bool = False) -> str:
         """"resume" when the folder holds earlier work of this same configuration, "new" when it holds none,
@@ -91,9 +104,9 @@ class RunFolder:
                                  f"--out, or --force to start over")
         return "replace"
 
-    def prepare(self, config: dict, state: str, also_remove: tuple[str, ...] = ()) -> None:
+    def prepare(self, config: dict, state: str, also_remove: tuple[str, ...] = (), invocation: dict | None = None) -> None:
         """Rank 0, before any rank starts: for state "replace", remove the earlier run's files (and the folders
-        in `also_remove`, e.g. its example images); record the configuration."""
+        in `also_remove`, e.g. its example images); record the configuration (and how the run was started)."""
         if state == "replace":
             for name in (CONFIG, RESULTS, SUMMARY):
                 (self.root / name).unlink(missing_ok=True)
@@ -101,7 +114,8 @@ class RunFolder:
                 shutil.rmtree(self.root / name, ignore_errors=True)
         self.root.mkdir(parents=True, exist_ok=True)
         if not (self.root / CONFIG).is_file():
-            _write_atomic(self.root / CONFIG, json.dumps(_plain(config), indent=2, sort_keys=True) + "\n")
+            stored = {"config": _plain(config), "invocation": _plain(invocation)}
+            _write_atomic(self.root / CONFIG, json.dumps(stored, indent=2, sort_keys=True) + "\n")
 
     # ----- finished chunks --------------------------------------------------------------------------
     def _lines(self) -> Iterator[tuple[Path, int, dict]]:
