@@ -65,8 +65,9 @@ def _fool(method: str) -> Body:
     def body(bundle, checker, keys, settings, progress):
         todo = (~checker.success).nonzero().flatten()
         report = None if progress is None else (lambda step, total, _loss, _fwd: progress(step, total))
-        res = fool.attack(bundle, checker.x[todo], labels=checker.labels[todo], method=method, eps=checker.eps,
-                          norm=settings.norm, steps=settings.steps, seed=keys[todo].tolist(), callback=report)
+        with torch.enable_grad():  # robust_batch runs under no_grad; the engine needs gradients
+            res = fool.attack(bundle, checker.x[todo], labels=checker.labels[todo], method=method, eps=checker.eps,
+                              norm=settings.norm, steps=settings.steps, seed=keys[todo].tolist(), callback=report)
         checker(todo, res.images.to(checker.x.device))
         cost = torch.zeros(checker.x.shape[0], dtype=torch.long, device=checker.x.device)
         cost[todo] = res.steps.to(cost.device)
