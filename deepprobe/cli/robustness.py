@@ -258,15 +258,16 @@ def _table(run, bundle, summary: dict, plan) -> None:
     table.add_column("eps")
     for stage in plan.stages:
         table.add_column(f"after {stage}", justify="right")
+    linf = plan.settings.norm == "linf"
     table.add_column("robust", justify="right")
-    table.add_column("median L-inf of breaks", justify="right")
+    table.add_column(f"median {'L-inf' if linf else 'L2'} of breaks", justify="right")
     for key, eps in zip(plan.keys, plan.eps):
         stages = summary["stage_accuracy"][key]
-        median = summary["per_eps"][key]["median_linf"]
-        table.add_row(f"{eps * 255:g}/255" if plan.settings.norm == "linf" else f"{eps:g}",
+        median = summary["per_eps"][key]["median_linf" if linf else "median_l2"]
+        shown = "–" if median is None else f"{median * 255:.3g}/255" if linf else f"{median:.3g}"
+        table.add_row(f"{eps * 255:g}/255" if linf else f"{eps:g}",
                       *[f"{stages[s]:.1%}" if stages[s] is not None else "" for s in plan.stages],
-                      pct(summary["robust_accuracy"][key], summary["ci95"]["robust_accuracy"][key]),
-                      f"{median * 255:.3g}/255" if median is not None else "–")
+                      pct(summary["robust_accuracy"][key], summary["ci95"]["robust_accuracy"][key]), shown)
     out_console.print(table)
     rate = f" · {summary['images_per_s']:.3g} images/s" if summary.get("images_per_s") else ""
     out_console.print(f"[dim]{summary['n_skipped']} skipped · {summary['wall_s']:.1f} s{rate} · "
