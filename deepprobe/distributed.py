@@ -25,6 +25,7 @@ class Context:
     local_rank: int = 0
     device: str = "auto"
     backend: str | None = None  # None: no process group (a single process)
+    created: bool = False  # this module started the process group (and so ends it in `shutdown`)
 
     @property
     def is_main(self) -> bool:
@@ -68,11 +69,11 @@ def init(device: str = "auto") -> Context:
         device = f"cuda:{local_rank}"
     elif (device or "auto") == "auto":
         device = "cpu"
-    backend = "nccl" if wants_cuda else "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend=backend, timeout=BARRIER_TIMEOUT)
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group(backend="nccl" if wants_cuda else "gloo", timeout=BARRIER_TIMEOUT)
     return Context(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local_rank, device=device,
-                   backend=dist.get_backend())
+                   backend=dist.get_backend(), created=created)
 
 
 def barrier(ctx: Context) -> None:
@@ -99,8 +100,9 @@ def gather(value: Any, ctx: Context) -> list[Any]:
 
 
 def shutdown(ctx: Context) -> None:
-    """Leave the process group (so torchrun sees a clean exit)."""
-    if ctx.distributed:
+    """Leave the process group this module started (so torchrun sees a clean exit); one the caller started is
+    left to the caller."""
+    if ctx.created:
         import torch.distributed as dist
 
         if dist.is_initialized():

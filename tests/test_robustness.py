@@ -145,17 +145,22 @@ def test_flat_folder_and_manifest(lite0, class_tree, examples, tmp_path):
     (["{tree}", "--eps", "4"], "more than the whole [0,1] pixel range"),
     (["{tree}", "--attack", "apgd-nope"], "unknown attack 'apgd-nope'"),
     (["--resume"], "holds no robustness run to resume"),
+    (["{bad}"], "no image of DATA could be read (2 skipped"),
 ])
 def test_bad_input_gets_one_clear_line(class_tree, tmp_path, examples, args, words):
     (tmp_path / "empty").mkdir()
     (tmp_path / "unknown" / "ostrch").mkdir(parents=True)
     (tmp_path / "unknown" / "ostrch" / "x.jpg").write_bytes((examples / "cat.jpg").read_bytes())
-    filled = [a.format(empty=tmp_path / "empty", unknown=tmp_path / "unknown", tree=class_tree) for a in args]
+    (tmp_path / "bad").mkdir()
+    for name in ("a.jpg", "b.png"):
+        (tmp_path / "bad" / name).write_text("not an image")
+    filled = [a.format(empty=tmp_path / "empty", unknown=tmp_path / "unknown", tree=class_tree, bad=tmp_path / "bad")
+              for a in args]
     res = cli(*filled, "--eps", "0", "--out", str(tmp_path / "out")) if "--eps" not in args else \
         cli(*filled, "--out", str(tmp_path / "out"))
     assert res.exit_code == 2, res.output
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0]
+    lines = [line for line in res.stderr.splitlines() if line.strip() and not line.startswith(("skipped", "note:", "robustness "))]
+    assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], res.stderr
 
 
 def test_another_configuration_into_the_same_folder_is_refused(class_tree, tmp_path):

@@ -231,6 +231,9 @@ def _report(run, bundle, dataset, plan, config, outcome, ctx) -> int:
     earlier = sorted((run.out_dir / EXAMPLES).glob("*.png"))  # from this and earlier sessions of the run
     summary["outputs"] = outputs + [str(p) for p in earlier if p.name.endswith("_panel.png")]
     folder.write_summary(summary)
+    if not summary["n"] and outcome.complete:
+        raise DeepprobeError(f"no image of DATA could be read ({summary['n_skipped']} skipped, listed in "
+                             f"{folder.summary})")
     run.summary.update({k: v for k, v in summary.items() if k != "outputs"})
     run.outputs[:0] = [folder.results, folder.summary] + [p for p in earlier if p not in run.outputs]
     _table(run, bundle, summary, plan)

@@ -244,6 +244,8 @@ def robustness(bundle: ModelBundle, data: Any, labels: Any = None, *,
 
     outcome = run_dataset(dataset, BatchAttack(bundle, plan), batch_size=batch_size, seed=seed,
                           preprocess=bundle.preprocess, workers=workers, hooks=Hooks(progress=progress))
+    if not outcome.count and outcome.complete:
+        raise DeepprobeError(f"no image of the data could be read ({len(outcome.skipped)} skipped)")
     tally = Tally(plan, dataset.labeling)
     records = list(outcome.records())
     for record in records:
