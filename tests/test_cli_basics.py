@@ -45,7 +45,7 @@ def test_help_of_every_command_never_imports_torch():
     assert torch_loaded == "False", "a --help screen imported torch"
     # every subcommand of the CLI contract (ARCHITECTURE.md)
     for command in ("classify", "fool", "patch/train", "patch/apply", "invert", "maximize", "dream", "age", "style",
-                    "explain", "evaluate", "models", "layers", "recipes", "rerun", "report"):
+                    "explain", "evaluate", "robustness", "models", "layers", "recipes", "rerun", "report"):
         assert command in names.split()
 
 
