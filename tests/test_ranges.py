@@ -184,6 +184,8 @@ API_FUNCTIONS = {
     "explain": [(dp.explain, (None, None, "ig"), {"steps", "internal_batch", "samples", "noise", "window", "stride",
                                                   "discard_ratio", "head"})],
     "evaluate": [(dp.evaluate, (None, None), None)],
+    "robustness": [(dp.robustness, (None, None), {"eps", "steps", "restarts", "targets", "queries", "batch_size",
+                                                  "limit", "sample", "workers"})],
 }
 
 

@@ -141,8 +141,8 @@ def test_flat_folder_and_manifest(lite0, class_tree, examples, tmp_path):
 @pytest.mark.parametrize("args,words", [
     (["{empty}"], "contains no images"),
     (["{unknown}"], "'ostrch' (did you mean 'ostrich'?)"),
-    (["{tree}", "--eps", "-1/255"], "--eps must be 0 or more"),
-    (["{tree}", "--eps", "4"], "more than the whole [0,1] pixel range"),
+    (["{tree}", "--eps", "-1/255"], "--eps must be in [0, inf)"),
+    (["{tree}", "--eps", "4"], "--eps must be in [0, 1] for norm linf, got 4"),
     (["{tree}", "--attack", "apgd-nope"], "unknown attack 'apgd-nope'"),
     (["--resume"], "holds no robustness run to resume"),
     (["{bad}"], "no image of DATA could be read (2 skipped"),

@@ -35,6 +35,12 @@ RANGES = {"eps": "[0, inf)", "steps": "[1, inf)", "restarts": "[1, inf)", "targe
           "sample": "[1, inf)", "workers": "[0, inf)"}
 
 
+def related_ranges(values: dict) -> dict[str, tuple[str, str]]:
+    """An L-inf budget is a per-pixel change in [0,1] units: more than 1 is the whole pixel range (0 measures
+    clean accuracy)."""
+    return {"eps": ("[0, 1]", "for norm linf")} if values.get("norm") == "linf" else {}
+
+
 def eps_for(norm: str, eps: list[float] | tuple[float, ...] | float | None) -> list[float]:
     """The budgets to measure, ascending without repeats (the norm's default when none are given)."""
     if eps is None or (isinstance(eps, (list, tuple)) and not eps):

@@ -28,6 +28,7 @@ from ..io import quantize
 from ..models import ModelBundle
 from ..models.bundle import require_classifier
 from ..options.attacks import AttackSettings, eps_key, expand_cascade, stage_names
+from ..options.ranges import check_ranges
 from ..options.robustness import Options, eps_for
 
 _DEFAULTS = Options()
@@ -59,14 +60,10 @@ def make_plan(attacks: str | Sequence[str] = _DEFAULTS.attack, eps: float | Sequ
               norm: str = _DEFAULTS.norm, steps: int = _DEFAULTS.steps, restarts: int = _DEFAULTS.restarts,
               targets: int = _DEFAULTS.targets, queries: int = _DEFAULTS.queries) -> Plan:
     """Check the attack names and budgets (eps >= 0; L-inf eps <= 1, the whole pixel range)."""
+    check_ranges("robustness", locals())
     cascade = tuple(expand_cascade(attacks))
     settings = AttackSettings(norm=norm, steps=steps, restarts=restarts, targets=targets, queries=queries)
     budgets = eps_for(norm, list(eps) if isinstance(eps, (list, tuple)) else eps)
-    for e in budgets:
-        if not e >= 0:
-            raise DeepprobeError(f"--eps must be 0 or more, got {e:g} (0 measures clean accuracy)")
-        if norm == "linf" and e > 1:
-            raise DeepprobeError(f"--eps {e:g} is more than the whole [0,1] pixel range for L-inf (try {e:g}/255)")
     return Plan(cascade, tuple(budgets), settings)
 
 
@@ -232,6 +229,7 @@ def robustness(bundle: ModelBundle, data: Any, labels: Any = None, *,
                callback: Callable[[int, int], None] | None = None) -> RobustnessResult:
     """Clean and robust accuracy of `bundle` on `data` under the attack cascade at each eps (in memory; the CLI
     adds a resumable run folder). `callback(images_done, images_total)` follows progress."""
+    check_ranges("robustness", locals())
     require_classifier(bundle)
     plan = make_plan(attacks, eps, norm, steps, restarts, targets, queries)
     dataset = select(as_dataset(data, labels, bundle), limit=limit, sample=sample, seed=seed)
