@@ -47,7 +47,7 @@ def evaluate_cmd(run, images: list[str] = typer.Argument(..., help="Photos to ex
     check_options(opts.steps, opts.batch_size, opts.deletion_fill, opts.insertion_fill, opts.random_cell,
                   opts.curves, opts.sanity)
     bundle = run.bundle()
-    require_classifier(bundle)
+    require_classifier(bundle, "evaluate")
     target = bundle.class_index(opts.target) if opts.target is not None else None
     if opts.layer is not None:
         bundle.layer(opts.layer)

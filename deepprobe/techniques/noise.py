@@ -84,7 +84,7 @@ def fool_from_noise(probe: ModelBundle, targets: Sequence[int | str] | int | str
 
     steps: generations for evolve/cppn, gradient steps for gradient (None: the method's default).
     """
-    require_classifier(probe)
+    require_classifier(probe, "fool --from-noise")
     if method not in METHODS:
         raise DeepprobeError(f"--method for --from-noise must be one of {', '.join(METHODS)}, got {method!r}")
     if isinstance(targets, (int, str)):
