@@ -94,6 +94,9 @@ def attack(bundle: ModelBundle, x: torch.Tensor, target: ClassSpec = None, *, la
     pgd/fgsm keep the change inside an `norm` ball of radius `eps`; szegedy/cw look for the smallest change
     that works (search over the constant c). `callback(step, total, loss, fwd)` reports progress.
     """
+    if getattr(bundle, "task", "classification") != "classification":
+        raise DeepprobeError(f"attack() fools classifiers; {bundle.spec} is a {bundle.task} model: use "
+                             "deepprobe.fool_detector / deepprobe.fool_segmenter")
     if method not in METHODS:
         raise DeepprobeError(f"unknown attack method {method!r} (choose from {', '.join(METHODS)})")
     if norm not in NORMS:
