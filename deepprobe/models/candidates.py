@@ -62,7 +62,7 @@ def candidate_spec(bundle) -> CandidateSpec:
         return CandidateSpec(("head",), _fcos, background=None)
     if isinstance(inner, tv.RetinaNet):
         return CandidateSpec(("head",), _sigmoid_head, background=None)
-    if isinstance(inner, tv.SSD):
+    if isinstance(inner, tv.ssd.SSD):
         return CandidateSpec(("head",), _softmax_head, background=0)
     raise DeepprobeError(f"{bundle.spec}: cannot read the candidate boxes of a {type(inner).__name__}; attacks "
                          "and patches support torchvision's Faster/Mask/Keypoint R-CNN, RetinaNet, FCOS and SSD")
