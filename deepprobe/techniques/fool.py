@@ -411,7 +411,7 @@ def _eval_mode(net: torch.nn.Module):
 
 def options_dict(opts: Options) -> dict:
     """Options -> keyword arguments of `attack` (everything but the CLI-only fields)."""
-    values = {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("batch_size", "amplify")}
+    values = {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("batch_size", "amplify", "min_score")}
     values["method"] = DEFAULT_METHOD if values["method"] is None else values["method"]
     values["steps"] = DEFAULT_STEPS if values["steps"] is None else values["steps"]
     return values
