@@ -22,7 +22,7 @@ from .. import engine as E
 from ..errors import DeepprobeError
 from ..models import ModelBundle
 from ..models.candidates import candidate_spec
-from ..models.outputs import IOU_MATCH, Detections, Segmentation, background_index, detect, segment
+from ..models.outputs import IOU_MATCH, Detections, background_index, detect, segment
 from ..models.tasks import DETECTION, SEGMENTATION, require_task
 from ..options.fool import DAG_STEP, DAG_STEPS, DEFAULT_TASK_METHOD, TASK_METHODS, TOG_ALPHA, TOG_EPS, TOG_STEPS
 from ..options.fool import Options
