@@ -115,11 +115,11 @@ def batch(gen: torch.Generator, n: int):
 
 
 # ------------------------------------------------------------------------------------------ training
-def _train(net: nn.Module, loss, steps: int, lr: float, batch_size: int, seed: int) -> dict[str, torch.Tensor]:
+def _train(factory, loss, steps: int, lr: float, batch_size: int, seed: int) -> dict[str, torch.Tensor]:
     """AdamW with a one-cycle schedule on fresh synthetic scenes every step; the eval-mode state dict."""
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # before the factory: the initial weights are part of what the seed fixes
     gen = torch.Generator().manual_seed(seed)
-    net.train()
+    net = factory().train()
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     for _ in range(steps):
@@ -133,14 +133,14 @@ def _train(net: nn.Module, loss, steps: int, lr: float, batch_size: int, seed: i
 
 def train_detector(steps: int = 100, seed: int = 0) -> dict[str, torch.Tensor]:
     """State dict of a detector that finds the shapes (a few seconds on one core)."""
-    return _train(detector(), lambda net, images, targets, _: sum(net(list(images), targets).values()),
+    return _train(detector, lambda net, images, targets, _: sum(net(list(images), targets).values()),
                   steps, lr=1e-2, batch_size=6, seed=seed)
 
 
 def train_segmenter(steps: int = 150, seed: int = 0) -> dict[str, torch.Tensor]:
     """State dict of a segmenter that labels the shapes' pixels (a few seconds on one core)."""
     weight = torch.tensor([0.3, 1.0, 1.0])
-    return _train(segmenter(), lambda net, images, _, masks: F.cross_entropy(net(images)["out"], masks, weight=weight),
+    return _train(segmenter, lambda net, images, _, masks: F.cross_entropy(net(images)["out"], masks, weight=weight),
                   steps, lr=1e-2, batch_size=8, seed=seed)
 
 
