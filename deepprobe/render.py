@@ -99,3 +99,72 @@ def overlay(image, heat: np.ndarray, alpha: float = 0.5, colormap: str = "jet") 
             (base.shape[1], base.shape[0]), Image.BILINEAR), dtype=np.float32) / 255
     colored = colorize(heat, colormap).astype(np.float32)
     return Image.fromarray(((1 - alpha) * base + alpha * colored).round().astype(np.uint8))
+
+
+def class_color(index: int) -> tuple[int, int, int]:
+    """A distinct colour per class index (matplotlib's tab20, cycled), the same in every figure."""
+    from matplotlib import colormaps
+
+    r, g, b, _ = colormaps["tab20"](int(index) % 20)
+    return round(r * 255), round(g * 255), round(b * 255)
+
+
+def draw_boxes(image, boxes: Sequence[Sequence[float]], captions: Sequence[str],
+               classes: Sequence[int] | None = None, width: int = 2, min_side: int = 224) -> Image.Image:
+    """Boxes (xyxy in the image's pixels) drawn over the image, each with its caption on a coloured tag.
+
+    An image whose short side is under `min_side` is enlarged first (an integer factor, nearest neighbour), so
+    captions stay readable on small inputs; boxes are scaled with it.
+    """
+    pil = to_pil(image).copy()
+    factor = max(1, math.ceil(min_side / max(1, min(pil.size))))
+    if factor > 1:
+        pil = pil.resize((pil.width * factor, pil.height * factor), Image.NEAREST)
+        boxes = [[float(v) * factor for v in box] for box in boxes]
+    draw = ImageDraw.Draw(pil)
+    font = _font(12)
+    classes = list(classes) if classes is not None else list(range(len(boxes)))
+    for box, caption, cls in zip(boxes, captions, classes):
+        x0, y0, x1, y1 = (float(v) for v in box)
+        color = class_color(cls)
+        draw.rectangle((x0, y0, x1, y1), outline=color, width=width)
+        if caption:
+            left, top, right, bottom = draw.textbbox((0, 0), caption, font=font)
+            tag_h = bottom - top + 4
+            ty = y0 - tag_h if y0 - tag_h >= 0 else y0
+            draw.rectangle((x0, ty, x0 + right - left + 6, ty + tag_h), fill=color)
+            draw.text((x0 + 3, ty + 2 - top), caption, fill=(255, 255, 255), font=font)
+    return pil
+
+
+def mask_overlay(image, mask: np.ndarray, alpha: float = 0.5, skip: int | None = None) -> Image.Image:
+    """Each pixel's class (an (H,W) int array) blended over the image in its class colour; `skip` stays clear."""
+    base = np.asarray(to_pil(image), dtype=np.float32)
+    mask = np.asarray(mask)
+    colors = np.zeros_like(base)
+    shown = np.zeros(mask.shape, dtype=bool)
+    for cls in np.unique(mask):
+        if skip is not None and cls == skip:
+            continue
+        where = mask == cls
+        colors[where] = class_color(int(cls))
+        shown |= where
+    blend = np.where(shown[..., None], (1 - alpha) * base + alpha * colors, base)
+    return Image.fromarray(blend.round().astype(np.uint8))
+
+
+def draw_detections(image, detections) -> Image.Image:
+    """A `Detections` (boxes, labels, scores, names) drawn over its image: 'class 0.93' on each box."""
+    captions = [f"{name} {float(score):.2f}" for name, score in zip(detections.names, detections.scores)]
+    return draw_boxes(image, detections.boxes.tolist(), captions, detections.labels.tolist())
+
+
+def draw_segmentation(image, segmentation, alpha: float = 0.5) -> Image.Image:
+    """A `Segmentation`'s class colours over its image (background left clear)."""
+    return mask_overlay(image, segmentation.mask.numpy(), alpha=alpha, skip=segmentation.background)
+
+
+def segmentation_caption(segmentation, most: int = 4) -> str:
+    """'cat 31% · dog 12%' for the largest classes other than background."""
+    shown = [f"{segmentation.names[c]} {segmentation.areas[c]:.0%}" for c in segmentation.present()[:most]]
+    return " · ".join(shown) or "background only"

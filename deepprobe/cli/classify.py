@@ -1,4 +1,5 @@
-"""`deepprobe classify`: top-k classes per image, as a table or JSON."""
+"""`deepprobe classify`: top-k classes per image, as a table or JSON; boxes for detectors, class areas and a
+colour overlay for segmenters."""
 from __future__ import annotations
 
 import typer
@@ -13,22 +14,41 @@ from .inputs import batches, image_paths
 @command(app, "classify")
 def classify_cmd(run, images: list[str] = typer.Argument(..., help="Image files, folders or globs."),
                  top: int = opt(Options, "top", "--top", "-k", help="Classes to show per image."),
-                 batch_size: int = opt(Options, "batch_size", help="Images per forward pass.")):
-    """Print the top-k classes of each image with their probabilities."""
+                 batch_size: int = opt(Options, "batch_size", help="Images per forward pass (detectors and "
+                                                                   "segmenters: one at a time)."),
+                 min_score: str = opt(Options, "min_score", help="Detectors: boxes at or above this score."),
+                 alpha: str = opt(Options, "alpha", help="Segmenters: opacity of the class colours.")):
+    """Print the top-k classes of each image with their probabilities.
+
+    On a detector: every box at or above --min-score (class, score, xyxy) and NAME_detections.png with the boxes
+    drawn; on a segmenter: the classes present with their share of the image and NAME_segmentation.png with a
+    colour per class. Both with JSON sidecars."""
+    from rich.table import Table
+
+    from ..models.tasks import CLASSIFICATION
     from ..techniques.classify import classify
 
+    opts = run.options
     bundle = run.bundle()
     paths = image_paths(run, images)
-    rows = []
-    with make_progress(run.show_progress and len(paths) > batch_size) as progress:
+    rows = []  # classifiers: (file name, [(class, probability)]), laid out by _table to fit the terminal
+    table = Table(title=f"{bundle.spec} on {bundle.device}")  # detectors and segmenters: a row per box / class
+    table.add_column("image")
+    for column in _COLUMNS.get(bundle.task, ()):
+        table.add_column(column)
+    per_pass = opts.batch_size if bundle.task == CLASSIFICATION else 1  # other tasks keep each image's size
+    with make_progress(run.show_progress and len(paths) > per_pass) as progress:
         task = progress.add_task("classifying", total=len(paths), info="")
-        for chunk_paths, x in batches(run, bundle, paths, batch_size):
-            for path, pred in zip(chunk_paths, classify(bundle, x, top)):
-                run.add_result({"input": str(path), **pred.as_dict()})
-                rows.append((path.name, list(zip(pred.labels, pred.probabilities))))
+        for chunk_paths, x in batches(run, bundle, paths, per_pass):
+            for path, photo, found in zip(chunk_paths, x, classify(bundle, x, opts.top, opts.min_score)):
+                if bundle.task == CLASSIFICATION:
+                    run.add_result({"input": str(path), **found.as_dict()})
+                    rows.append((path.name, list(zip(found.labels, found.probabilities))))
+                else:
+                    _WRITERS[bundle.task](run, path, photo, found, table, opts)
             progress.advance(task, len(chunk_paths))
     if run.show_progress:
-        out_console.print(_table(rows, f"{bundle.spec} on {bundle.device}"))
+        out_console.print(_table(rows, table.title) if bundle.task == CLASSIFICATION else table)
 
 
 def _table(rows: list[tuple[str, list[tuple[str, float]]]], title: str):
@@ -56,3 +76,33 @@ def _table(rows: list[tuple[str, list[tuple[str, float]]]], title: str):
         for rank, (c, p) in enumerate(classes, 1):
             long.add_row(name if rank == 1 else "", str(rank), c, f"{p:.1%}", end_section=rank == len(classes))
     return long
+
+
+def _write_detections(run, path, photo, found, table, opts: Options) -> None:
+    from ..io import safe_stem
+    from ..render import captioned, draw_detections
+
+    record = {"input": str(path), "min_score": opts.min_score, **found.as_dict()}
+    caption = f"{len(found)} box(es) at score >= {opts.min_score:g}"
+    out = run.save_image(captioned(draw_detections(photo, found), caption), f"{safe_stem(path)}_detections.png",
+                         result=record)
+    run.add_result({**record, "output": str(out)})
+    for row in found.records() or [{"class": "-", "score": None, "box": None}]:
+        table.add_row(path.name, row["class"], "-" if row["score"] is None else f"{row['score']:.2f}",
+                      "-" if row["box"] is None else ", ".join(f"{v:.0f}" for v in row["box"]))
+
+
+def _write_segmentation(run, path, photo, found, table, opts: Options) -> None:
+    from ..io import safe_stem
+    from ..render import captioned, draw_segmentation, segmentation_caption
+
+    record = {"input": str(path), **found.as_dict()}
+    out = run.save_image(captioned(draw_segmentation(photo, found, opts.alpha), segmentation_caption(found)),
+                         f"{safe_stem(path)}_segmentation.png", result=record)
+    run.add_result({**record, "output": str(out)})
+    for row in found.records():
+        table.add_row(path.name, row["class"] + (" (background)" if row["background"] else ""), f"{row['area']:.1%}")
+
+
+_COLUMNS = {"detection": ("class", "score", "box (x0, y0, x1, y1)"), "segmentation": ("class", "area")}
+_WRITERS = {"detection": _write_detections, "segmentation": _write_segmentation}

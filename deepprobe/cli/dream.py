@@ -46,7 +46,7 @@ def dream_cmd(run, images: list[str] = typer.Argument(..., help="Photos to dream
     if opts.target is not None:
         from ..models.bundle import require_classifier
 
-        require_classifier(bundle)
+        require_classifier(bundle, "dream --target")
         target = bundle.class_index(opts.target)
     paths = image_paths(run, images)
     table = _Table(bundle, opts, target)

@@ -46,7 +46,7 @@ def evaluate_cmd(run, images: list[str] = typer.Argument(..., help="Photos to ex
     methods = evaluation_methods(opts.method or DEFAULT_METHODS)  # unknown methods fail before the model loads
     check_options(opts.deletion_fill, opts.insertion_fill, opts.curves, opts.sanity)
     bundle = run.bundle()
-    require_classifier(bundle)
+    require_classifier(bundle, "evaluate")
     target = bundle.class_index(opts.target) if opts.target is not None else None
     if opts.layer is not None:
         bundle.layer(opts.layer)

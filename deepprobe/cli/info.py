@@ -13,16 +13,25 @@ def models_cmd(run):
     from rich.table import Table
 
     from ..models.sources import BUNDLED, SPEC_FORMS
+    from ..models.torchvision_tasks import task_specs
 
-    rows = [{"spec": s, "meaning": m} for s, m in SPEC_FORMS]
+    rows = [{"spec": s, "task": _FORM_TASKS.get(s, "classification"), "meaning": m} for s, m in SPEC_FORMS]
+    rows += [{"spec": s, "task": t, "meaning": _TASK_MEANING[t]} for s, t in task_specs()]
     run.summary.update(bundled=list(BUNDLED), spec_forms=rows)
     if run.show_progress:
         table = Table(title="model specs (--model)")
-        table.add_column("spec")
+        table.add_column("spec", no_wrap=True)
+        table.add_column("task")
         table.add_column("meaning")
         for row in rows:
-            table.add_row(row["spec"], row["meaning"])
+            table.add_row(row["spec"], row["task"], row["meaning"])
         out_console.print(table)
+
+
+# spec forms whose task is not simply "classification"
+_FORM_TASKS = {"python:module:callable": "by its output"}
+_TASK_MEANING = {"detection": "--weights FILE; COCO names for 91 classes",
+                 "segmentation": "--weights FILE; VOC names for 21 classes"}
 
 
 @command(app, "layers")

@@ -23,6 +23,7 @@ from ..options.ranges import check_ranges
 METHODS: dict[str, str] = {
     "gradcam": "cam:gradcam",
     "gradcam++": "cam:gradcam_pp",
+    "hirescam": "cam:hirescam",
     "saliency": "attributions:saliency",
     "ig": "attributions:integrated_gradients",
     "smoothgrad": "attributions:smoothgrad",
@@ -73,8 +74,17 @@ def to_input_size(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 def explain(probe, x: torch.Tensor, method: str = "gradcam", target=None, layer: str | None = None,
             **method_options) -> torch.Tensor:
-    """(N,H,W) maps in [0,1] at the input's size; `target` None explains the predicted class."""
+    """(N,H,W) maps in [0,1] at the input's size; `target` None explains the predicted class.
+
+    Detectors and segmenters (`probe.task`): see `deepprobe.explain.tasks` -- a detector gives one BoxMaps per
+    image (its boxes, one map per box; `min_score` picks the boxes), a segmenter (N,H,W) maps of `target`'s
+    predicted pixels (default: each image's largest class other than background).
+    """
     check_ranges("explain", method_options)
+    if getattr(probe, "task", "classification") != "classification":
+        from .tasks import explain_task
+
+        return explain_task(probe, x, method, target=target, layer=layer, **method_options)
     fn = method_function(method)
     x = x.to(probe.device)
     targets = None if method in CLASS_FREE and target is None else resolve_targets(probe, x, target)

@@ -80,6 +80,10 @@ class ModelBundle:
                 "input_size": list(self.input_size) if self.input_size else None}
 
 
-def require_classifier(bundle: ModelBundle) -> None:
+def require_classifier(bundle: ModelBundle, what: str = "this command") -> None:
+    """Refuse, in one line, a model that is not a classifier (a detector, a segmenter, CLIP)."""
+    from .tasks import CLASSIFICATION, require_task
+
+    require_task(bundle, what, CLASSIFICATION)
     if bundle.num_classes is None:
         raise DeepprobeError(f"model {bundle.spec} does not look like a classifier (no class outputs found)")

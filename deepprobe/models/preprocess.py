@@ -12,7 +12,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Geometry a model expects: resize short side to `resize`, then crop `crop` (H, W); None = keep size."""
+    """Geometry a model expects: resize short side to `resize`, then crop `crop` (H, W).
+
+    Without a crop (detectors, segmenters: any size and aspect) `resize` only ever shrinks: an image whose short
+    side is above it is scaled down to it, a smaller one is kept as it is (so a saved result re-enters unchanged).
+    """
 
     crop: tuple[int, int] | None = (224, 224)
     resize: int | None = 256
@@ -25,9 +29,13 @@ class Preprocess:
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms import functional as F
 
-        if self.crop is None or tuple(image.shape[-2:]) == tuple(self.crop):
-            return image
         mode = InterpolationMode(self.interpolation)
+        if self.crop is None:
+            if self.resize and min(image.shape[-2:]) > self.resize:
+                return F.resize(image, self.resize, interpolation=mode, antialias=True).clamp(0, 1)
+            return image
+        if tuple(image.shape[-2:]) == tuple(self.crop):
+            return image
         if self.resize:
             image = F.resize(image, self.resize, interpolation=mode, antialias=True)
         else:
@@ -59,6 +67,6 @@ class LogitsOf(nn.Module):
         out = self.net(x)
         if hasattr(out, "logits"):
             return out.logits
-        if isinstance(out, (tuple, list)):
+        if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
             return out[0]
-        return out
+        return out  # a tensor, or a detector's list of dicts (the task adapters take it from here)

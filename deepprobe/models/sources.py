@@ -13,6 +13,7 @@ from ..errors import DeepprobeError
 from .bundle import ModelBundle
 from .labels import imagenet_labels
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, LogitsOf, Normalized, Preprocess
+from .tasks import CLASSIFICATION, DETECTION, SEGMENTATION, task_of, wrap_by_output
 from .weights import fit_state_dict, map_in_order, read_state_dict
 
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -30,7 +31,8 @@ SPEC_FORMS = [
     ("onnx:FILE", "an ONNX model (e.g. from torch.onnx.export), converted to PyTorch with onnx2torch and checked "
                   "against onnxruntime"),
     ("hf:DIR", "a Hugging Face image classifier saved with save_pretrained() in a local folder"),
-    ("python:module:callable", "calls YOUR code, which returns an nn.Module (it runs with your permissions)"),
+    ("python:module:callable", "calls YOUR code, which returns an nn.Module (it runs with your permissions); "
+                               "a list of box dicts or (N,C,H,W) output makes it a detector or segmenter"),
 ]
 NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "half": ((0.5,) * 3, (0.5,) * 3),
                   "none": ((0.0,) * 3, (1.0,) * 3)}
@@ -58,16 +60,47 @@ def load_model(spec: str = DEFAULT_MODEL, weights: str | Path | None = None, dev
     if input_size is not None:
         pre = Preprocess(crop=(input_size, input_size), resize=pre.resize and int(round(input_size * 256 / 224)),
                          mean=pre.mean, std=pre.std, interpolation=pre.interpolation)
+    net, pre, task, classes = _settle_task(net, pre, kind if rest else "bundled", dev, spec)
     wrapped = Normalized(net, pre.mean, pre.std).to(dev).eval()
     for p in wrapped.parameters():
         p.requires_grad_(False)
     bundle = ModelBundle(net=wrapped, labels=labels, preprocess=pre, spec=spec, device=dev,
-                         weights=str(weights) if weights else None)
-    if labels is None:
-        bundle.notes["num_classes"] = _count_outputs(bundle)
+                         weights=str(weights) if weights else None, task=task)
+    if task != CLASSIFICATION:
+        bundle.notes["num_classes"] = classes
+        if labels is not None and classes is not None and len(labels) != classes:
+            bundle.labels = None  # names of another class count would label the wrong classes
+    elif labels is None:
+        bundle.notes["num_classes"] = classes if classes is not None else _count_outputs(bundle)
         if bundle.notes["num_classes"] == 1000:
             bundle.labels = imagenet_labels()
     return bundle
+
+
+def _settle_task(net: nn.Module, pre: Preprocess, kind: str, dev: torch.device, spec: str):
+    """(net, preprocess, task, class count) once the task is known.
+
+    Adapters declare their task; a user's network (python:, torchscript:, onnx:) is judged by its output on
+    one zero image and wrapped: detectors and segmenters then keep the image's aspect (no centre crop).
+    """
+    task = task_of(net)
+    classes = None
+    if task is None and kind in ("python", "torchscript", "onnx"):
+        size = pre.crop or (224, 224)
+        zeros = torch.zeros(1, 3, *size, device=dev)
+        try:
+            with torch.no_grad():
+                out = Normalized(net, pre.mean, pre.std).to(dev).eval()(zeros)
+        except Exception as exc:  # noqa: BLE001 - report user model failures as one line
+            raise DeepprobeError(f"model {spec} failed on a (1,3,{size[0]},{size[1]}) image: {exc}") from exc
+        net, task = wrap_by_output(net, out)
+        if task == CLASSIFICATION:
+            classes = int(out.shape[1]) if isinstance(out, torch.Tensor) and out.dim() == 2 else None
+        pre = Preprocess(crop=None, resize=net.short_side, mean=pre.mean, std=pre.std,
+                         interpolation=pre.interpolation) if task != CLASSIFICATION else pre
+    if task in (DETECTION, SEGMENTATION):
+        classes = net.num_classes
+    return net, pre, task or CLASSIFICATION, classes
 
 
 def _with_normalization(pre: Preprocess, normalize: str) -> Preprocess:
@@ -145,6 +178,10 @@ def _torchvision(name: str, weights):
 
     if name not in torchvision.models.list_models():
         raise DeepprobeError(f"unknown torchvision model {name!r}")
+    from .torchvision_tasks import build, task_of_name
+
+    if task_of_name(name):
+        return build(name, weights)
     net = torchvision.models.get_model(name, weights=None)
     if weights:
         state = read_state_dict(weights)
@@ -220,4 +257,6 @@ def _python(target: str, weights):
         raise DeepprobeError(f"{target} returned {type(net).__name__}, not a torch.nn.Module")
     if weights:
         fit_state_dict(net, read_state_dict(weights), Path(weights).name)
-    return LogitsOf(net), None, Preprocess(crop=(224, 224), resize=256, mean=(0.0,) * 3, std=(1.0,) * 3)
+    names = getattr(net, "labels", None)  # a factory may name its classes: net.labels = ["cat", "dog"]
+    labels = list(names) if isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names) else None
+    return LogitsOf(net), labels, Preprocess(crop=(224, 224), resize=256, mean=(0.0,) * 3, std=(1.0,) * 3)

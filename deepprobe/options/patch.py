@@ -23,12 +23,17 @@ class Options:
     y: float | None = None  # centre y as a fraction of the height
     scale: float | None = None  # side as a fraction of the shorter side
     angle: float | None = None  # rotation in degrees
+    # detectors (Thys et al. 2019): a patch on each box of a class that hides it
+    vanish: str | None = None  # class to hide (or "all"); train on a detector: required
+    box_size: float = 0.45  # patch side as a fraction of each box's side (sqrt of its area)
+    min_score: float = 0.5  # a box counts as detected at or above this score
 
 
 RANGES = {
     "size": "(0, 1]", "steps": "[1, inf)", "lr": "(0, inf)", "batch_size": "[1, inf)", "scale_min": "(0, inf)",
     "scale_max": "(0, inf)", "rotation": "[0, 180]", "preview": "[1, inf)",
-    "x": "[0, 1]", "y": "[0, 1]", "scale": "(0, 1]", "angle": "(-inf, inf)",
+    "x": "[0, 1]", "y": "[0, 1]", "scale": "(0, 1]", "angle": "(-inf, inf)", "box_size": "(0, 2]",
+    "min_score": "(0, 1]",
 }
 
 

@@ -1,4 +1,5 @@
-"""Top-k classification of a batch (the sanity check every other technique starts from)."""
+"""Top-k classification of a batch (the sanity check every other technique starts from); on a detector the
+boxes it finds, on a segmenter the class of every pixel."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,6 +7,8 @@ from dataclasses import dataclass
 import torch
 
 from ..models import ModelBundle
+from ..models.outputs import Detections, Segmentation, detect, segment
+from ..models.tasks import CLASSIFICATION, DETECTION, SEGMENTATION, require_task
 from ..options.ranges import check_ranges
 
 
@@ -20,9 +23,17 @@ class Prediction:
                         for i, c, p in zip(self.indices, self.labels, self.probabilities)]}
 
 
-def classify(bundle: ModelBundle, images: torch.Tensor, top: int = 5) -> list[Prediction]:
-    """Top-`top` classes and softmax probabilities per image of a (N,3,H,W) batch in [0,1]."""
+def classify(bundle: ModelBundle, images: torch.Tensor, top: int = 5,
+             min_score: float = 0.5) -> list[Prediction] | list[Detections] | list[Segmentation]:
+    """What the model sees in each image of a (N,3,H,W) batch in [0,1]:
+    a classifier's top-`top` classes and softmax probabilities (`Prediction`), a detector's boxes at or above
+    `min_score` (`Detections`), a segmenter's class per pixel and area per class (`Segmentation`)."""
     check_ranges("classify", locals())
+    if bundle.task == DETECTION:
+        return detect(bundle, images, min_score)
+    if bundle.task == SEGMENTATION:
+        return segment(bundle, images)
+    require_task(bundle, "classify", CLASSIFICATION, DETECTION, SEGMENTATION)
     probs = bundle.predict(images)
     k = min(top, probs.shape[1])
     values, indices = probs.topk(k, dim=1)

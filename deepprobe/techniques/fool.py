@@ -116,6 +116,9 @@ def attack(bundle: ModelBundle, x: torch.Tensor, target: ClassSpec = None, *, la
     one step regardless). `callback(step, total, loss, fwd)` reports progress.
     `seed`: one int for the batch, or one per image (then an image's random start does not depend on its batch).
     """
+    if getattr(bundle, "task", "classification") != "classification":
+        raise DeepprobeError(f"attack() fools classifiers; {bundle.spec} is a {bundle.task} model: use "
+                             "deepprobe.fool_detector / deepprobe.fool_segmenter")
     if method not in METHODS:
         raise DeepprobeError(f"unknown attack method {method!r} (choose from {', '.join(METHODS)})")
     if norm not in NORMS:
@@ -478,7 +481,7 @@ def eval_mode(net: torch.nn.Module):
 
 def options_dict(opts: Options) -> dict:
     """Options -> keyword arguments of `attack` (everything but the CLI-only fields)."""
-    values = {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("batch_size", "amplify")}
+    values = {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("batch_size", "amplify", "min_score")}
     values["method"] = DEFAULT_METHOD if values["method"] is None else values["method"]
     values["steps"] = DEFAULT_STEPS if values["steps"] is None else values["steps"]
     return values

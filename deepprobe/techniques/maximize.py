@@ -166,7 +166,7 @@ def resolve_units(probe: ModelBundle, target=None, layer: str | None = None, cha
     if targets:
         from ..models.bundle import require_classifier
 
-        require_classifier(probe)
+        require_classifier(probe, "maximize --target")
         for t in targets:
             index = probe.class_index(t)
             units.append(Unit("class", index, label=probe.class_name(index)))

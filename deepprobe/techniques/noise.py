@@ -88,7 +88,7 @@ def fool_from_noise(probe: ModelBundle, targets: Sequence[int | str] | int | str
     if method not in METHODS:
         raise DeepprobeError(f"--method for --from-noise must be one of {', '.join(METHODS)}, got {method!r}")
     check_ranges("noise", locals())
-    require_classifier(probe)
+    require_classifier(probe, "fool --from-noise")
     if isinstance(targets, (int, str)):
         targets = [targets]
     if not targets:

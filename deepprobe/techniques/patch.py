@@ -61,7 +61,7 @@ class AppliedPatch:
 
 
 def _target_index(probe: ModelBundle, target: int | str | None) -> int:
-    require_classifier(probe)
+    require_classifier(probe, "a classifier patch (--target)")
     if target is None:
         raise DeepprobeError("a patch needs a target class (--target)")
     return probe.class_index(target)
