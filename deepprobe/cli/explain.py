@@ -6,11 +6,10 @@ from pathlib import Path
 import typer
 
 from ..errors import DeepprobeError
-from ..options.explain import CAM_METHODS, CLASS_FREE, DEFAULT_METHODS, METHOD_OPTIONS, Options, default_methods
+from ..options.explain import (CAM_METHODS, CLASS_FREE, DEFAULT_METHODS, LAYER_METHODS, METHOD_OPTIONS, Options,
+                               default_methods, method_kwargs)
 from . import app
 from .common import command, opt, out_console
-
-LAYER_METHODS = CAM_METHODS + ("attention",)  # methods that read --layer (a module name; a block index for attention)
 
 
 @command(app, "explain")
@@ -102,16 +101,6 @@ def _check(opts: Options) -> None:
     if opts.layer and "attention" in methods and any(m in CAM_METHODS for m in methods):
         raise DeepprobeError("--layer is a module name for CAMs but a block index for attention: "
                              "run them as separate commands")
-
-
-def method_kwargs(opts: Options, method: str, cam_layer: str | None) -> dict:
-    """The keyword options `explain()` takes for `method`, its layer included."""
-    kwargs = {name: getattr(opts, name) for name in METHOD_OPTIONS.get(method, ())}
-    if method in LAYER_METHODS and opts.layer:
-        kwargs["layer"] = opts.layer
-    elif method in CAM_METHODS:
-        kwargs["layer"] = cam_layer
-    return kwargs
 
 
 class _Explainer:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..options.explain import CAM_METHODS, Options
+from ..options.explain import CAM_METHODS, Options, method_kwargs
 from .common import out_console
-from .explain import method_kwargs
 
 
 def explain_task_images(run, bundle, images: list[str], opts: Options) -> None:

@@ -21,6 +21,7 @@ from ..errors import DeepprobeError
 from ..models.outputs import Detections, detect, segment
 from ..models.tasks import DETECTION, SEGMENTATION, describe_task
 from ..options.explain import CAM_METHODS
+from .maps import class_maps
 
 IOU_THRESHOLD = 0.5  # FasterRCNNBoxScoreTarget's default
 # methods that explain one number per image and so carry over to detectors and segmenters
@@ -112,8 +113,6 @@ class BoxMaps:
 def explain_boxes(bundle, x: torch.Tensor, method: str = "gradcam", target=None, layer: str | None = None,
                   min_score: float = 0.5, **method_options) -> list[BoxMaps]:
     """Per image: the boxes at or above `min_score` (of class `target` if given) and one map per box."""
-    from . import explain
-
     classes = _classes(bundle, target)
     found = [d.of(classes) for d in detect(bundle, x, min_score)]
     layer = layer or (default_task_layer(bundle, x) if method in CAM_METHODS else None)
@@ -122,7 +121,7 @@ def explain_boxes(bundle, x: torch.Tensor, method: str = "gradcam", target=None,
         maps = []
         for box, label in zip(det.boxes, det.labels):
             view = score_view(bundle, lambda outs, b=box, c=int(label): torch.stack([box_score(o, b, c) for o in outs]))
-            maps.append(explain(view, x[i:i + 1], method, target=0, layer=layer, **method_options)[0].cpu())
+            maps.append(class_maps(view, x[i:i + 1], method, target=0, layer=layer, **method_options)[0].cpu())
         size = tuple(x.shape[-2:])
         results.append(BoxMaps(det, torch.stack(maps) if maps else torch.zeros(0, *size)))
     return results
@@ -136,8 +135,6 @@ def explain_segments(bundle, x: torch.Tensor, method: str = "gradcam", target=No
     target None: each image's largest class other than background. An image where the class covers no pixel
     gets an all-zero map (its score is constantly 0).
     """
-    from . import explain
-
     seg = segment(bundle, x)
     if target is None:
         classes = [(s.present() or s.present(with_background=True))[0] for s in seg]
@@ -151,7 +148,7 @@ def explain_segments(bundle, x: torch.Tensor, method: str = "gradcam", target=No
             maps.append(torch.zeros(x.shape[-2:]))
             continue
         view = score_view(bundle, lambda logits, c=cls, m=region.float(): mask_score(logits, c, m))
-        maps.append(explain(view, x[i:i + 1], method, target=0, layer=layer, **method_options)[0].cpu())
+        maps.append(class_maps(view, x[i:i + 1], method, target=0, layer=layer, **method_options)[0].cpu())
     return torch.stack(maps)
 
 

@@ -44,13 +44,6 @@ RANGES = {
 }
 
 
-RANGES = {
-    "batch_size": "[1, inf)", "steps": "[1, inf)", "internal_batch": "[1, inf)", "samples": "[1, inf)",
-    "noise": "[0, 1]", "window": "[0, inf)", "stride": "[0, inf)", "discard_ratio": "[0, 1)", "head": "[0, inf)",
-    "alpha": "[0, 1]",
-}
-
-
 # Method option -> the methods that read it (what `explain()` is given for each method).
 METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "ig": ("steps", "internal_batch"),
@@ -59,6 +52,17 @@ METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "rollout": ("head_fusion", "discard_ratio"),
     "attention": ("head",),
 }
+LAYER_METHODS = CAM_METHODS + ("attention",)  # methods that read --layer (a module name; a block index for attention)
+
+
+def method_kwargs(opts: Options, method: str, cam_layer: str | None) -> dict:
+    """The keyword options `explain()` takes for `method`, its layer included (shared by the CLI's explainers)."""
+    kwargs = {name: getattr(opts, name) for name in METHOD_OPTIONS.get(method, ())}
+    if method in LAYER_METHODS and opts.layer:
+        kwargs["layer"] = opts.layer
+    elif method in CAM_METHODS:
+        kwargs["layer"] = cam_layer
+    return kwargs
 
 
 def default_methods(task: str) -> list[str]:

@@ -51,14 +51,7 @@ class Options:
 RANGES = {
     "eps": "(0, inf)", "alpha": "(0, inf)", "steps": "[1, inf)", "lr": "(0, inf)", "kappa": "[0, inf)",
     "rounds": "[0, inf)", "search_steps": "[1, inf)", "c": "(0, inf)", "batch_size": "[1, inf)", "amplify": "(0, inf)",
-    "min_score": "(0, 1]",
-}
-
-
-RANGES = {
-    "eps": "(0, inf)", "alpha": "(0, inf)", "steps": "[1, inf)", "lr": "(0, inf)", "kappa": "[0, inf)",
-    "rounds": "[0, inf)", "search_steps": "[1, inf)", "c": "(0, inf)", "batch_size": "[1, inf)", "amplify": "(0, inf)",
-    "confidence": "[0, 1)",
+    "confidence": "[0, 1)", "min_score": "(0, 1]",
 }
 
 

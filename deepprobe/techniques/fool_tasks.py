@@ -26,7 +26,7 @@ from ..models.outputs import IOU_MATCH, Detections, background_index, detect, se
 from ..models.tasks import DETECTION, SEGMENTATION, require_task
 from ..options.fool import DAG_STEP, DAG_STEPS, DEFAULT_TASK_METHOD, TASK_METHODS, TOG_ALPHA, TOG_EPS, TOG_STEPS
 from ..options.fool import Options
-from .fool import _on_grid
+from .fool import on_grid
 
 Callback = Callable[[int, int, float, "E.Forward"], None]
 ClassList = str | int | list | tuple | None
@@ -322,7 +322,7 @@ def _attack(bundle, x, before, text, objective, done, judge, margin, *, method, 
         current[todo] = res.images
         if res.stopped in ("interrupted", "nan"):
             stopped, message = res.stopped, res.message
-        adv = _on_grid(current, x, bound)
+        adv = on_grid(current, x, bound)
         ok, share, after = judge(adv)
         if stopped != "done" or bool(ok.all()) or attempt == rounds:
             break
