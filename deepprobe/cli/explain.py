@@ -9,6 +9,7 @@ from ..errors import DeepprobeError
 from ..options.explain import CLASS_FREE, DEFAULT_METHODS, METHOD_OPTIONS, Options
 from . import app
 from .common import command, opt, out_console
+from .prompts import apply_prompts, labels_option, text_option
 
 CAM_METHODS = ("gradcam", "gradcam++")
 LAYER_METHODS = CAM_METHODS + ("attention",)  # methods that read --layer (a module name; a block index for attention)
@@ -36,13 +37,17 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
                 discard_ratio: str = opt(Options, "discard_ratio", help="rollout: share of the lowest attentions "
                                                                         "dropped per row (CLS column kept)."),
                 head: int = opt(Options, "head", help="attention: show this head instead of the mean."),
-                alpha: str = opt(Options, "alpha", help="Opacity of the heat map over the photo.")):
+                alpha: str = opt(Options, "alpha", help="Opacity of the heat map over the photo."),
+                text: list[str] = text_option(), labels: str = labels_option()):
     """Explain each image's decision with one or more methods (Grad-CAM, captum, ViT attention).
 
     Writes per image and class NAME_METHOD_CLASS.png
     (heat map over the photo, captioned with method, class, probability and layer), NAME_METHOD_CLASS.npy (the
     map, HxW in [0,1] at the model's input size), with several methods NAME_CLASS_panel.png (input | each
-    method), with `attention` NAME_attention_heads.png (one tile per head), and JSON sidecars."""
+    method), with `attention` NAME_attention_heads.png (one tile per head), and JSON sidecars.
+
+    With a CLIP model (hf:DIR) every --text/--labels prompt is explained (or only the --target ones); `chefer`
+    then also scores each word of the prompt (Chefer's bi-modal rule on the text tower), printed and saved."""
     from ..explain import method_function
     from ..models.bundle import require_classifier
     from .inputs import batches, image_paths
@@ -52,11 +57,14 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
     for name in opts.method:
         method_function(name)  # unknown methods fail here, listing the known ones
     bundle = run.bundle()
+    prompts = apply_prompts(run, bundle, text, labels)
     targets: list[int | None] = [None]
     if opts.target or any(m not in CLASS_FREE for m in opts.method):
         require_classifier(bundle)
     if opts.target:
         targets = list(dict.fromkeys(bundle.class_index(t) for t in opts.target))  # typos fail here
+    elif prompts:
+        targets = list(range(len(prompts)))  # CLIP: a map for each prompt
     if opts.layer and any(m in CAM_METHODS for m in opts.method):
         bundle.layer(opts.layer)  # unknown layers fail here, once, with suggestions
     paths = image_paths(run, images)
@@ -103,7 +111,9 @@ class _Explainer:
         self.run, self.bundle, self.opts, self.targets = run, bundle, opts, targets
         self.cam_layer: str | None = opts.layer if any(m in CAM_METHODS for m in opts.method) else None
         self.table = Table(title=f"explain · {bundle.spec} · {', '.join(opts.method)} on {bundle.device}")
-        for column in ("image", "class", "probability", "predicted", "output"):
+        # CLIP with chefer: the words of each prompt are scored too (bi-modal relevance on the text tower)
+        self.words = bundle.task == "image-text" and "chefer" in opts.method
+        for column in ("image", "class", "probability", "predicted", "output") + (("words (chefer)",) if self.words else ()):
             self.table.add_column(column)
 
     def _method_kwargs(self, method: str) -> dict:
@@ -139,13 +149,21 @@ class _Explainer:
             from ..explain.transformer import attention_heads
 
             heads = attention_heads(self.bundle, x, layer=self.opts.layer).cpu()
+        words = {}
+        if self.words:
+            from ..explain.clip import text_relevance
+
+            for target in self.targets:
+                words[target] = text_relevance(self.bundle, x, predicted if target is None else
+                                               torch.full_like(predicted, target))
         photos = x.detach().cpu()
         for i, path in enumerate(paths):
             for target in self.targets:
                 cls = int(predicted[i]) if target is None else target
                 per_method = {m: maps[(m, None if m in CLASS_FREE else target)][i] for m in self.opts.method}
                 self._write(path, photos[i], per_method, cls, probs[i] if probs is not None else None,
-                            int(predicted[i]) if predicted is not None else None, target is None)
+                            int(predicted[i]) if predicted is not None else None, target is None,
+                            words[target][i] if words else None)
             if heads is not None:
                 self._write_heads(path, photos[i], heads[i])
 
@@ -156,7 +174,8 @@ class _Explainer:
             return f"{what} (class-free)\ntop: {self.bundle.class_name(cls)}{p}"
         return f"{what}\n{self.bundle.class_name(cls)}{p}"
 
-    def _write(self, path: Path, photo, per_method: dict, cls: int, prob, pred: int | None, is_pred: bool) -> None:
+    def _write(self, path: Path, photo, per_method: dict, cls: int, prob, pred: int | None, is_pred: bool,
+               words=None) -> None:
         import numpy as np
 
         from ..io import name_slug, safe_stem
@@ -168,12 +187,14 @@ class _Explainer:
                   "probability": round(float(prob[cls]), 6) if prob is not None else None,
                   "predicted": self.bundle.class_name(pred) if pred is not None else None,
                   "target_is_predicted": is_pred, "methods": {}}
+        if words is not None:
+            record["text_relevance"] = words.as_dict()
         tiles, captions = [photo], [f"input · predicted {record['predicted']}"
                                     + (f" {float(prob[pred]):.1%}" if prob is not None else "")]
         for method, heat in per_method.items():
             heat_np = heat.numpy().astype(np.float32)
             name = f"{stem}_{name_slug(method.replace('+', 'p'))}_{name_slug(class_name)}"
-            caption = self._caption(method, cls, prob)
+            caption = self._caption(method, cls, prob) + (f"\nwords: {words.line()}" if words and method == "chefer" else "")
             pic = overlay(photo, heat_np, alpha=self.opts.alpha)
             entry = {"method": method, "layer": self.cam_layer if method in CAM_METHODS else
                      (self.opts.layer if method == "attention" else None),
@@ -192,7 +213,7 @@ class _Explainer:
             record["panel"] = shown = str(out)
         self.run.add_result(record)
         self.table.add_row(path.name, class_name, f"{record['probability']:.1%}" if prob is not None else "-",
-                           record["predicted"] or "-", Path(shown).name)
+                           record["predicted"] or "-", Path(shown).name, *((words.line(),) if words else ()))
 
     def _write_heads(self, path: Path, photo, heads) -> None:
         from ..io import safe_stem
