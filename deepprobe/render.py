@@ -110,9 +110,17 @@ def class_color(index: int) -> tuple[int, int, int]:
 
 
 def draw_boxes(image, boxes: Sequence[Sequence[float]], captions: Sequence[str],
-               classes: Sequence[int] | None = None, width: int = 2) -> Image.Image:
-    """Boxes (xyxy in the image's pixels) drawn over the image, each with its caption on a coloured tag."""
+               classes: Sequence[int] | None = None, width: int = 2, min_side: int = 224) -> Image.Image:
+    """Boxes (xyxy in the image's pixels) drawn over the image, each with its caption on a coloured tag.
+
+    An image whose short side is under `min_side` is enlarged first (an integer factor, nearest neighbour), so
+    captions stay readable on small inputs; boxes are scaled with it.
+    """
     pil = to_pil(image).copy()
+    factor = max(1, math.ceil(min_side / max(1, min(pil.size))))
+    if factor > 1:
+        pil = pil.resize((pil.width * factor, pil.height * factor), Image.NEAREST)
+        boxes = [[float(v) * factor for v in box] for box in boxes]
     draw = ImageDraw.Draw(pil)
     font = _font(12)
     classes = list(classes) if classes is not None else list(range(len(boxes)))

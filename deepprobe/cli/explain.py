@@ -6,20 +6,20 @@ from pathlib import Path
 import typer
 
 from ..errors import DeepprobeError
-from ..options.explain import CLASS_FREE, DEFAULT_METHODS, METHOD_OPTIONS, Options
+from ..options.explain import CAM_METHODS, CLASS_FREE, DEFAULT_METHODS, METHOD_OPTIONS, Options, default_methods
 from . import app
 from .common import command, opt, out_console
 from .prompts import apply_prompts, labels_option, text_option
 
-CAM_METHODS = ("gradcam", "gradcam++")
 LAYER_METHODS = CAM_METHODS + ("attention",)  # methods that read --layer (a module name; a block index for attention)
 
 
 @command(app, "explain")
 def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to explain (files, folders or globs)."),
-                method: list[str] = opt(Options, "method", help="gradcam, gradcam++, saliency, ig, smoothgrad, "
-                                        "occlusion, guided-backprop (any model); rollout, chefer, attention "
-                                        f"(vision transformers). Repeat for several; default {', '.join(DEFAULT_METHODS)}."),
+                method: list[str] = opt(Options, "method", help="gradcam, gradcam++, hirescam, saliency, ig, "
+                                        "smoothgrad, occlusion, guided-backprop (any model); rollout, chefer, "
+                                        "attention (vision transformers). Repeat for several; default "
+                                        f"{', '.join(DEFAULT_METHODS)} (hirescam on detectors)."),
                 target: list[str] = opt(Options, "target", help="Class to explain (name or index); repeat for "
                                                                 "several. Default: each image's predicted class."),
                 layer: str = opt(Options, "layer", help="CAM layer (see `deepprobe layers`; default: the last "
@@ -38,6 +38,8 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
                                                                         "dropped per row (CLS column kept)."),
                 head: int = opt(Options, "head", help="attention: show this head instead of the mean."),
                 alpha: str = opt(Options, "alpha", help="Opacity of the heat map over the photo."),
+                min_score: str = opt(Options, "min_score", help="Detectors: explain each box at or above this "
+                                                                "score."),
                 text: list[str] = text_option(), labels: str = labels_option()):
     """Explain each image's decision with one or more methods (Grad-CAM, captum, ViT attention).
 
@@ -46,9 +48,15 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
     map, HxW in [0,1] at the model's input size), with several methods NAME_CLASS_panel.png (input | each
     method), with `attention` NAME_attention_heads.png (one tile per head), and JSON sidecars.
 
-    With a CLIP model (hf:DIR) every --text/--labels prompt is explained (or only the --target ones); `chefer`
-    then also scores each word of the prompt (Chefer's bi-modal rule on the text tower), printed and saved."""
+    Detectors: one map per box at or above --min-score (of the --target classes if given), drawn with its box:
+    NAME_METHOD_boxK_CLASS.png/.npy. Segmenters: the map of each --target class (default: the largest one) over
+    the pixels the model gives it: NAME_METHOD_CLASS.png/.npy. Both with a panel when several methods run.
+
+    CLIP (hf:DIR): every --text/--labels prompt is explained (or only the --target ones); `chefer` then also
+    scores each word of the prompt (Chefer's bi-modal rule on the text tower), printed and saved.
+    DETR (hf:DIR): `chefer` is Chefer's encoder-decoder relevance of each box's query."""
     from ..explain import method_function
+    from ..explain.detr import is_detr
     from ..models.bundle import require_classifier
     from .inputs import batches, image_paths
 
@@ -58,6 +66,11 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
         method_function(name)  # unknown methods fail here, listing the known ones
     bundle = run.bundle()
     prompts = apply_prompts(run, bundle, text, labels)
+    opts.method = opts.method or (["chefer"] if is_detr(bundle) else default_methods(bundle.task))  # DETR: its attention
+    if bundle.task in ("detection", "segmentation"):
+        from .explain_tasks import explain_task_images
+
+        return explain_task_images(run, bundle, images, opts)
     targets: list[int | None] = [None]
     if opts.target or any(m not in CLASS_FREE for m in opts.method):
         require_classifier(bundle)
@@ -79,8 +92,7 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
 
 def _check(opts: Options) -> None:
     """Option values a user can get wrong, reported before any model is loaded."""
-    if not opts.method:
-        raise DeepprobeError("give at least one --method")
+    methods = opts.method or DEFAULT_METHODS
     if opts.steps < 2:
         raise DeepprobeError(f"--steps must be at least 2, got {opts.steps}")
     if opts.internal_batch < 1 or opts.samples < 1:
@@ -95,11 +107,21 @@ def _check(opts: Options) -> None:
         raise DeepprobeError(f"--discard-ratio must be in [0, 1), got {opts.discard_ratio:g}")
     if not 0.0 <= opts.alpha <= 1.0:
         raise DeepprobeError(f"--alpha must be in [0, 1], got {opts.alpha:g}")
-    if opts.layer and not any(m in LAYER_METHODS for m in opts.method):
+    if opts.layer and not any(m in LAYER_METHODS for m in methods):
         raise DeepprobeError(f"--layer applies to {', '.join(LAYER_METHODS)} only")
-    if opts.layer and "attention" in opts.method and any(m in CAM_METHODS for m in opts.method):
+    if opts.layer and "attention" in methods and any(m in CAM_METHODS for m in methods):
         raise DeepprobeError("--layer is a module name for CAMs but a block index for attention: "
                              "run them as separate commands")
+
+
+def method_kwargs(opts: Options, method: str, cam_layer: str | None) -> dict:
+    """The keyword options `explain()` takes for `method`, its layer included."""
+    kwargs = {name: getattr(opts, name) for name in METHOD_OPTIONS.get(method, ())}
+    if method in LAYER_METHODS and opts.layer:
+        kwargs["layer"] = opts.layer
+    elif method in CAM_METHODS:
+        kwargs["layer"] = cam_layer
+    return kwargs
 
 
 class _Explainer:
@@ -117,12 +139,7 @@ class _Explainer:
             self.table.add_column(column)
 
     def _method_kwargs(self, method: str) -> dict:
-        kwargs = {name: getattr(self.opts, name) for name in METHOD_OPTIONS.get(method, ())}
-        if method in LAYER_METHODS and self.opts.layer:
-            kwargs["layer"] = self.opts.layer
-        elif method in CAM_METHODS:
-            kwargs["layer"] = self.cam_layer
-        return kwargs
+        return method_kwargs(self.opts, method, self.cam_layer)
 
     def batch(self, paths: list[Path], x, progress, task) -> None:
         import torch

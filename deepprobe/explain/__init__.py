@@ -22,6 +22,7 @@ from ..options.explain import CLASS_FREE  # explain() skips the predicted-class 
 METHODS: dict[str, str] = {
     "gradcam": "cam:gradcam",
     "gradcam++": "cam:gradcam_pp",
+    "hirescam": "cam:hirescam",
     "saliency": "attributions:saliency",
     "ig": "attributions:integrated_gradients",
     "smoothgrad": "attributions:smoothgrad",
@@ -72,7 +73,17 @@ def to_input_size(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 def explain(probe, x: torch.Tensor, method: str = "gradcam", target=None, layer: str | None = None,
             **method_options) -> torch.Tensor:
-    """(N,H,W) maps in [0,1] at the input's size; `target` None explains the predicted class."""
+    """(N,H,W) maps in [0,1] at the input's size; `target` None explains the predicted class.
+
+    Detectors and segmenters (`probe.task`): see `deepprobe.explain.tasks` -- a detector gives one BoxMaps per
+    image (its boxes, one map per box; `min_score` picks the boxes), a segmenter (N,H,W) maps of `target`'s
+    predicted pixels (default: each image's largest class other than background). CLIP (`image-text`) is
+    explained like a classifier whose classes are its prompts (`probe.set_prompts`).
+    """
+    if getattr(probe, "task", "classification") in ("detection", "segmentation"):  # CLIP ranks its prompts
+        from .tasks import explain_task
+
+        return explain_task(probe, x, method, target=target, layer=layer, **method_options)
     fn = method_function(method)
     x = x.to(probe.device)
     targets = None if method in CLASS_FREE and target is None else resolve_targets(probe, x, target)

@@ -157,3 +157,17 @@ def gradcam(probe, x: torch.Tensor, targets: torch.Tensor, layer: str | None = N
 def gradcam_pp(probe, x: torch.Tensor, targets: torch.Tensor, layer: str | None = None) -> torch.Tensor:
     """Grad-CAM++ maps (N,h,w) at the layer's resolution."""
     return class_activation_map(probe, x, targets, layer, gradcam_pp_weights)
+
+
+def hirescam(probe, x: torch.Tensor, targets: torch.Tensor, layer: str | None = None) -> torch.Tensor:
+    """HiResCAM (Draelos & Carin 2020): ReLU(sum_k dY/dA_k * A_k) at each position, (N,h,w).
+
+    Why beside Grad-CAM: Grad-CAM averages each channel's gradient over the whole map before weighting the
+    activations, so a score that depends on one region (a detector's box) lights up wherever those channels
+    fire. The element-wise product keeps the gradient where it is (ODAM, Zhao et al. 2023, does the same for
+    detectors); on a classifier whose logit pools the map uniformly the two agree up to scale.
+    """
+    if targets is None:
+        raise DeepprobeError("a class activation map needs a target class")
+    acts, grads = layer_and_gradient(probe, x, targets, layer or default_cam_layer(probe, x))
+    return (grads * acts).sum(dim=1).clamp(min=0)

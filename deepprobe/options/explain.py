@@ -10,13 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 DEFAULT_METHODS = ("gradcam",)
+# detectors: a box's score depends on one region, which Grad-CAM's averaged channel weights lose (see
+# deepprobe.explain.cam.hirescam); the element-wise map stays on the box
+DEFAULT_METHODS_BY_TASK = {"detection": ("hirescam",)}
+CAM_METHODS = ("gradcam", "gradcam++", "hirescam")  # methods that read a layer's activations and gradients
 # methods whose maps do not depend on the class: computed once per batch, without a predicted-class pass
 CLASS_FREE = ("rollout", "attention")
 
 
 @dataclass
 class Options:
-    method: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))  # one or more explanation methods
+    method: list[str] = field(default_factory=list)  # explanation methods; empty: the task's default_methods()
     target: list[str] = field(default_factory=list)  # class names/indices; empty = each image's predicted class
     layer: str | None = None  # CAM layer (default: last spatial map); `attention`: block index
     batch_size: int = 8  # images per batch
@@ -30,6 +34,14 @@ class Options:
     discard_ratio: float = 0.0  # rollout: lowest attentions dropped per row (the CLS column is kept)
     head: int | None = None  # attention: one head instead of the mean over heads
     alpha: float = 0.5  # opacity of the heat map over the photo
+    min_score: float = 0.5  # detectors: boxes at or above this score get a map each
+
+
+RANGES = {
+    "batch_size": "[1, inf)", "steps": "[1, inf)", "internal_batch": "[1, inf)", "samples": "[1, inf)",
+    "noise": "[0, 1]", "window": "[0, inf)", "stride": "[0, inf)", "discard_ratio": "[0, 1)", "head": "[0, inf)",
+    "alpha": "[0, 1]", "min_score": "[0, 1]",
+}
 
 
 # Method option -> the methods that read it (what `explain()` is given for each method).
@@ -40,6 +52,11 @@ METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "rollout": ("head_fusion", "discard_ratio"),
     "attention": ("head",),
 }
+
+
+def default_methods(task: str) -> list[str]:
+    """The methods `explain` runs when none is given: Grad-CAM, and HiResCAM on detectors."""
+    return list(DEFAULT_METHODS_BY_TASK.get(task, DEFAULT_METHODS))
 
 
 def method_defaults(method: str) -> dict:

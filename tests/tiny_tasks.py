@@ -1,0 +1,167 @@
+"""A tiny detector and a tiny segmenter, trained in seconds on synthetic shapes (no downloadable weights).
+
+Scenes are 64x64: a textured background with a red square and/or a blue disk. Both models are real torchvision
+classes (FasterRCNN with a three-layer backbone; FCN with a three-layer backbone), exposed to deepprobe as
+`python:tests.tiny_tasks:detector` / `python:tests.tiny_tasks:segmenter` with `--weights FILE`, so every test
+runs the same code path as a user's torchvision detector or segmenter. `docs/make_task_figures.py` uses them
+for the README figures.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CLASSES = ["__background__", "square", "disk"]
+SIZE = 64
+COLORS = {1: (0.85, 0.15, 0.1), 2: (0.1, 0.25, 0.9)}  # square: red, disk: blue
+
+
+def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def detector() -> nn.Module:
+    """A FasterRCNN on a 3-layer, stride-8 backbone (torchvision's own detection code, tiny widths)."""
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.ops import MultiScaleRoIAlign
+
+    backbone = nn.Sequential(_block(3, 16, 2), _block(16, 32, 2), _block(32, 32, 2))
+    backbone.out_channels = 32
+    net = FasterRCNN(
+        backbone, num_classes=None, min_size=SIZE, max_size=SIZE,
+        rpn_anchor_generator=AnchorGenerator(sizes=((12, 18, 26),), aspect_ratios=((1.0,),)),
+        box_roi_pool=MultiScaleRoIAlign(["0"], output_size=4, sampling_ratio=1),
+        box_head=TwoMLPHead(32 * 16, 64), box_predictor=FastRCNNPredictor(64, len(CLASSES)),
+        rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=100, rpn_pre_nms_top_n_test=100,
+        rpn_post_nms_top_n_test=50, rpn_batch_size_per_image=64, box_batch_size_per_image=32,
+        box_nms_thresh=0.3, box_detections_per_img=10)
+    net.labels = CLASSES
+    return net
+
+
+def segmenter() -> nn.Module:
+    """torchvision's FCN on a 3-layer, stride-4 backbone; returns {"out": (N,3,H,W)} like torchvision's."""
+    from torchvision.models._utils import IntermediateLayerGetter
+    from torchvision.models.segmentation.fcn import FCN
+
+    body = nn.Sequential()
+    body.add_module("stem", _block(3, 16, 2))
+    body.add_module("layer1", _block(16, 32, 2))
+    body.add_module("layer2", _block(32, 32, 1))
+    head = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(32, len(CLASSES), 1))
+    net = FCN(IntermediateLayerGetter(body, {"layer2": "out"}), head)
+    net.labels = CLASSES
+    return net
+
+
+# ------------------------------------------------------------------------------------------ synthetic scenes
+def scene(gen: torch.Generator, kinds: tuple[int, ...] | None = None,
+          places: list[tuple[float, float, float]] | None = None):
+    """(image (3,S,S) in [0,1], boxes (K,4), labels (K,), mask (S,S)) for one scene.
+
+    kinds: the shapes to draw (default: one or two at random); places: (cx, cy, side) in pixels per shape.
+    """
+    s = SIZE
+    yy, xx = torch.meshgrid(torch.arange(s).float() + 0.5, torch.arange(s).float() + 0.5, indexing="ij")
+    base = torch.rand(3, 1, 1, generator=gen) * 0.4 + 0.3
+    texture = F.interpolate(torch.rand(1, 3, 8, 8, generator=gen), size=(s, s), mode="bilinear")[0]
+    image = (0.6 * base + 0.4 * texture).clamp(0, 1) * 0.8 + 0.1
+    image = image.mean(0, keepdim=True).expand(3, -1, -1).clone()  # grey, so colour means "object"
+    if kinds is None:
+        n = 1 + int(torch.randint(0, 2, (1,), generator=gen))
+        kinds = tuple(int(k) for k in torch.randint(1, 3, (n,), generator=gen))
+    mask = torch.zeros(s, s, dtype=torch.long)
+    boxes, labels = [], []
+    for i, kind in enumerate(kinds):
+        if places is not None:
+            cx, cy, side = places[i]
+        else:
+            for _ in range(50):  # a free spot
+                side = float(torch.empty(1).uniform_(14, 24, generator=gen))
+                cx, cy = (float(v) for v in torch.empty(2).uniform_(side / 2 + 1, s - side / 2 - 1, generator=gen))
+                if all(max(abs(cx - (b[0] + b[2]) / 2), abs(cy - (b[1] + b[3]) / 2)) > (side + b[2] - b[0]) / 2 + 2
+                       for b in boxes):
+                    break
+            else:
+                continue
+        if kind == 1:
+            inside = ((xx - cx).abs() <= side / 2) & ((yy - cy).abs() <= side / 2)
+        else:
+            inside = (xx - cx) ** 2 + (yy - cy) ** 2 <= (side / 2) ** 2
+        shade = 0.85 + 0.15 * float(torch.rand(1, generator=gen))
+        color = torch.tensor(COLORS[kind]).view(3, 1, 1) * shade
+        image = torch.where(inside, color, image)
+        mask[inside] = kind
+        boxes.append([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])
+        labels.append(kind)
+    return image, torch.tensor(boxes).reshape(-1, 4), torch.tensor(labels, dtype=torch.long), mask
+
+
+def two_shapes(gen: torch.Generator | None = None):
+    """A square on the left and a disk on the right (the scene the explain tests ask about)."""
+    gen = gen or torch.Generator().manual_seed(123)
+    return scene(gen, kinds=(1, 2), places=[(17.0, 30.0, 20.0), (46.0, 34.0, 20.0)])
+
+
+def batch(gen: torch.Generator, n: int):
+    scenes = [scene(gen) for _ in range(n)]
+    return (torch.stack([s[0] for s in scenes]), [{"boxes": s[1], "labels": s[2]} for s in scenes],
+            torch.stack([s[3] for s in scenes]))
+
+
+# ------------------------------------------------------------------------------------------ training
+def train_detector(steps: int = 100, seed: int = 0) -> dict[str, torch.Tensor]:
+    """State dict of a detector that finds the shapes (a few seconds on one core)."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    net = detector().train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=steps, pct_start=0.15)
+    for _ in range(steps):
+        images, targets, _ = batch(gen, 6)
+        losses = net(list(images), targets)
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        opt.step()
+        sched.step()
+    return net.eval().state_dict()
+
+
+def train_segmenter(steps: int = 150, seed: int = 0) -> dict[str, torch.Tensor]:
+    """State dict of a segmenter that labels the shapes' pixels (a few seconds on one core)."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    net = segmenter().train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=steps, pct_start=0.15)
+    weight = torch.tensor([0.3, 1.0, 1.0])
+    for _ in range(steps):
+        images, _, masks = batch(gen, 8)
+        loss = F.cross_entropy(net(images)["out"], masks, weight=weight)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    return net.eval().state_dict()
+
+
+def save_trained(folder: str | Path) -> tuple[Path, Path]:
+    """Train both models and save their state dicts as folder/tiny_detector.pth, folder/tiny_segmenter.pth."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    det, seg = folder / "tiny_detector.pth", folder / "tiny_segmenter.pth"
+    torch.save(train_detector(), det)
+    torch.save(train_segmenter(), seg)
+    return det, seg
+
+
+if __name__ == "__main__":  # python tests/tiny_tasks.py FOLDER
+    import sys
+
+    print(*save_trained(sys.argv[1] if len(sys.argv) > 1 else "outputs/tiny"), sep="\n")
+
