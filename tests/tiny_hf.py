@@ -145,3 +145,81 @@ def save_clip(model, tok, folder: Path, size: int = 48) -> Path:
                               tokenizer=tok)
     processor.save_pretrained(folder)
     return folder
+
+
+# ------------------------------------------------------------------------------------------ DETR
+DETR_MEAN = (0.485, 0.456, 0.406)
+DETR_STD = (0.229, 0.224, 0.225)
+
+
+def build_detr(queries: int = 4, seed: int = 0, spread: float = 0.0):
+    """A DetrForObjectDetection with a two-stage ResNet backbone (stride 8: an 8x8 feature grid at 64 px).
+
+    `spread` > 0 redraws the query embeddings, the decoder's query and key projections and the class and box
+    heads with larger weights, so that an untrained model already gives each query its own class scores and box
+    (freshly initialised, every query attends uniformly to the image and they all give the same output)."""
+    from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig
+
+    torch.manual_seed(seed)
+    backbone = ResNetConfig(num_channels=3, embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1],
+                            layer_type="basic", out_features=["stage2"])
+    config = DetrConfig(use_timm_backbone=False, backbone_config=backbone, d_model=32, encoder_layers=1,
+                        decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+                        decoder_ffn_dim=64, num_queries=queries, dropout=0.0,
+                        id2label=dict(enumerate(CLASS_NAMES)), label2id={n: i for i, n in enumerate(CLASS_NAMES)})
+    model = DetrForObjectDetection(config)
+    if spread:
+        with torch.no_grad():
+            model.model.query_position_embeddings.weight.normal_(0, 1.0)
+            for layer in model.model.decoder.layers:
+                for attention in (layer.self_attn, layer.encoder_attn):
+                    attention.q_proj.weight.normal_(0, 0.3)
+                    attention.k_proj.weight.normal_(0, 0.3)
+            for module in (model.class_labels_classifier, *model.bbox_predictor.layers):
+                module.weight.normal_(0, spread)
+                module.bias.normal_(0, spread)
+    return model.eval()
+
+
+def train_detr(steps: int = 1500, size: int = 64, seed: int = 0, lr: float = 2e-3):
+    """A tiny DETR that boxes the two objects of each scene (minutes on one core: for docs/, not the tests).
+
+    The matching is fixed instead of Hungarian: query 0 takes the left object, query 1 the right one, the other
+    queries learn "no object" (the scenes always hold two objects in two vertical strips); losses as DETR's:
+    cross-entropy + 5 L1 + 2 generalized IoU on the boxes."""
+    from torchvision.ops import box_convert, generalized_box_iou
+
+    model = build_detr(seed=seed)
+    mean, std = torch.tensor(DETR_MEAN).view(1, 3, 1, 1), torch.tensor(DETR_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        model.model.query_position_embeddings.weight.normal_(0, 1.0)
+    x_all, c_all, b_all, _ = scenes(2048, seed=seed, size=size, objects_per_image=2)
+    queries = model.config.num_queries
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        i = torch.randint(0, len(x_all), (32,), generator=g)
+        out = model(pixel_values=(x_all[i] - mean) / std)
+        target = torch.full((len(i), queries), len(CLASS_NAMES))
+        target[:, :2] = c_all[i]
+        predicted = box_convert(out.pred_boxes[:, :2], "cxcywh", "xyxy").flatten(0, 1)
+        truth = (b_all[i] / size).flatten(0, 1)
+        loss = (F.cross_entropy(out.logits.flatten(0, 1), target.flatten())
+                + 5 * (predicted - truth).abs().sum(-1).mean()
+                + 2 * (1 - torch.diag(generalized_box_iou(predicted, truth))).mean())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    return model.eval()
+
+
+def save_detr(model, folder: Path, size: int = 64) -> Path:
+    """Saved as a user saves facebook/detr-*: the model and its image processor (resize to `size`)."""
+    from transformers import DetrImageProcessor
+
+    model.save_pretrained(folder)
+    DetrImageProcessor(size={"shortest_edge": size, "longest_edge": size * 3 // 2}).save_pretrained(folder)
+    return folder

@@ -60,8 +60,7 @@ def is_detr(probe) -> bool:
 
 
 def _gradients(score: torch.Tensor, maps: list[torch.Tensor]) -> list[torch.Tensor]:
-    """d score / d map for each map; zero for maps the image does not reach (the first decoder layer's
-    self-attention reads only the learned queries)."""
+    """d score / d map for each map (zero for a map the score does not depend on)."""
     live = [i for i, a in enumerate(maps) if a.requires_grad]
     with torch.enable_grad():
         found = torch.autograd.grad(score, [maps[i] for i in live], retain_graph=True, allow_unused=True)
@@ -88,6 +87,11 @@ def detr_relevance(probe, x: torch.Tensor, classes: list[int] | None = None, min
     grids: list[tuple[int, int]] = []
     hook = detector.net.model.input_projection.register_forward_hook(
         lambda _m, _i, out: grids.append((int(out.shape[-2]), int(out.shape[-1]))))
+    # The first decoder layer's self-attention reads only the learned queries, not the image: with frozen
+    # weights autograd would not record it, yet the score depends on it. Let the queries carry gradients.
+    queries = detector.net.model.query_position_embeddings.weight
+    was_frozen = not queries.requires_grad
+    queries.requires_grad_(True)
     results = []
     try:
         for image in x:
@@ -111,4 +115,5 @@ def detr_relevance(probe, x: torch.Tensor, classes: list[int] | None = None, min
             results.append(BoxMaps(det, torch.stack(maps) if maps else torch.zeros(0, height, width)))
     finally:
         hook.remove()
+        queries.requires_grad_(not was_frozen)
     return results

@@ -80,17 +80,46 @@ def detections_of(logits: torch.Tensor, pred_boxes: torch.Tensor, height: int, w
     return found
 
 
+def offline_config(folder: Path):
+    """The folder's DetrConfig, built without any network access and without pretrained backbone weights.
+
+    Checkpoints saved by transformers 4 (facebook/detr-resnet-50 as published) name a timm backbone
+    ("backbone": "resnet50", "backbone_kwargs", "use_pretrained_backbone": true). transformers 5 turns such a
+    config into a backbone config by asking the Hub whether "resnet50" is a model repository, which fails (or
+    hangs) offline; here the timm backbone config is written out directly, as transformers 5 itself does for
+    configs without backbone_kwargs. Under transformers 4 the config loads as it is, with
+    use_pretrained_backbone switched off.
+    """
+    import json
+
+    import transformers
+    from transformers import DetrConfig
+
+    data = json.loads((folder / "config.json").read_text())
+    if int(transformers.__version__.split(".")[0]) < 5:
+        return DetrConfig.from_dict({**data, "use_pretrained_backbone": False})
+    if data.get("backbone_config") is None and data.get("use_timm_backbone", True):
+        extra = data.pop("backbone_kwargs", None) or {}
+        backbone = {"model_type": "timm_backbone", "backbone": data.pop("backbone", None) or "resnet50",
+                    "num_channels": extra.get("in_chans", data.get("num_channels", 3)), "features_only": True,
+                    "use_pretrained_backbone": False, "out_indices": extra.get("out_indices", [1, 2, 3, 4])}
+        if data.get("dilation"):
+            backbone["output_stride"] = extra.get("output_stride", 16)
+        data["backbone_config"] = backbone
+    for key in ("backbone", "backbone_kwargs", "use_pretrained_backbone", "use_timm_backbone"):
+        data.pop(key, None)
+    if isinstance(data.get("backbone_config"), dict):
+        data["backbone_config"]["use_pretrained_backbone"] = False
+    return DetrConfig.from_dict(data)
+
+
 def load_detr(folder: Path):
     """(DetrDetector, class names, Preprocess) from a save_pretrained folder, offline."""
-    from transformers import AutoConfig, DetrForObjectDetection
+    from transformers import DetrForObjectDetection
 
     from .hf import processor_config
 
-    config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
-    backbone = getattr(config, "backbone_config", None)
-    for cfg in (config, backbone):  # never fetch ImageNet backbone weights: the folder holds the trained ones
-        if cfg is not None and getattr(cfg, "use_pretrained_backbone", False):
-            cfg.use_pretrained_backbone = False
+    config = offline_config(folder)
     try:
         model = DetrForObjectDetection.from_pretrained(str(folder), config=config, local_files_only=True,
                                                        attn_implementation="eager")

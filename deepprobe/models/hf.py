@@ -32,15 +32,20 @@ def load_hf(path: str):
     from transformers.utils import logging
 
     logging.disable_progress_bar()  # "Loading weights" bars would mix with our own output
-    if kind == "clip":
-        from .clip import load_clip
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # advice meant for model authors (e.g. eager attention and timm backbones)
+    try:
+        if kind == "clip":
+            from .clip import load_clip
 
-        return load_clip(folder)
-    if kind == "detr":
-        from .detr import load_detr
+            return load_clip(folder)
+        if kind == "detr":
+            from .detr import load_detr
 
-        return load_detr(folder)
-    return _classifier(folder)
+            return load_detr(folder)
+        return _classifier(folder)
+    finally:
+        logging.set_verbosity(verbosity)
 
 
 def _classifier(folder: Path):
