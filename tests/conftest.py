@@ -37,3 +37,28 @@ def cat(lite0):
 @pytest.fixture(scope="session")
 def coffee(lite0):
     return lite0.load_image(EXAMPLES / "coffee.jpg")
+
+
+@pytest.fixture(scope="session")
+def tiny_tasks(tmp_path_factory):
+    """(detector.pth, segmenter.pth): the tiny shape detector and segmenter of tests/tiny_tasks.py, trained once
+    per session (a few seconds; the pytest-xdist workers share one copy through a file lock)."""
+    import sys
+
+    from filelock import FileLock
+
+    root = str(EXAMPLES.parent)
+    if root not in sys.path:  # `python:tests.tiny_tasks:...` specs import from the repository root
+        sys.path.insert(0, root)
+    from tests import tiny_tasks
+
+    import hashlib
+
+    version = hashlib.sha256(Path(tiny_tasks.__file__).read_bytes()).hexdigest()[:12]  # new code, new weights
+    shared = tmp_path_factory.getbasetemp().parent / f"tiny_tasks_{version}"
+    shared.mkdir(exist_ok=True)
+    with FileLock(str(shared / "train.lock")):
+        det, seg = shared / "tiny_detector.pth", shared / "tiny_segmenter.pth"
+        if not (det.is_file() and seg.is_file()):
+            tiny_tasks.save_trained(shared)
+    return det, seg

@@ -216,3 +216,16 @@ def test_methods_that_do_not_apply_to_detr_say_so(detr_dir, scene, tmp_path, arg
     image = save_png(scene[0], tmp_path / "scene.png")
     res = run_cli(args[0], str(image), "--model", f"hf:{detr_dir}", *args[1:], "--out", str(tmp_path))
     assert res.exit_code == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_fool_vanish_hides_detr_boxes_on_the_saved_png(detr_dir, detr, scene, tmp_path):
+    """tasks' detector attacks read DETR's queries as candidates (DetrDetector.candidate_spec)."""
+    image = save_png(scene[0], tmp_path / "scene.png")
+    assert len(dp.classify(detr, detr.load_image(image), min_score=0.2)[0]) > 0
+    res = run_cli("fool", str(image), "--model", f"hf:{detr_dir}", "--vanish", "all", "--min-score", "0.2",
+                  "--out", str(tmp_path / "out"), "--json")
+    assert res.exit_code == 0, res.output
+    (record,) = json.loads(res.stdout)["results"]
+    assert record["success"]
+    # an independent check of the file as saved
+    assert len(dp.classify(detr, detr.load_image(record["output"]), min_score=0.2)[0]) == 0

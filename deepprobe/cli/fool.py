@@ -21,8 +21,13 @@ def fool_cmd(run, images: list[str] = typer.Argument(None, help="Images (files, 
              target: list[str] = typer.Option(None, "--target", "-t",
                                               help="Class to reach (name or index); repeat for several. "
                                                    "Without it the attack is untargeted."),
+             vanish: list[str] = typer.Option(None, "--vanish", help="Detectors and segmenters: make this class "
+                                                                     "disappear (repeat for several; 'all' for "
+                                                                     "every class)."),
+             source: list[str] = typer.Option(None, "--source", help="Detectors and segmenters with --target: the "
+                                                                     "classes to turn into it (default: all)."),
              method: str = opt(Options, "method", help="pgd | fgsm | szegedy | cw (with --from-noise: evolve | cppn | "
-                                                       "gradient)."),
+                                                       "gradient); detectors and segmenters: dag (default) | pgd."),
              norm: str = opt(Options, "norm", help="pgd/fgsm budget norm: linf | l2."),
              eps: str = opt(Options, "eps", help="pgd/fgsm budget, e.g. 8/255 (default 8/255 for linf, 1.0 for l2)."),
              alpha: str = opt(Options, "alpha", help="pgd step size (default eps/4)."),
@@ -35,6 +40,7 @@ def fool_cmd(run, images: list[str] = typer.Argument(None, help="Images (files, 
              c: str = opt(Options, "c", help="szegedy/cw: first constant c of the search."),
              batch_size: int = opt(Options, "batch_size", help="Images attacked together."),
              amplify: str = opt(Options, "amplify", help="Panel: show the perturbation times this (default: auto)."),
+             min_score: str = opt(Options, "min_score", help="Detectors: a box counts at or above this score."),
              from_noise: bool = typer.Option(False, "--from-noise",
                                              help="Grow unrecognizable images the model labels as each --target "
                                                   "(Nguyen et al. 2015); no IMAGES needed."),
@@ -48,7 +54,13 @@ def fool_cmd(run, images: list[str] = typer.Argument(None, help="Images (files, 
     Writes NAME_fool_TARGET.png at the model's input size (so `deepprobe classify` reads it back as is),
     NAME_fool_TARGET_panel.png (original | amplified perturbation | adversarial) and JSON sidecars.
     Success, class and probability are measured on the saved PNG, re-read from disk.
-    With a CLIP model the classes are the --text/--labels prompts, and --target-text names the prompt to reach."""
+
+    Detectors: --vanish CLASS|all hides boxes, --target CLASS relabels them (of --source classes); segmenters:
+    --target CLASS turns the --source classes' pixels into it, --vanish CLASS into background. DAG (Xie et al.
+    2017) by default, or --method pgd inside --eps (TOG). Writes NAME_fool_GOAL.png and a panel with the boxes
+    or classes before and after; success is checked on the saved PNG.
+
+    CLIP (hf:DIR): the classes are the --text/--labels prompts, and --target-text names the prompt to reach."""
     opts = run.options
     if from_noise:
         # Hook for `fool --from-noise`: cli/noise.py owns it. method/steps/lr are None unless the user (or a
@@ -57,11 +69,21 @@ def fool_cmd(run, images: list[str] = typer.Argument(None, help="Images (files, 
 
         if text or labels or target_text:
             raise DeepprobeError("--from-noise works on classifiers; --text/--labels/--target-text do not apply")
-
         return fool_from_noise_cmd(run, images=images or [], targets=target or [], method=opts.method,
                                    steps=opts.steps, lr=opts.lr)
     if not images:
         raise DeepprobeError("give at least one image to fool (or --from-noise with --target)")
+    bundle = run.bundle()
+    if bundle.task in ("detection", "segmentation"):
+        from .fool_tasks import fool_task_images
+
+        if text or labels or target_text:
+            raise DeepprobeError("--text/--labels/--target-text apply to image-text models (CLIP); "
+                                 f"{bundle.spec} is a {bundle.task} model")
+        return fool_task_images(run, bundle, images, target or [], vanish or [], source or [], opts)
+    if vanish or source:
+        raise DeepprobeError(f"--vanish and --source apply to detectors and segmenters; {bundle.spec} is "
+                             f"a {bundle.task} model")
     return _attack_images(run, images, target or [], opts, text or [], labels, target_text or [])
 
 

@@ -45,17 +45,30 @@ def train_cmd(run, images: list[str] = typer.Argument(..., help="Training photos
               scale_min: str = opt(Options, "scale_min", help="Smallest random scale while training (x size)."),
               scale_max: str = opt(Options, "scale_max", help="Largest random scale while training (x size)."),
               rotation: str = opt(Options, "rotation", help="Random rotation while training, +- degrees."),
-              preview: int = opt(Options, "preview", help="Patched training photos shown in the preview panel.")):
+              preview: int = opt(Options, "preview", help="Patched training photos shown in the preview panel."),
+              vanish: str = opt(Options, "vanish", help="Detectors: the class the patch hides (or 'all'), "
+                                                        "Thys et al. 2019."),
+              box_size: str = opt(Options, "box_size", help="Detectors: patch side as a fraction of each box's side."),
+              min_score: str = opt(Options, "min_score", help="Detectors: a box counts at or above this score.")):
     """Learn one patch that turns photos into TARGET wherever it is placed (expectation over random
-    placement, scale and rotation). Saves the patch PNG, its metadata JSON and a preview panel."""
+    placement, scale and rotation). Saves the patch PNG, its metadata JSON and a preview panel.
+
+    On a detector, --vanish CLASS learns a patch that, pasted on each box of CLASS (centred, scaled to the box
+    by --box-size), hides it (Thys et al. 2019); it is compared with a random-noise patch of the same size."""
     from ..render import grid
     from ..techniques.patch import apply_patch, train_patch
     from .progress import engine_callback
 
     opts = run.options
+    bundle = run.bundle()
+    if bundle.task == "detection":
+        from .patch_detection import train_detector_patch
+
+        return train_detector_patch(run, bundle, images, opts)
+    if opts.vanish is not None:
+        raise DeepprobeError(f"--vanish applies to detectors; {bundle.spec} is not one (use --target)")
     if opts.target is None:
         raise DeepprobeError("--target is required, e.g. --target toaster")
-    bundle = run.bundle()
     target_index = bundle.class_index(opts.target)
     paths, x = _load_all(run, bundle, images)
     scale_range = (opts.scale_min, opts.scale_max)
@@ -116,9 +129,14 @@ def apply_cmd(run, patch_file: str = typer.Argument(..., metavar="PATCH.png", he
               angle: float = typer.Option(None, "--angle", help="Fixed placement: rotation in degrees."),
               random_place: bool = typer.Option(False, "--random", help="Random placement, scale and rotation "
                                                 "(the training distribution; the default without --x/--y/--scale/--angle)."),
-              batch_size: int = opt(Options, "batch_size", help="Photos patched and classified together.")):
+              batch_size: int = opt(Options, "batch_size", help="Photos patched and classified together."),
+              vanish: str = opt(Options, "vanish", help="Detectors: the class the patch hides (default: from its JSON)."),
+              box_size: str = opt(Options, "box_size", help="Detectors: patch side as a fraction of each box's side "
+                                                            "(default: from its JSON)."),
+              min_score: str = opt(Options, "min_score", help="Detectors: a box counts at or above this score.")):
     """Paste a learned patch into new photos and report how often the model then sees its target
-    (judged on the saved 8-bit images)."""
+    (judged on the saved 8-bit images). On a detector: the patch goes on each box of its class, and the
+    report says how many of those boxes the detector still finds."""
     from ..io import read_image, safe_stem
     from ..render import grid
     from ..techniques.patch import apply_patch
@@ -129,6 +147,12 @@ def apply_cmd(run, patch_file: str = typer.Argument(..., metavar="PATCH.png", he
     if not path.is_file():
         raise DeepprobeError(f"{patch_file}: no such patch file")
     meta = _metadata(path)
+    if meta.get("vanish") is not None or opts.vanish is not None:
+        from .patch_detection import apply_detector_patch
+
+        if any(v is not None for v in (x, y, scale, angle)):
+            raise DeepprobeError("a vanishing patch goes on each box it hides: --x/--y/--scale/--angle do not apply")
+        return apply_detector_patch(run, path, images, meta, opts)
     fixed = [v is not None for v in (x, y, scale, angle)]
     if random_place and any(fixed):
         raise DeepprobeError("--random cannot be combined with --x/--y/--scale/--angle")

@@ -120,3 +120,57 @@ class PatchedImages(Parameterization):
     @torch.no_grad()
     def project_(self) -> None:
         self.patch.clamp_(0, 1)
+
+
+def box_placements(boxes: list[torch.Tensor], pick: int, side: float, size: tuple[int, int],
+                   scale_range: tuple[float, float] = (1.0, 1.0), rotation: float = 0.0,
+                   generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Placements:
+    """A placement on the `pick`-th box of each image (cycling through its boxes): centred on the box, side =
+    `side` x sqrt(box area) x U(scale_range), angle U(-rotation, rotation) (Thys et al. 2019 put the patch on
+    each person's box, scaled to it). `size` = (H, W) of the images; boxes are xyxy in their pixels."""
+    h, w = size
+    chosen = torch.stack([b[pick % len(b)] for b in boxes]).float().to(device)
+    u = torch.rand((2, len(boxes)), generator=generator).to(device)
+    scale = scale_range[0] + (scale_range[1] - scale_range[0]) * u[0]
+    box_side = ((chosen[:, 2] - chosen[:, 0]).clamp_min(1) * (chosen[:, 3] - chosen[:, 1]).clamp_min(1)).sqrt()
+    return Placements(x=(chosen[:, 0] + chosen[:, 2]) / 2 / w, y=(chosen[:, 1] + chosen[:, 3]) / 2 / h,
+                      side=side * box_side * scale / min(h, w), angle=rotation * (2 * u[1] - 1))
+
+
+def paste_on_boxes(images: torch.Tensor, patch: torch.Tensor, boxes: list[torch.Tensor], side: float,
+                   scale_range: tuple[float, float] = (1.0, 1.0), rotation: float = 0.0,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[list[dict]]]:
+    """`patch` pasted on every box of every image (images without boxes stay as they are), and the placements."""
+    out, rows = images, [[] for _ in boxes]
+    having = [i for i, b in enumerate(boxes) if len(b)]
+    for pick in range(max((len(boxes[i]) for i in having), default=0)):
+        idx = [i for i in having if pick < len(boxes[i])]
+        where = box_placements([boxes[i] for i in idx], pick, side, tuple(images.shape[-2:]), scale_range,
+                               rotation, generator, images.device)
+        sub = paste(out[idx], patch, where)
+        out = out.index_copy(0, torch.tensor(idx, device=images.device), sub)
+        for i, row in zip(idx, where.as_rows()):
+            rows[i].append(row)
+    return out, rows
+
+
+class BoxPatchedImages(PatchedImages):
+    """PatchedImages whose patch goes on every box of each training image (a detector's objects) with random
+    scale and rotation, rather than anywhere in the image."""
+
+    def __init__(self, images: torch.Tensor, boxes: list[torch.Tensor], side: float, batch_size: int = 8,
+                 scale_range: tuple[float, float] = (0.8, 1.2), rotation: float = 20.0,
+                 generator: torch.Generator | None = None):
+        largest = max(float(((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).clamp_min(1).sqrt().max()) for b in boxes)
+        super().__init__(images, side, patch_pixels=max(8, math.ceil(side * scale_range[1] * largest)),
+                         batch_size=batch_size, scale_range=scale_range, rotation=rotation, generator=generator)
+        self.boxes = boxes
+
+    def forward(self) -> torch.Tensor:
+        n = self.images.shape[0]
+        index = torch.arange(n) if self.batch_size >= n else \
+            torch.randperm(n, generator=self.generator)[: self.batch_size]
+        out, _ = paste_on_boxes(self.images[index.to(self.images.device)], self.patch,
+                                [self.boxes[i] for i in index.tolist()], self.side, self.scale_range, self.rotation,
+                                self.generator)
+        return out

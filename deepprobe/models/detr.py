@@ -63,9 +63,20 @@ class DetrDetector(nn.Module):
         """DETR's own output (logits (N,Q,C+1), pred_boxes (N,Q,4) relative) for normalized images."""
         return self.net(pixel_values=self.resized(x), **kwargs)
 
+    def candidate_spec(self):
+        """For attacks and patches (models/candidates.py): each query is a candidate; its class probabilities
+        are the softmax of DETR's class head, with the no-object column (last) as background."""
+        from .candidates import CandidateSpec
+
+        return CandidateSpec(("class_labels_classifier",), _query_probabilities, background=self.num_classes)
+
     def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         out = self.raw(x)
         return detections_of(out.logits, out.pred_boxes, int(x.shape[-2]), int(x.shape[-1]))
+
+
+def _query_probabilities(acts: dict) -> list[torch.Tensor]:
+    return list(torch.softmax(acts["class_labels_classifier"].float(), -1))
 
 
 def detections_of(logits: torch.Tensor, pred_boxes: torch.Tensor, height: int, width: int) -> list[dict]:

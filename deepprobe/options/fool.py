@@ -5,6 +5,14 @@ from dataclasses import dataclass
 
 METHODS = ("pgd", "fgsm", "szegedy", "cw")
 DEFAULT_METHOD = "pgd"
+# Detectors and segmenters (deepprobe.techniques.fool_tasks). dag: Xie et al. 2017, unbounded steps of
+# 0.5/255 * grad / max|grad| until no target is left (at most 150 steps on detectors, 200 on segmenters, as in
+# the paper); pgd: TOG-style signed steps inside an L-inf ball (Chow et al. 2020: 8/255, 2/255, 10 steps).
+TASK_METHODS = ("dag", "pgd")
+DEFAULT_TASK_METHOD = "dag"
+DAG_STEP = 0.5 / 255
+DAG_STEPS = {"detection": 150, "segmentation": 200}
+TOG_EPS, TOG_ALPHA, TOG_STEPS = 8 / 255, 2 / 255, 10
 DEFAULT_STEPS = 40  # pgd: at most this many steps (it stops early); szegedy/cw: steps per round of the c search
 NORMS = ("linf", "l2")
 
@@ -31,6 +39,14 @@ class Options:
     c: float | None = None  # szegedy/cw: first constant of the search (None: 0.1 for szegedy, 1.0 for cw)
     batch_size: int = 8  # images attacked together
     amplify: float | None = None  # panel: perturbation shown x this (None: scaled so the largest change is visible)
+    min_score: float = 0.5  # detectors: a box counts as detected at or above this score
+
+
+RANGES = {
+    "eps": "(0, inf)", "alpha": "(0, inf)", "steps": "[1, inf)", "lr": "(0, inf)", "kappa": "[0, inf)",
+    "rounds": "[0, inf)", "search_steps": "[1, inf)", "c": "(0, inf)", "batch_size": "[1, inf)", "amplify": "(0, inf)",
+    "min_score": "(0, 1]",
+}
 
 
 def eps_for(norm: str, eps: float | None) -> float:

@@ -94,6 +94,9 @@ def attack(bundle: ModelBundle, x: torch.Tensor, target: ClassSpec = None, *, la
     pgd/fgsm keep the change inside an `norm` ball of radius `eps`; szegedy/cw look for the smallest change
     that works (search over the constant c). `callback(step, total, loss, fwd)` reports progress.
     """
+    if getattr(bundle, "task", "classification") in ("detection", "segmentation"):  # CLIP: logits over prompts
+        raise DeepprobeError(f"attack() fools classifiers; {bundle.spec} is a {bundle.task} model: use "
+                             "deepprobe.fool_detector / deepprobe.fool_segmenter")
     if method not in METHODS:
         raise DeepprobeError(f"unknown attack method {method!r} (choose from {', '.join(METHODS)})")
     if norm not in NORMS:
@@ -407,8 +410,8 @@ def _eval_mode(net: torch.nn.Module):
 
 
 def options_dict(opts: Options) -> dict:
-    """Options -> keyword arguments of `attack` (everything but the CLI-only fields)."""
-    values = {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("batch_size", "amplify")}
+    """Options -> keyword arguments of `attack` (everything but the CLI-only and detector-only fields)."""
+    values = {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("batch_size", "amplify", "min_score")}
     values["method"] = DEFAULT_METHOD if values["method"] is None else values["method"]
     values["steps"] = DEFAULT_STEPS if values["steps"] is None else values["steps"]
     return values

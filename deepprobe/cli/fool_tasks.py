@@ -1,0 +1,116 @@
+"""`deepprobe fool` on detectors (boxes vanish or change class) and segmenters (pixels change class).
+
+Called by cli/fool.py once the model's task is known. One image at a time (each keeps its size); the verdict is
+measured again on the saved 8-bit PNG, read back from disk, as for classifiers.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import DeepprobeError
+from ..options.fool import DEFAULT_TASK_METHOD, TASK_METHODS, Options
+from .common import err_console, out_console
+
+
+def fool_task_images(run, bundle, images: list[str], targets: list[str], vanish: list[str], source: list[str],
+                     opts: Options) -> int:
+    from ..io import quantize
+    from ..techniques.fool_tasks import fool_task
+    from .inputs import batches, image_paths
+
+    method = opts.method or DEFAULT_TASK_METHOD
+    if method not in TASK_METHODS:
+        raise DeepprobeError(f"--method {method} does not apply to {bundle.spec} ({bundle.task}); choose "
+                             f"{' or '.join(TASK_METHODS)}")
+    if bool(targets) == bool(vanish):
+        raise DeepprobeError("say what to do: --vanish CLASS (or 'all') to make it disappear, or --target CLASS "
+                             "to turn it into that class")
+    if source and not targets:
+        raise DeepprobeError("--source names the classes --target turns into the target; with --vanish name the "
+                             "classes in --vanish itself")
+    goals = [{"target": t, "source": source or None} for t in targets] or [{"vanish": vanish}]
+    for goal in goals:  # unknown class names fail here, before any work
+        for name in ([goal["target"]] if "target" in goal else []) + list(goal.get("source") or []) + \
+                [v for v in goal.get("vanish", []) if v.lower() != "all"]:
+            bundle.class_index(name)
+    paths = image_paths(run, images)
+    table = _table(bundle, method)
+    interrupted = False
+    with run.progress() as progress:
+        task = progress.add_task(f"fool ({method})", total=len(paths) * len(goals), info="")
+        for i, (chunk, x) in enumerate(batches(run, bundle, paths, 1)):
+            x = quantize(x)  # the original as an 8-bit file holds it
+            for goal in goals:
+                def callback(step, _total, loss, _fwd, name=chunk[0].name):
+                    progress.update(task, info=f"{name} · step {step} · loss {loss:.4g}")
+                result = fool_task(bundle, x, method=method, eps=opts.eps, alpha=opts.alpha or opts.lr,
+                                   steps=opts.steps, min_score=opts.min_score, kappa=opts.kappa,
+                                   rounds=opts.rounds, seed=run.common.seed + i, callback=callback, **goal)
+                _save(run, bundle, chunk[0], result, opts, table)
+                progress.advance(task)
+                if result.stopped in ("interrupted", "nan"):
+                    err_console.print(f"[yellow]{result.message}[/yellow]")
+                    interrupted = result.stopped == "interrupted"
+                    break
+            if interrupted:
+                break
+    if run.show_progress and table.row_count:
+        out_console.print(table)
+    code = run.finish()
+    return 130 if interrupted else code
+
+
+def _save(run, bundle, path: Path, result, opts: Options, table) -> None:
+    """Write the adversarial PNG, read it back, judge it again, and write the before | change | after panel."""
+    from ..io import name_slug, safe_stem
+    from ..render import panel
+    from .fool import _amplify
+
+    record = {"input": str(path), **result.records()[0], "loss_curve": [round(v, 5) for v in result.losses]}
+    name = f"{safe_stem(path)}_fool_{name_slug(result.goal.replace('->', 'to'))}"
+    out = run.save_image(result.images[0], f"{name}.png", result=record)
+    # Independent check on the file as written: a fresh read, the model's own preprocessing, one forward pass.
+    success, share, after = result.judge(bundle.load_image(out))
+    record.update(success=bool(success[0]), share=round(float(share[0]), 6), after=after[0].as_dict(),
+                  checked_on="saved PNG", output=str(out))
+    delta = (result.images[0] - result.original[0]).cpu()
+    scale = _amplify(float(delta.abs().max()), opts.amplify)
+    tiles = [_draw(bundle, result.original[0], result.before[0]), (0.5 + scale * delta).clamp(0, 1),
+             _draw(bundle, result.images[0], after[0])]
+    captions = [f"original: {_summary(result.before[0])}",
+                f"perturbation x{scale:g}\nL-inf {record['linf_255']:g}/255 · L2 {record['l2']:.3f}",
+                f"adversarial (saved PNG): {_summary(after[0])}"]
+    title = f"{path.name} · {result.method} · {result.goal} · {'fooled' if record['success'] else 'NOT fooled'}"
+    size = max(224, int(result.images.shape[-1]))
+    panel_path = run.save_image(panel(tiles, captions, cell=size, title=title), f"{name}_panel.png",
+                                result={"input": str(path), "adversarial": str(out)})
+    record["panel"] = str(panel_path)
+    run.add_result(record)
+    fooled = "[green]yes[/green]" if record["success"] else "[red]no[/red]"
+    table.add_row(path.name, result.goal, _summary(result.before[0]), _summary(after[0]), fooled,
+                  f"{record['share']:.0%}", f"{record['linf_255']:g}", str(record["steps"]))
+
+
+def _draw(bundle, image, found):
+    from ..render import draw_detections, draw_segmentation
+
+    return draw_detections(image.cpu(), found) if bundle.task == "detection" else draw_segmentation(image.cpu(), found)
+
+
+def _summary(found) -> str:
+    from ..render import segmentation_caption
+
+    if hasattr(found, "boxes"):
+        names = found.names
+        return ", ".join(f"{n} x{names.count(n)}" if names.count(n) > 1 else n for n in dict.fromkeys(names)) \
+            or "no box"
+    return segmentation_caption(found)
+
+
+def _table(bundle, method: str):
+    from rich.table import Table
+
+    table = Table(title=f"{bundle.spec} · {method} on {bundle.device}")
+    for column in ("image", "goal", "before", "after (saved PNG)", "fooled", "done", "L-inf x255", "steps"):
+        table.add_column(column)
+    return table
