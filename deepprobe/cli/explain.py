@@ -66,7 +66,8 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
         method_function(name)  # unknown methods fail here, listing the known ones
     bundle = run.bundle()
     prompts = apply_prompts(run, bundle, text, labels)
-    opts.method = opts.method or (["chefer"] if is_detr(bundle) else default_methods(bundle.task))  # DETR: its attention
+    # DETR is explained through its own attention by default
+    opts.method = opts.method or (["chefer"] if is_detr(bundle) else default_methods(bundle.task))
     if bundle.task in ("detection", "segmentation"):
         from .explain_tasks import explain_task_images
 
@@ -135,7 +136,8 @@ class _Explainer:
         self.table = Table(title=f"explain · {bundle.spec} · {', '.join(opts.method)} on {bundle.device}")
         # CLIP with chefer: the words of each prompt are scored too (bi-modal relevance on the text tower)
         self.words = bundle.task == "image-text" and "chefer" in opts.method
-        for column in ("image", "class", "probability", "predicted", "output") + (("words (chefer)",) if self.words else ()):
+        columns = ("image", "class", "probability", "predicted", "output") + (("words (chefer)",) if self.words else ())
+        for column in columns:
             self.table.add_column(column)
 
     def _method_kwargs(self, method: str) -> dict:
@@ -211,7 +213,9 @@ class _Explainer:
         for method, heat in per_method.items():
             heat_np = heat.numpy().astype(np.float32)
             name = f"{stem}_{name_slug(method.replace('+', 'p'))}_{name_slug(class_name)}"
-            caption = self._caption(method, cls, prob) + (f"\nwords: {words.line()}" if words and method == "chefer" else "")
+            caption = self._caption(method, cls, prob)
+            if words is not None and method == "chefer":  # captions hold two lines: the words take the second
+                caption = caption.replace("\n", " · ", 1) + f"\nwords: {words.line()}"
             pic = overlay(photo, heat_np, alpha=self.opts.alpha)
             entry = {"method": method, "layer": self.cam_layer if method in CAM_METHODS else
                      (self.opts.layer if method == "attention" else None),

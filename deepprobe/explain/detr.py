@@ -106,7 +106,8 @@ def detr_relevance(probe, x: torch.Tensor, classes: list[int] | None = None, min
             n_enc, n_dec = len(out.encoder_attentions), len(out.decoder_attentions)
             maps = []
             for q, label in zip(found["queries"][keep].tolist(), found["labels"][keep].tolist()):
-                cams = [chefer_cam(a.detach(), g)[0] for a, g in zip(maps_in, _gradients(out.logits[0, q, label], maps_in))]
+                grads = _gradients(out.logits[0, q, label], maps_in)
+                cams = [chefer_cam(a.detach(), g)[0] for a, g in zip(maps_in, grads)]
                 r_qi = encoder_decoder_relevance(cams[:n_enc], cams[n_enc:n_enc + n_dec], cams[n_enc + n_dec:])
                 maps.append(to_input_size(r_qi[q].reshape(grids[-1])[None], (height, width))[0].cpu())
             labels = found["labels"][keep].cpu()
