@@ -28,7 +28,7 @@ from tiny_hf import CLASS_NAMES, PROMPTS, save_clip, save_detr, scenes, train_cl
 import deepprobe as dp  # noqa: E402
 from deepprobe.render import draw_detections, grid, overlay  # noqa: E402
 
-CLIP_SIZE, DETR_SIZE, CELL = 48, 64, 150
+CLIP_SIZE, DETR_SIZE, CELL = 48, 64, 170
 
 
 def clip_figure(folder: Path) -> None:
@@ -44,7 +44,9 @@ def clip_figure(folder: Path) -> None:
             target = PROMPTS.index(prompt)
             words = dp.text_relevance(probe, x[i:i + 1], target)[0]
             tiles.append(overlay(x[i], dp.explain(probe, x[i:i + 1], "chefer", target=target)[0].numpy(), 0.55))
-            captions.append(f"chefer '{prompt}'\n{words.line()}")
+            top = max(words.scores)
+            captions.append(f"chefer '{prompt}'\n" + " ".join(f"{t} {v / top:.2f}".replace("0.", ".")
+                                                              for t, v in zip(words.tokens, words.scores)))
         for prompt in named:
             heat = dp.explain(probe, x[i:i + 1], "gradcam", target=PROMPTS.index(prompt))[0]
             tiles.append(overlay(x[i], heat.numpy(), 0.55))
