@@ -81,6 +81,15 @@ def test_hf_clip_is_an_image_text_model_equal_to_clipmodel(clip_dir, clip, examp
     assert torch.allclose(clip.net(x), expected, atol=1e-4)
 
 
+def test_a_clip_folder_without_its_tokenizer_is_refused(clip_dir, tmp_path):
+    import shutil
+
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(clip_dir / name, tmp_path / name)
+    with pytest.raises(DeepprobeError, match="no tokenizer"):
+        dp.load_model(f"hf:{tmp_path}", device="cpu")
+
+
 def test_prompts_are_required_and_only_clip_takes_them(clip_dir, lite0):
     fresh = dp.load_model(f"hf:{clip_dir}", device="cpu")
     with pytest.raises(DeepprobeError, match="prompts"):

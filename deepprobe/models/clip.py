@@ -23,6 +23,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # The prompt a class name becomes (`--labels FILE`), as in CLIP's zero-shot ImageNet evaluation
 PROMPT_TEMPLATE = "a photo of a {}."
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json")  # fast (tokenizers) or BPE vocabulary + merges
 
 
 def prompts_from_labels(names: Sequence[str], template: str = PROMPT_TEMPLATE) -> list[str]:
@@ -91,12 +92,16 @@ def load_clip(folder: Path):
     from .hf import image_preprocess, processor_config
     from .preprocess import Preprocess
 
+    # transformers 5 builds an empty tokenizer when the files are missing; ask for them instead
+    missing = DeepprobeError(f"{folder} holds a CLIP model but no tokenizer: save the processor too "
+                             "(CLIPProcessor.from_pretrained(name).save_pretrained(DIR))")
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise missing
     model = CLIPModel.from_pretrained(str(folder), local_files_only=True, attn_implementation="eager")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError, TypeError) as exc:
-        raise DeepprobeError(f"{folder} holds a CLIP model but no tokenizer: save the processor too "
-                             "(CLIPProcessor.from_pretrained(name).save_pretrained(DIR))") from exc
+        raise missing from exc
     size = model.config.vision_config.image_size
     if processor_config(folder):
         pre = image_preprocess(folder, size, CLIP_MEAN, CLIP_STD)
