@@ -74,7 +74,7 @@ def test_tiny_command_reruns_pixel_for_pixel(tmp_path, examples, monkeypatch):
     first = Path("o/cat_a-b_2_3.png")
     sidecar = first.with_suffix(".json")
     record = load_sidecar(sidecar)
-    assert record["options"] == {"top": 2, "batch_size": 3}
+    assert record["options"] == {"top": 2, "batch_size": 3, "min_score": 0.5, "alpha": 0.5}
 
     rebuilt = command_line(app, record)
     argv = rebuilt.argv

@@ -63,6 +63,8 @@ def test_pgd_stays_inside_its_budget(tiny_tasks, shapes):
     res = dp.fool_detector(probe, x, vanish="all", method="pgd", eps=8 / 255, steps=5, rounds=0)
     assert float((res.images - x).abs().max()) <= 8 / 255 + 1e-6
     assert res.method == "pgd" and res.steps[0] <= 5
+    bounded = dp.fool_detector(probe, x, vanish="all", eps=4 / 255, alpha=2 / 255, steps=5, rounds=0)  # DAG + eps
+    assert float((bounded.images - x).abs().max()) <= 4 / 255 + 1e-6 and bounded.method == "dag"
 
 
 def test_segmenter_turns_the_square_into_disk_on_the_saved_png(tiny_tasks, shapes, tmp_path):

@@ -115,39 +115,33 @@ def batch(gen: torch.Generator, n: int):
 
 
 # ------------------------------------------------------------------------------------------ training
-def train_detector(steps: int = 100, seed: int = 0) -> dict[str, torch.Tensor]:
-    """State dict of a detector that finds the shapes (a few seconds on one core)."""
-    torch.manual_seed(seed)
+def _train(factory, loss, steps: int, lr: float, batch_size: int, seed: int) -> dict[str, torch.Tensor]:
+    """AdamW with a one-cycle schedule on fresh synthetic scenes every step; the eval-mode state dict."""
+    torch.manual_seed(seed)  # before the factory: the initial weights are part of what the seed fixes
     gen = torch.Generator().manual_seed(seed)
-    net = detector().train()
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=steps, pct_start=0.15)
+    net = factory().train()
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     for _ in range(steps):
-        images, targets, _ = batch(gen, 6)
-        losses = net(list(images), targets)
+        value = loss(net, *batch(gen, batch_size))
         opt.zero_grad()
-        sum(losses.values()).backward()
+        value.backward()
         opt.step()
         sched.step()
     return net.eval().state_dict()
+
+
+def train_detector(steps: int = 100, seed: int = 0) -> dict[str, torch.Tensor]:
+    """State dict of a detector that finds the shapes (a few seconds on one core)."""
+    return _train(detector, lambda net, images, targets, _: sum(net(list(images), targets).values()),
+                  steps, lr=1e-2, batch_size=6, seed=seed)
 
 
 def train_segmenter(steps: int = 150, seed: int = 0) -> dict[str, torch.Tensor]:
     """State dict of a segmenter that labels the shapes' pixels (a few seconds on one core)."""
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    net = segmenter().train()
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=steps, pct_start=0.15)
     weight = torch.tensor([0.3, 1.0, 1.0])
-    for _ in range(steps):
-        images, _, masks = batch(gen, 8)
-        loss = F.cross_entropy(net(images)["out"], masks, weight=weight)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    return net.eval().state_dict()
+    return _train(segmenter, lambda net, images, _, masks: F.cross_entropy(net(images)["out"], masks, weight=weight),
+                  steps, lr=1e-2, batch_size=8, seed=seed)
 
 
 def save_trained(folder: str | Path) -> tuple[Path, Path]:

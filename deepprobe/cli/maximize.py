@@ -39,7 +39,10 @@ def maximize_cmd(run,
     opts = run.options
     _check(opts)
     bundle = run.bundle()
+    from ..models.tasks import CLASSIFICATION, require_task
     from ..techniques.maximize import maximize, resolve_units
+
+    require_task(bundle, "maximize", CLASSIFICATION)  # its photos' best batches photos of one size
 
     units = resolve_units(bundle, opts.target or None, opts.layer, opts.channel or None, opts.neuron, opts.size)
     photo_paths, photo_batch = _photos(run, bundle, opts.photos)

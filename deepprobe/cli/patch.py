@@ -55,7 +55,6 @@ def train_cmd(run, images: list[str] = typer.Argument(..., help="Training photos
 
     On a detector, --vanish CLASS learns a patch that, pasted on each box of CLASS (centred, scaled to the box
     by --box-size), hides it (Thys et al. 2019); it is compared with a random-noise patch of the same size."""
-    from ..render import grid
     from ..techniques.patch import apply_patch, train_patch
     from .progress import engine_callback
 
@@ -93,10 +92,7 @@ def train_cmd(run, images: list[str] = typer.Argument(..., help="Training photos
                                                                    for i in range(len(applied.images))]
     title = (f"patch ({opts.size:g} of the side) on training photos, random placement; "
              f"{result.train_success:.0%} of training photos read as {bundle.class_name(target_index)}")
-    preview_path = run.save_image(grid(tiles, captions, cell=200, title=title), f"patch_{name}_preview.png",
-                                  result={"patch": str(patch_path), "preview": True})
-    summary = {k: v for k, v in meta.items() if k != "loss_curve"}
-    run.add_result({**summary, "output": str(patch_path), "preview": str(preview_path)})
+    preview_path = save_preview(run, tiles, captions, title, f"patch_{name}_preview.png", patch_path, meta)
     run.summary.update(target=meta["target"], train_success_rate=meta["train_success_rate"])
     if result.message:
         from .common import err_console
@@ -105,6 +101,17 @@ def train_cmd(run, images: list[str] = typer.Argument(..., help="Training photos
     if run.show_progress:
         out_console.print(f"patch: {patch_path}  (training success {result.train_success:.0%})")
         out_console.print(f"preview: {preview_path}")
+
+
+def save_preview(run, tiles: list, captions: list[str], title: str, name: str, patch_path: Path, meta: dict) -> Path:
+    """The preview grid beside a trained patch, and the run's result row (its metadata, loss curve left out)."""
+    from ..render import grid
+
+    preview_path = run.save_image(grid(tiles, captions, cell=200, title=title), name,
+                                  result={"patch": str(patch_path), "preview": True})
+    summary = {k: v for k, v in meta.items() if k != "loss_curve"}
+    run.add_result({**summary, "output": str(patch_path), "preview": str(preview_path)})
+    return preview_path
 
 
 def _metadata(patch_file: Path) -> dict:

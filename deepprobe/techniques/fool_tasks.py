@@ -3,7 +3,7 @@
 Dense Adversary Generation (DAG, Xie et al. 2017) treats every candidate box (every pixel) as a target of its
 own: each step lowers, summed over the targets the model still gets "right", the score of the class to remove
 minus the score of the class wanted (background to hide a box), and moves the image by 0.5/255 * r / ||r||_inf;
-it stops once no target is left. `method="pgd"` is the bounded alternative (TOG, Chow et al. 2020): signed
+it stops once no target is left (inside an L-inf `eps` if one is given). `method="pgd"` is the bounded alternative (TOG, Chow et al. 2020): signed
 steps inside an L-inf ball. Both run on the one engine (`deepprobe.engine.optimize`).
 
 A box counts as there when its score is at or above `min_score`; the attack pushes candidates below half of it,
@@ -22,7 +22,7 @@ from .. import engine as E
 from ..errors import DeepprobeError
 from ..models import ModelBundle
 from ..models.candidates import candidate_spec
-from ..models.outputs import IOU_MATCH, Detections, Segmentation, background_index, detect, segment
+from ..models.outputs import IOU_MATCH, Detections, background_index, detect, segment
 from ..models.tasks import DETECTION, SEGMENTATION, require_task
 from ..options.fool import DAG_STEP, DAG_STEPS, DEFAULT_TASK_METHOD, TASK_METHODS, TOG_ALPHA, TOG_EPS, TOG_STEPS
 from ..options.fool import Options
@@ -283,7 +283,7 @@ def _attack(bundle, x, before, text, objective, done, judge, margin, *, method, 
         raise DeepprobeError(f"unknown method {method!r} for detectors and segmenters (choose from "
                              f"{', '.join(TASK_METHODS)})")
     dag = method == "dag"
-    bound = None if dag else float(eps if eps is not None else TOG_EPS)
+    bound = float(eps) if eps is not None else (None if dag else TOG_EPS)  # DAG is unbounded unless eps is given
     step = float(alpha if alpha is not None else (DAG_STEP if dag else TOG_ALPHA))
     steps = steps or TOG_STEPS
     gen = torch.Generator().manual_seed(int(seed))
@@ -295,7 +295,7 @@ def _attack(bundle, x, before, text, objective, done, judge, margin, *, method, 
     todo = torch.arange(n, device=x.device)
     for attempt in range(rounds + 1):
         budget = steps if attempt == 0 else max(steps // 2, 5)
-        param = (DagPerturbation if dag else E.Perturbation)(x[todo], 1.0 if dag else bound, "linf",
+        param = (DagPerturbation if dag else E.Perturbation)(x[todo], 1.0 if bound is None else bound, "linf",
                                                              random_start=not dag and attempt == 0, generator=gen)
         if attempt:
             with torch.no_grad():
