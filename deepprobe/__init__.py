@@ -31,6 +31,8 @@ _EXPORTS = {
     "age": "deepprobe.techniques.age:age",
     "estimate_age": "deepprobe.techniques.age:estimate_age",
     "explain": "deepprobe.explain:explain",
+    "text_relevance": "deepprobe.explain.clip:text_relevance",
+    "prompts_from_labels": "deepprobe.models.clip:prompts_from_labels",
     "evaluate": "deepprobe.explain.evaluate:evaluate",
     "robustness": "deepprobe.techniques.robustness:robustness",
 }

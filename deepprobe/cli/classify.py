@@ -9,6 +9,7 @@ from . import app
 from .common import command, opt, out_console
 from .progress import make_progress
 from .inputs import batches, image_paths
+from .prompts import apply_prompts, labels_option, text_option
 
 
 @command(app, "classify")
@@ -17,38 +18,42 @@ def classify_cmd(run, images: list[str] = typer.Argument(..., help="Image files,
                  batch_size: int = opt(Options, "batch_size", help="Images per forward pass (detectors and "
                                                                    "segmenters: one at a time)."),
                  min_score: str = opt(Options, "min_score", help="Detectors: boxes at or above this score."),
-                 alpha: str = opt(Options, "alpha", help="Segmenters: opacity of the class colours.")):
+                 alpha: str = opt(Options, "alpha", help="Segmenters: opacity of the class colours."),
+                 text: list[str] = text_option(), labels: str = labels_option()):
     """Print the top-k classes of each image with their probabilities.
 
     On a detector: every box at or above --min-score (class, score, xyxy) and NAME_detections.png with the boxes
     drawn; on a segmenter: the classes present with their share of the image and NAME_segmentation.png with a
-    colour per class. Both with JSON sidecars."""
+    colour per class. Both with JSON sidecars. On CLIP (hf:DIR): zero-shot probabilities over the --text /
+    --labels prompts."""
     from rich.table import Table
 
-    from ..models.tasks import CLASSIFICATION
+    from ..models.tasks import CLASSIFICATION, IMAGE_TEXT
     from ..techniques.classify import classify
 
     opts = run.options
     bundle = run.bundle()
+    apply_prompts(run, bundle, text, labels)
     paths = image_paths(run, images)
     rows = []  # classifiers: (file name, [(class, probability)]), laid out by _table to fit the terminal
     table = Table(title=f"{bundle.spec} on {bundle.device}")  # detectors and segmenters: a row per box / class
     table.add_column("image")
-    for column in _COLUMNS.get(bundle.task, ()):
+    ranks = bundle.task in (CLASSIFICATION, IMAGE_TEXT)  # class logits (CLIP: over the prompts)
+    for column in () if ranks else _COLUMNS[bundle.task]:
         table.add_column(column)
-    per_pass = opts.batch_size if bundle.task == CLASSIFICATION else 1  # other tasks keep each image's size
+    per_pass = opts.batch_size if ranks else 1  # other tasks keep each image's size
     with make_progress(run.show_progress and len(paths) > per_pass) as progress:
         task = progress.add_task("classifying", total=len(paths), info="")
         for chunk_paths, x in batches(run, bundle, paths, per_pass):
             for path, photo, found in zip(chunk_paths, x, classify(bundle, x, opts.top, opts.min_score)):
-                if bundle.task == CLASSIFICATION:
+                if ranks:
                     run.add_result({"input": str(path), **found.as_dict()})
                     rows.append((path.name, list(zip(found.labels, found.probabilities))))
                 else:
                     _WRITERS[bundle.task](run, path, photo, found, table, opts)
             progress.advance(task, len(chunk_paths))
     if run.show_progress:
-        out_console.print(_table(rows, table.title) if bundle.task == CLASSIFICATION else table)
+        out_console.print(_table(rows, table.title) if ranks else table)
 
 
 def _table(rows: list[tuple[str, list[tuple[str, float]]]], title: str):

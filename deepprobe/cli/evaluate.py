@@ -9,6 +9,7 @@ from ..errors import DeepprobeError
 from ..options.evaluate import DEFAULT_METHODS, FILLS, Options
 from . import app
 from .common import command, opt, out_console
+from .prompts import apply_prompts, labels_option, text_option
 
 
 @command(app, "evaluate")
@@ -32,11 +33,13 @@ def evaluate_cmd(run, images: list[str] = typer.Argument(..., help="Photos to ex
                  curves: bool = opt(Options, "curves", "--curves/--no-curves",
                                     help="Deletion and insertion curves (--no-curves: sanity check only)."),
                  sanity: bool = opt(Options, "sanity", "--sanity/--no-sanity",
-                                    help="Cascading model-parameter randomization check.")):
+                                    help="Cascading model-parameter randomization check."),
+                 text: list[str] = text_option(), labels: str = labels_option()):
     """Measure whether explanation maps are faithful (deletion/insertion curves, sanity check).
 
     Deletion and insertion curves (RISE) of each method against a random and an edge-detector map, and the
-    model-parameter randomization sanity check (Adebayo et al.).
+    model-parameter randomization sanity check (Adebayo et al.). On CLIP the classes are the --text/--labels
+    prompts.
     Writes evaluate_curves.png, evaluate_sanity.png and JSON sidecars with every number; prints a table."""
     from ..explain.evaluate import BASELINES, check_options, evaluate, evaluation_methods, work_per_image
     from ..models.bundle import require_classifier
@@ -46,6 +49,7 @@ def evaluate_cmd(run, images: list[str] = typer.Argument(..., help="Photos to ex
     methods = evaluation_methods(opts.method or DEFAULT_METHODS)  # unknown methods fail before the model loads
     check_options(opts.deletion_fill, opts.insertion_fill, opts.curves, opts.sanity)
     bundle = run.bundle()
+    apply_prompts(run, bundle, text, labels)
     require_classifier(bundle, "evaluate")
     target = bundle.class_index(opts.target) if opts.target is not None else None
     if opts.layer is not None:

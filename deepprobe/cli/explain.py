@@ -10,6 +10,7 @@ from ..options.explain import (CAM_METHODS, CLASS_FREE, DEFAULT_METHODS, LAYER_M
                                default_methods, method_kwargs)
 from . import app
 from .common import command, opt, out_console
+from .prompts import apply_prompts, labels_option, text_option
 
 
 @command(app, "explain")
@@ -37,7 +38,8 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
                 head: int = opt(Options, "head", help="attention: show this head instead of the mean."),
                 alpha: str = opt(Options, "alpha", help="Opacity of the heat map over the photo."),
                 min_score: str = opt(Options, "min_score", help="Detectors: explain each box at or above this "
-                                                                "score.")):
+                                                                "score."),
+                text: list[str] = text_option(), labels: str = labels_option()):
     """Explain each image's decision with one or more methods (Grad-CAM, captum, ViT attention).
 
     Writes per image and class NAME_METHOD_CLASS.png
@@ -47,8 +49,13 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
 
     Detectors: one map per box at or above --min-score (of the --target classes if given), drawn with its box:
     NAME_METHOD_boxK_CLASS.png/.npy. Segmenters: the map of each --target class (default: the largest one) over
-    the pixels the model gives it: NAME_METHOD_CLASS.png/.npy. Both with a panel when several methods run."""
+    the pixels the model gives it: NAME_METHOD_CLASS.png/.npy. Both with a panel when several methods run.
+
+    CLIP (hf:DIR): every --text/--labels prompt is explained (or only the --target ones); `chefer` then also
+    scores each word of the prompt (Chefer's bi-modal rule on the text tower), printed and saved.
+    DETR (hf:DIR): `chefer` is Chefer's encoder-decoder relevance of each box's query."""
     from ..explain import method_function
+    from ..explain.detr import is_detr
     from ..models.bundle import require_classifier
     from .inputs import batches, image_paths
 
@@ -57,8 +64,10 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
     for name in opts.method:
         method_function(name)  # unknown methods fail here, listing the known ones
     bundle = run.bundle()
-    opts.method = opts.method or default_methods(bundle.task)
-    if bundle.task != "classification":
+    prompts = apply_prompts(run, bundle, text, labels)
+    # DETR is explained through its own attention by default
+    opts.method = opts.method or (["chefer"] if is_detr(bundle) else default_methods(bundle.task))
+    if bundle.task in ("detection", "segmentation"):
         from .explain_tasks import explain_task_images
 
         return explain_task_images(run, bundle, images, opts)
@@ -67,6 +76,8 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
         require_classifier(bundle)
     if opts.target:
         targets = list(dict.fromkeys(bundle.class_index(t) for t in opts.target))  # typos fail here
+    elif prompts:
+        targets = list(range(len(prompts)))  # CLIP: a map for each prompt
     if opts.layer and any(m in CAM_METHODS for m in opts.method):
         bundle.layer(opts.layer)  # unknown layers fail here, once, with suggestions
     paths = image_paths(run, images)
@@ -112,7 +123,10 @@ class _Explainer:
         self.run, self.bundle, self.opts, self.targets = run, bundle, opts, targets
         self.cam_layer: str | None = opts.layer if any(m in CAM_METHODS for m in opts.method) else None
         self.table = Table(title=f"explain · {bundle.spec} · {', '.join(opts.method)} on {bundle.device}")
-        for column in ("image", "class", "probability", "predicted", "output"):
+        # CLIP with chefer: the words of each prompt are scored too (bi-modal relevance on the text tower)
+        self.words = bundle.task == "image-text" and "chefer" in opts.method
+        columns = ("image", "class", "probability", "predicted", "output") + (("words (chefer)",) if self.words else ())
+        for column in columns:
             self.table.add_column(column)
 
     def _method_kwargs(self, method: str) -> dict:
@@ -143,13 +157,21 @@ class _Explainer:
             from ..explain.transformer import attention_heads
 
             heads = attention_heads(self.bundle, x, layer=self.opts.layer).cpu()
+        words = {}
+        if self.words:
+            from ..explain.clip import text_relevance
+
+            for target in self.targets:
+                words[target] = text_relevance(self.bundle, x, predicted if target is None else
+                                               torch.full_like(predicted, target))
         photos = x.detach().cpu()
         for i, path in enumerate(paths):
             for target in self.targets:
                 cls = int(predicted[i]) if target is None else target
                 per_method = {m: maps[(m, None if m in CLASS_FREE else target)][i] for m in self.opts.method}
                 self._write(path, photos[i], per_method, cls, probs[i] if probs is not None else None,
-                            int(predicted[i]) if predicted is not None else None, target is None)
+                            int(predicted[i]) if predicted is not None else None, target is None,
+                            words[target][i] if words else None)
             if heads is not None:
                 self._write_heads(path, photos[i], heads[i])
 
@@ -160,7 +182,8 @@ class _Explainer:
             return f"{what} (class-free)\ntop: {self.bundle.class_name(cls)}{p}"
         return f"{what}\n{self.bundle.class_name(cls)}{p}"
 
-    def _write(self, path: Path, photo, per_method: dict, cls: int, prob, pred: int | None, is_pred: bool) -> None:
+    def _write(self, path: Path, photo, per_method: dict, cls: int, prob, pred: int | None, is_pred: bool,
+               words=None) -> None:
         import numpy as np
 
         from ..io import name_slug, safe_stem
@@ -172,12 +195,16 @@ class _Explainer:
                   "probability": round(float(prob[cls]), 6) if prob is not None else None,
                   "predicted": self.bundle.class_name(pred) if pred is not None else None,
                   "target_is_predicted": is_pred, "methods": {}}
+        if words is not None:
+            record["text_relevance"] = words.as_dict()
         tiles, captions = [photo], [f"input · predicted {record['predicted']}"
                                     + (f" {float(prob[pred]):.1%}" if prob is not None else "")]
         for method, heat in per_method.items():
             heat_np = heat.numpy().astype(np.float32)
             name = f"{stem}_{name_slug(method.replace('+', 'p'))}_{name_slug(class_name)}"
             caption = self._caption(method, cls, prob)
+            if words is not None and method == "chefer":  # captions hold two lines: the words take the second
+                caption = caption.replace("\n", " · ", 1) + f"\nwords: {words.line()}"
             pic = overlay(photo, heat_np, alpha=self.opts.alpha)
             entry = {"method": method, "layer": self.cam_layer if method in CAM_METHODS else
                      (self.opts.layer if method == "attention" else None),
@@ -196,7 +223,7 @@ class _Explainer:
             record["panel"] = shown = str(out)
         self.run.add_result(record)
         self.table.add_row(path.name, class_name, f"{record['probability']:.1%}" if prob is not None else "-",
-                           record["predicted"] or "-", Path(shown).name)
+                           record["predicted"] or "-", Path(shown).name, *((words.line(),) if words else ()))
 
     def _write_heads(self, path: Path, photo, heads) -> None:
         from ..io import safe_stem

@@ -13,6 +13,7 @@ from ..errors import DeepprobeError
 from ..options.fool import DEFAULT_CONFIDENCE, DEFAULT_STEPS, METHODS, Options
 from . import app
 from .common import command, err_console, opt, out_console
+from .prompts import apply_prompts, labels_option, text_option
 
 
 @command(app, "fool")
@@ -49,7 +50,12 @@ def fool_cmd(run, images: list[str] = typer.Argument(None, help="Images (files, 
              min_score: str = opt(Options, "min_score", help="Detectors: a box counts at or above this score."),
              from_noise: bool = typer.Option(False, "--from-noise",
                                              help="Grow unrecognizable images the model labels as each --target "
-                                                  "(Nguyen et al. 2015); no IMAGES needed.")):
+                                                  "(Nguyen et al. 2015); no IMAGES needed."),
+             text: list[str] = text_option(), labels: str = labels_option(),
+             target_text: list[str] = typer.Option(None, "--target-text",
+                                                   help="CLIP: the prompt to reach, e.g. 'a photo of an ostrich' "
+                                                        "(added to the --text/--labels prompts); repeat for several.",
+                                                   rich_help_panel="Image-text (CLIP)")):
     """Make images the model misclassifies (as --target, or as anything else) while they look unchanged.
 
     Writes NAME_fool_TARGET.png at the model's input size (so `deepprobe classify` reads it back as is),
@@ -60,28 +66,37 @@ def fool_cmd(run, images: list[str] = typer.Argument(None, help="Images (files, 
     Detectors: --vanish CLASS|all hides boxes, --target CLASS relabels them (of --source classes); segmenters:
     --target CLASS turns the --source classes' pixels into it, --vanish CLASS into background. DAG (Xie et al.
     2017) by default, or --method pgd inside --eps (TOG). Writes NAME_fool_GOAL.png and a panel with the boxes
-    or classes before and after; success is checked on the saved PNG."""
+    or classes before and after; success is checked on the saved PNG.
+
+    CLIP (hf:DIR): the classes are the --text/--labels prompts, and --target-text names the prompt to reach."""
     opts = run.options
     if from_noise:
         # Hook for `fool --from-noise`: cli/noise.py owns it. method/steps/lr are None unless the user (or a
         # recipe) set them, so the noise technique applies its own defaults.
         from .noise import fool_from_noise_cmd
 
+        if text or labels or target_text:
+            raise DeepprobeError("--from-noise works on classifiers; --text/--labels/--target-text do not apply")
         return fool_from_noise_cmd(run, images=images or [], targets=target or [], method=opts.method,
                                    steps=opts.steps, lr=opts.lr, confidence=opts.confidence)
     if not images:
         raise DeepprobeError("give at least one image to fool (or --from-noise with --target)")
     bundle = run.bundle()
-    if bundle.task != "classification":
+    if bundle.task in ("detection", "segmentation"):
         from .fool_tasks import fool_task_images
 
+        if text or labels or target_text:
+            raise DeepprobeError("--text/--labels/--target-text apply to image-text models (CLIP); "
+                                 f"{bundle.spec} is a {bundle.task} model")
         return fool_task_images(run, bundle, images, target or [], vanish or [], source or [], opts)
     if vanish or source:
-        raise DeepprobeError(f"--vanish and --source apply to detectors and segmenters; {bundle.spec} is a classifier")
-    return _attack_images(run, images, target or [], opts)
+        raise DeepprobeError(f"--vanish and --source apply to detectors and segmenters; {bundle.spec} is "
+                             f"a {bundle.task} model")
+    return _attack_images(run, images, target or [], opts, text or [], labels, target_text or [])
 
 
-def _attack_images(run, images: list[str], target_names: list[str], opts: Options) -> int:
+def _attack_images(run, images: list[str], target_names: list[str], opts: Options, text: list[str],
+                   labels: str | None, target_texts: list[str]) -> int:
     import torch
 
     from ..io import quantize
@@ -94,8 +109,12 @@ def _attack_images(run, images: list[str], target_names: list[str], opts: Option
         raise DeepprobeError(f"unknown --method {kwargs['method']!r} for attacks (choose from {', '.join(METHODS)};"
                              " evolve/cppn/gradient need --from-noise)")
     bundle = run.bundle()
+    if target_texts and bundle.task != "image-text":
+        raise DeepprobeError(f"--target-text applies to image-text models (CLIP); {bundle.spec} is a "
+                             f"{bundle.task} model: use --target")
+    apply_prompts(run, bundle, text, labels, extra=target_texts)
     require_classifier(bundle)
-    targets = [bundle.class_index(name) for name in target_names] or [None]
+    targets = [bundle.class_index(name) for name in [*target_names, *target_texts]] or [None]
     paths = image_paths(run, images)
     per_batch = _budget(kwargs)
     n_batches = math.ceil(len(paths) / opts.batch_size)

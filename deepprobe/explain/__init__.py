@@ -23,10 +23,11 @@ def explain(probe, x: torch.Tensor, method: str = "gradcam", target=None, layer:
 
     Detectors and segmenters (`probe.task`): see `deepprobe.explain.tasks` -- a detector gives one BoxMaps per
     image (its boxes, one map per box; `min_score` picks the boxes), a segmenter (N,H,W) maps of `target`'s
-    predicted pixels (default: each image's largest class other than background).
+    predicted pixels (default: each image's largest class other than background). CLIP (`image-text`) is
+    explained like a classifier whose classes are its prompts (`probe.set_prompts`).
     """
     check_ranges("explain", method_options)
-    if getattr(probe, "task", "classification") != "classification":
+    if getattr(probe, "task", "classification") in ("detection", "segmentation"):  # CLIP ranks its prompts
         from .tasks import explain_task
 
         return explain_task(probe, x, method, target=target, layer=layer, **method_options)

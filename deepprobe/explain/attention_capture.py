@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import DeepprobeError
 
 SUPPORTED = ("timm ViT-style models with a class token (vit_*, deit_*, beit_*, eva_*) and Hugging Face "
-             "ViT/DeiT classifiers via hf:DIR")
+             "ViT/DeiT classifiers and CLIP ViTs via hf:DIR")
 
 
 @dataclass
@@ -101,7 +101,9 @@ def _hf_attention_modules(model: nn.Module) -> list[nn.Module]:
 
 
 def _hf_grid(model: nn.Module, size: tuple[int, int]) -> tuple[int, int] | None:
-    p = getattr(getattr(model, "config", None), "patch_size", None)
+    config = getattr(model, "config", None)
+    config = getattr(config, "vision_config", None) or config  # CLIP: the image tower's patches
+    p = getattr(config, "patch_size", None)
     if p is None:
         return None
     p = (p, p) if isinstance(p, int) else tuple(p)

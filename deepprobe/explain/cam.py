@@ -44,7 +44,8 @@ def default_cam_layer(probe, x: torch.Tensor) -> str:
 
     CNNs: the last module whose output is a spatial (N,C,h,w) map with h, w > 1 (found with one forward pass).
     Vision transformers have no such map: the input norm of the last block (`blocks.-1.norm1` in timm,
-    `layernorm_before` of the last layer in Hugging Face), whose patch tokens still carry the class gradient —
+    `layernorm_before` of the last layer in Hugging Face, `layer_norm1` of CLIP's image tower), whose patch
+    tokens still carry the class gradient —
     the final norm's patch tokens do not, when the head reads only the class token.
     """
     from ..models.layers import last_spatial_layer
@@ -55,7 +56,8 @@ def default_cam_layer(probe, x: torch.Tensor) -> str:
     if (getattr(inner, "patch_embed", None) is not None and isinstance(blocks, nn.Sequential) and len(blocks)
             and hasattr(blocks[-1], "norm1")):
         return f"blocks.{len(blocks) - 1}.norm1"
-    hf = [n for n, _ in inner.named_modules() if n.endswith("layernorm_before")]
+    hf = [n for n, _ in inner.named_modules() if n.endswith("layernorm_before")
+          or (n.startswith("vision_model.encoder.") and n.endswith("layer_norm1"))]  # CLIP's image tower
     if hf:
         return hf[-1]
     return last_spatial_layer(probe.net, x[:1].to(probe.device), inner)

@@ -114,7 +114,8 @@ def randomize_(modules: list, generator: torch.Generator) -> None:
         for p in group_member.parameters():
             if id(p) not in covered:
                 noise = torch.randn(p.shape, generator=generator, dtype=torch.float32)
-                p.copy_(noise.to(p.device, p.dtype) * p.float().std().nan_to_num(0.02).clamp_min(1e-3))
+                spread = p.float().std().nan_to_num(0.02) if p.numel() > 1 else p.new_tensor(0.02)  # a scalar
+                p.copy_(noise.to(p.device, p.dtype) * spread.clamp_min(1e-3))  # (CLIP's logit_scale) has no std
                 covered.add(id(p))
 
 

@@ -114,6 +114,10 @@ def explain_boxes(bundle, x: torch.Tensor, method: str = "gradcam", target=None,
                   min_score: float = 0.5, **method_options) -> list[BoxMaps]:
     """Per image: the boxes at or above `min_score` (of class `target` if given) and one map per box."""
     classes = _classes(bundle, target)
+    if method == "chefer":  # DETR: relevance through its own attention, per box's query (explain/detr.py)
+        from .detr import detr_relevance
+
+        return detr_relevance(bundle, x, classes, min_score)
     found = [d.of(classes) for d in detect(bundle, x, min_score)]
     layer = layer or (default_task_layer(bundle, x) if method in CAM_METHODS else None)
     results = []
@@ -155,9 +159,13 @@ def explain_segments(bundle, x: torch.Tensor, method: str = "gradcam", target=No
 # ------------------------------------------------------------------------------------------ dispatch
 def check_method(bundle, method: str) -> None:
     """One line when a method has no meaning on this model's task."""
-    if method not in TASK_METHODS:
-        raise DeepprobeError(f"{method} does not apply to {bundle.spec}: it is {describe_task(bundle.task)}; "
-                             f"methods for it: {', '.join(TASK_METHODS)}")
+    from .detr import is_detr
+
+    if method in TASK_METHODS or (method == "chefer" and is_detr(bundle)):
+        return
+    extra = " (and chefer on DETR)" if bundle.task == DETECTION else ""
+    raise DeepprobeError(f"{method} does not apply to {bundle.spec}: it is {describe_task(bundle.task)}; "
+                         f"methods for it: {', '.join(TASK_METHODS)}{extra}")
 
 
 TASK_EXPLAINERS = {DETECTION: explain_boxes, SEGMENTATION: explain_segments}

@@ -90,10 +90,22 @@ def relevance_tokens(cams: list[torch.Tensor], prefix: int = 1) -> torch.Tensor:
     as a row vector (v <- v + v @ C_l), which equals the bottom-up R <- R + C_l @ R."""
     last = cams[-1].float()
     eye = torch.eye(last.shape[-1], device=last.device, dtype=last.dtype)
-    row = _readout_row(eye + last, prefix)
+    return _relevance_from(_readout_row(eye + last, prefix), cams)[:, prefix:]
+
+
+def relevance_rows(cams: list[torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
+    """Row `rows[n]` of R = (I + C_L) ... (I + C_1) for each item n, (N, T): e.g. the end-of-text token a
+    text transformer pools."""
+    last = cams[-1].float()
+    start = torch.nn.functional.one_hot(rows.to(last.device).long(), last.shape[-1]).to(last.dtype)
+    return _relevance_from(start + (start.unsqueeze(1) @ last).squeeze(1), cams)
+
+
+def _relevance_from(row: torch.Tensor, cams: list[torch.Tensor]) -> torch.Tensor:
+    """Carry a row of (I + C_L) down through the lower layers: v <- v + v @ C_l."""
     for cam in reversed(cams[:-1]):
         row = row + (row.unsqueeze(1) @ cam.float()).squeeze(1)
-    return row[:, prefix:]
+    return row
 
 
 def _readout_row(r: torch.Tensor, prefix: int) -> torch.Tensor:

@@ -75,15 +75,36 @@ class ModelBundle:
         """Softmax probabilities for a batch (an independent forward pass, no gradients)."""
         return torch.softmax(self.net(images.to(self.device)).float(), dim=1)
 
+    def set_prompts(self, texts: list[str], names: list[str] | None = None) -> ModelBundle:
+        """Image-text models (CLIP): the prompts the logits range over; `names` (default: the texts) become the
+        class names. Returns the bundle, so `probe = dp.load_model("hf:DIR").set_prompts([...])` reads well."""
+        from .clip import zero_shot_head
+
+        head = zero_shot_head(self.net)
+        if head is None:
+            raise DeepprobeError(f"model {self.spec} (task {self.task}) takes no text prompts; only CLIP does")
+        texts = [str(t) for t in texts]
+        names = list(names) if names is not None else texts
+        if len(names) != len(texts):
+            raise DeepprobeError(f"got {len(names)} names for {len(texts)} prompts")
+        head.set_prompts(texts)
+        self.labels = names
+        self.notes["prompts"] = texts
+        return self
+
     def describe(self) -> dict:
         return {"spec": self.spec, "weights": self.weights, "device": str(self.device),
                 "input_size": list(self.input_size) if self.input_size else None}
 
 
 def require_classifier(bundle: ModelBundle, what: str = "this command") -> None:
-    """Refuse, in one line, a model that is not a classifier (a detector, a segmenter, CLIP)."""
-    from .tasks import CLASSIFICATION, require_task
+    """Refuse, in one line, a model that is not a classifier (a detector, a segmenter). CLIP with its prompts
+    set is one: its logits range over the prompts."""
+    from .tasks import CLASSIFICATION, IMAGE_TEXT, require_task
 
-    require_task(bundle, what, CLASSIFICATION)
+    require_task(bundle, what, CLASSIFICATION, IMAGE_TEXT)
+    if bundle.task == IMAGE_TEXT and not bundle.labels:
+        raise DeepprobeError(f"{what} on an image-text model (CLIP) needs the prompts to score: --text/--labels "
+                             "(classify, explain, fool, evaluate) or probe.set_prompts([...]) in Python")
     if bundle.num_classes is None:
         raise DeepprobeError(f"model {bundle.spec} does not look like a classifier (no class outputs found)")

@@ -7,7 +7,8 @@ candidate probabilities moves detections smoothly -- what attacks (DAG, TOG) and
 
 `candidate_spec(bundle)` says which layers to capture and how to read them; the engine captures them in one
 forward pass (`deepprobe.engine.forward`) and stops before the post-processing. A detector from another source
-(e.g. DETR) plugs in by putting its own `CandidateSpec` in `bundle.notes["candidates"]`.
+plugs in by putting its own `CandidateSpec` in `bundle.notes["candidates"]`, or by a `candidate_spec()` method of
+its adapter module (DETR: every query's softmax over the classes, no-object last).
 """
 from __future__ import annotations
 
@@ -53,6 +54,10 @@ def candidate_spec(bundle) -> CandidateSpec:
     """How to read the candidates of the bundle's detector (torchvision families, or notes['candidates'])."""
     if "candidates" in bundle.notes:
         return bundle.notes["candidates"]
+    for module in bundle.net.modules():  # an adapter that knows its model's candidates (DETR's queries)
+        declared = getattr(module, "candidate_spec", None)
+        if callable(declared) and type(module).__module__.startswith("deepprobe"):
+            return declared()
     from torchvision.models import detection as tv
 
     inner = bundle.inner

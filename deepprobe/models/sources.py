@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 
 import torch
@@ -31,6 +30,8 @@ SPEC_FORMS = [
     ("onnx:FILE", "an ONNX model (e.g. from torch.onnx.export), converted to PyTorch with onnx2torch and checked "
                   "against onnxruntime"),
     ("hf:DIR", "a Hugging Face image classifier saved with save_pretrained() in a local folder"),
+    ("hf:DIR (CLIPModel)", "CLIP saved with its processor; zero-shot over --text/--labels prompts"),
+    ("hf:DIR (DetrForObjectDetection)", "DETR saved with save_pretrained(); boxes, Chefer maps per object"),
     ("python:module:callable", "calls YOUR code, which returns an nn.Module (it runs with your permissions); "
                                "a list of box dicts or (N,C,H,W) output makes it a detector or segmenter"),
 ]
@@ -218,30 +219,11 @@ def _onnx(path: str, weights):
 
 
 def _hf(path: str, weights):
-    folder = Path(path)
-    if not (folder / "config.json").is_file():
-        raise DeepprobeError(f"{path} is not a saved Hugging Face model folder (no config.json)")
-    try:
-        from transformers import AutoModelForImageClassification
-    except ImportError as exc:
-        raise DeepprobeError("hf: models need transformers: pip install 'deepprobe[hf]'") from exc
-    net = AutoModelForImageClassification.from_pretrained(str(folder), local_files_only=True,
-                                                          attn_implementation="eager")
-    id2label = getattr(net.config, "id2label", None) or {}
-    labels = [id2label[i] for i in range(len(id2label))] if id2label else None
-    size, mean, std = (224, 224), IMAGENET_MEAN, IMAGENET_STD
-    proc = folder / "preprocessor_config.json"
-    if proc.is_file():
-        cfg = json.loads(proc.read_text())
-        s = cfg.get("size", 224)
-        if isinstance(s, dict):
-            s = (s.get("height", s.get("shortest_edge", 224)), s.get("width", s.get("shortest_edge", 224)))
-        size = tuple(s) if isinstance(s, (list, tuple)) else (int(s), int(s))
-        mean, std = tuple(cfg.get("image_mean", mean)), tuple(cfg.get("image_std", std))
-    else:
-        img = getattr(net.config, "image_size", 224)
-        size = (img, img) if isinstance(img, int) else tuple(img)
-    return LogitsOf(net), labels, Preprocess(crop=size, resize=None, mean=mean, std=std, interpolation="bilinear")
+    from .hf import load_hf
+
+    if weights:
+        raise DeepprobeError("hf: models load their weights from the folder; --weights does not apply")
+    return load_hf(path)
 
 
 def _python(target: str, weights):

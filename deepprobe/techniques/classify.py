@@ -8,7 +8,8 @@ import torch
 
 from ..models import ModelBundle
 from ..models.outputs import Detections, Segmentation, detect, segment
-from ..models.tasks import CLASSIFICATION, DETECTION, SEGMENTATION, require_task
+from ..models.bundle import require_classifier
+from ..models.tasks import DETECTION, SEGMENTATION
 from ..options.ranges import check_ranges
 
 
@@ -27,13 +28,14 @@ def classify(bundle: ModelBundle, images: torch.Tensor, top: int = 5,
              min_score: float = 0.5) -> list[Prediction] | list[Detections] | list[Segmentation]:
     """What the model sees in each image of a (N,3,H,W) batch in [0,1]:
     a classifier's top-`top` classes and softmax probabilities (`Prediction`), a detector's boxes at or above
-    `min_score` (`Detections`), a segmenter's class per pixel and area per class (`Segmentation`)."""
+    `min_score` (`Detections`), a segmenter's class per pixel and area per class (`Segmentation`); CLIP, once
+    its prompts are set (`bundle.set_prompts`), ranks the prompts like classes (zero-shot)."""
     check_ranges("classify", locals())
     if bundle.task == DETECTION:
         return detect(bundle, images, min_score)
     if bundle.task == SEGMENTATION:
         return segment(bundle, images)
-    require_task(bundle, "classify", CLASSIFICATION, DETECTION, SEGMENTATION)
+    require_classifier(bundle, "classify")
     probs = bundle.predict(images)
     k = min(top, probs.shape[1])
     values, indices = probs.topk(k, dim=1)

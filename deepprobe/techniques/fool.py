@@ -116,7 +116,7 @@ def attack(bundle: ModelBundle, x: torch.Tensor, target: ClassSpec = None, *, la
     one step regardless). `callback(step, total, loss, fwd)` reports progress.
     `seed`: one int for the batch, or one per image (then an image's random start does not depend on its batch).
     """
-    if getattr(bundle, "task", "classification") != "classification":
+    if getattr(bundle, "task", "classification") in ("detection", "segmentation"):  # CLIP: logits over prompts
         raise DeepprobeError(f"attack() fools classifiers; {bundle.spec} is a {bundle.task} model: use "
                              "deepprobe.fool_detector / deepprobe.fool_segmenter")
     if method not in METHODS:
@@ -480,7 +480,7 @@ def eval_mode(net: torch.nn.Module):
 
 
 def options_dict(opts: Options) -> dict:
-    """Options -> keyword arguments of `attack` (everything but the CLI-only fields)."""
+    """Options -> keyword arguments of `attack` (everything but the CLI-only and detector-only fields)."""
     values = {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("batch_size", "amplify", "min_score")}
     values["method"] = DEFAULT_METHOD if values["method"] is None else values["method"]
     values["steps"] = DEFAULT_STEPS if values["steps"] is None else values["steps"]
