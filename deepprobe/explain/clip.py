@@ -46,7 +46,7 @@ def pooled_positions(input_ids: torch.Tensor, eos_token_id: int | None) -> torch
 def text_relevance(probe, x: torch.Tensor, target=None) -> list[TextRelevance]:
     """Per image, the relevance of each token of its target prompt (None: the predicted prompt)."""
     from ..models.clip import zero_shot_head
-    from . import resolve_targets
+    from .maps import resolve_targets
 
     head = zero_shot_head(probe.net)
     if head is None or not head.prompts:

@@ -76,7 +76,7 @@ def detr_relevance(probe, x: torch.Tensor, classes: list[int] | None = None, min
     and each box's relevance map R_qi[query] resized to the input, in [0, 1]."""
     from ..models.detr import detections_of
     from ..models.outputs import Detections
-    from . import to_input_size
+    from .maps import to_input_size
     from .tasks import BoxMaps
 
     detector = detr_module(probe)

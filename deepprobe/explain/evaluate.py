@@ -17,7 +17,8 @@ import torch
 from ..errors import DeepprobeError
 from ..options.evaluate import FILLS, Options
 from ..options.ranges import check_ranges
-from . import explain, method_function, resolve_targets
+from . import explain
+from .maps import method_function, resolve_targets
 from .faithfulness import auc, deletion_insertion, edge_map, fractions, random_map
 from .sanity import cascading_randomization, randomization_groups
 

@@ -136,7 +136,7 @@ def chefer(probe, x: torch.Tensor, targets: torch.Tensor | None = None, layer: s
     """Gradient-weighted attention relevance (N, h, w) for each image's target class (None: the predicted one)."""
     _no_layer("chefer", layer)
     if targets is None:
-        from . import resolve_targets
+        from .maps import resolve_targets
 
         targets = resolve_targets(probe, x.to(probe.device), None)
     # each layer is reduced to its (N, T, T) cam as its gradient arrives; no attention is stored
@@ -164,7 +164,7 @@ def attention_heads(probe, x: torch.Tensor, layer: str | int | None = None, resi
     `layer` picks the block (default: the last). With `resize` (default) each head's map is resized to the
     input and min-max scaled to [0,1] like `explain()` does; `resize=False` gives the raw (N, heads, h, w) grid.
     """
-    from . import to_input_size
+    from .maps import to_input_size
 
     # keep only what can be read: each layer's CLS row and mean row, (N, heads, T) each
     cap = capture_attention(probe, x, method="attention", on_attention=lambda a: (a[:, :, 0], a.mean(2)))

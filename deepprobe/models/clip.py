@@ -89,7 +89,7 @@ def load_clip(folder: Path):
     """(ZeroShotCLIP, labels None, image geometry + CLIP normalization) from a save_pretrained folder."""
     from transformers import AutoTokenizer, CLIPModel
 
-    from .hf import image_preprocess, processor_config
+    from .hf_processor import image_preprocess, processor_config
     from .preprocess import Preprocess
 
     # transformers 5 builds an empty tokenizer when the files are missing; ask for them instead

@@ -128,7 +128,7 @@ def load_detr(folder: Path):
     """(DetrDetector, class names, Preprocess) from a save_pretrained folder, offline."""
     from transformers import DetrForObjectDetection
 
-    from .hf import processor_config
+    from .hf_processor import processor_config
 
     config = offline_config(folder)
     try:
