@@ -78,6 +78,16 @@ def grid(images: Sequence, captions: Sequence[str] | None = None, columns: int |
     return canvas
 
 
+def amplification(linf: float, chosen: float | None = None) -> float:
+    """How much to amplify a perturbation in a panel: `chosen`, or a power of two that makes the largest change
+    fill about half the grey range (x1 at least)."""
+    if chosen is not None:
+        return float(chosen)
+    if linf <= 0:
+        return 1.0
+    return float(2 ** max(0, round(math.log2(0.5 / linf))))
+
+
 def panel(images: Sequence, captions: Sequence[str], cell: int = 224, title: str | None = None) -> Image.Image:
     """One row: e.g. original | perturbation | adversarial."""
     return grid(images, captions, columns=len(images), cell=cell, title=title)

@@ -167,7 +167,7 @@ def _save(run, bundle, result, pairs: list[tuple[Path, int | None]], opts: Optio
     import torch
 
     from ..io import name_slug, safe_stem
-    from ..render import panel
+    from ..render import amplification, panel
 
     records = result.records(bundle)
     saved = []
@@ -175,7 +175,7 @@ def _save(run, bundle, result, pairs: list[tuple[Path, int | None]], opts: Optio
         name = f"{safe_stem(path)}_fool" + (f"_{name_slug(bundle.class_name(target))}" if target is not None else "")
         record = {"input": str(path), **record, "loss_curve": [round(v, 5) for v in result.losses]}
         out = run.save_image(result.images[i], f"{name}.png", result=record)
-        scale = _amplify(float(result.linf[i]), opts.amplify)
+        scale = amplification(float(result.linf[i]), opts.amplify)
         delta = (result.images[i] - result.original[i]).cpu()
         tiles = [result.original[i], (0.5 + scale * delta).clamp(0, 1), result.images[i]]
         captions = [f"original: {record['original_class']} {record['original_probability']:.1%}",
@@ -233,15 +233,6 @@ def _warn_below_confidence(results: list[dict], kwargs: dict) -> None:
                       + ", ".join(f"{Path(r['input']).name} → {r['target']} {r['target_probability']:.1%}"
                                   for r in short[:5]) + (" ..." if len(short) > 5 else "")
                       + "; raise --eps/--steps, or lower --confidence[/yellow]")
-
-
-def _amplify(linf: float, chosen: float | None) -> float:
-    """A power of two that makes the largest change fill about half the grey range (x1 at least)."""
-    if chosen is not None:
-        return float(chosen)
-    if linf <= 0:
-        return 1.0
-    return float(2 ** max(0, round(math.log2(0.5 / linf))))
 
 
 class _Table:

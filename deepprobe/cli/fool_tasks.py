@@ -64,7 +64,7 @@ def _save(run, bundle, path: Path, result, opts: Options, table) -> None:
     """Write the adversarial PNG, read it back, judge it again, and write the before | change | after panel."""
     from ..io import name_slug, safe_stem
     from ..render import panel
-    from .fool import _amplify
+    from ..render import amplification
 
     record = {"input": str(path), **result.records()[0], "loss_curve": [round(v, 5) for v in result.losses]}
     name = f"{safe_stem(path)}_fool_{name_slug(result.goal.replace('->', 'to'))}"
@@ -74,7 +74,7 @@ def _save(run, bundle, path: Path, result, opts: Options, table) -> None:
     record.update(success=bool(success[0]), share=round(float(share[0]), 6), after=after[0].as_dict(),
                   checked_on="saved PNG", output=str(out))
     delta = (result.images[0] - result.original[0]).cpu()
-    scale = _amplify(float(delta.abs().max()), opts.amplify)
+    scale = amplification(float(delta.abs().max()), opts.amplify)
     tiles = [_draw(bundle, result.original[0], result.before[0]), (0.5 + scale * delta).clamp(0, 1),
              _draw(bundle, result.images[0], after[0])]
     captions = [f"original: {_summary(result.before[0])}",

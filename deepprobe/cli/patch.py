@@ -10,6 +10,7 @@ from ..errors import DeepprobeError
 from ..options.patch import Options
 from . import app
 from .common import command, err_console, opt, out_console
+from .patch_preview import save_preview
 
 patch_app = typer.Typer(help="Learn a universal adversarial patch and paste it into new photos.",
                         no_args_is_help=True)
@@ -100,17 +101,6 @@ def train_cmd(run, images: list[str] = typer.Argument(..., help="Training photos
     if run.show_progress:
         out_console.print(f"patch: {patch_path}  (training success {result.train_success:.0%})")
         out_console.print(f"preview: {preview_path}")
-
-
-def save_preview(run, tiles: list, captions: list[str], title: str, name: str, patch_path: Path, meta: dict) -> Path:
-    """The preview grid beside a trained patch, and the run's result row (its metadata, loss curve left out)."""
-    from ..render import grid
-
-    preview_path = run.save_image(grid(tiles, captions, cell=200, title=title), name,
-                                  result={"patch": str(patch_path), "preview": True})
-    summary = {k: v for k, v in meta.items() if k != "loss_curve"}
-    run.add_result({**summary, "output": str(patch_path), "preview": str(preview_path)})
-    return preview_path
 
 
 def _metadata(patch_file: Path) -> dict:

@@ -33,7 +33,7 @@ def _training_photos(run, bundle, images: list[str]):
 
 
 def _describe(bundle, applied, i: int) -> str:
-    before, after = len(applied.before[i]), len(applied.after[i])
+    before = len(applied.before[i])
     return f"{before - round(float(applied.hidden[i]) * before)}/{before} still found" if before else "none found"
 
 
@@ -41,7 +41,7 @@ def train_detector_patch(run, bundle, images: list[str], opts: Options) -> None:
     from ..io import name_slug
     from ..render import draw_detections
     from ..techniques.patch_detection import apply_vanish_patch, train_vanish_patch
-    from .patch import save_preview
+    from .patch_preview import save_preview
     from .progress import engine_callback
 
     if opts.vanish is None:

@@ -169,7 +169,7 @@ class _Examples:
             return
         from ..io import safe_stem
         from ..render import panel
-        from .fool import _amplify
+        from ..render import amplification
 
         clean, adversarial = self.attack.last
         for i, record in enumerate(records):
@@ -185,7 +185,7 @@ class _Examples:
                                         result={"input": record["path"], "label": record["label_name"],
                                                 "final_class": entry["final_name"], "broken_by": entry["broken_by"],
                                                 "eps": key, "linf": entry["linf"], "l2": entry["l2"]})
-            scale = _amplify(float(entry["linf"]), None)
+            scale = amplification(float(entry["linf"]), None)
             tiles = [original, (0.5 + scale * (adv - original)).clamp(0, 1), adv]
             captions = [f"label {record['label_name']} · model: {record['clean_pred_name']}",
                         f"perturbation x{scale:g}\nL-inf {entry['linf'] * 255:.3g}/255 · L2 {entry['l2']:.3f}",

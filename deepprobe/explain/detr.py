@@ -76,8 +76,7 @@ def detr_relevance(probe, x: torch.Tensor, classes: list[int] | None = None, min
     and each box's relevance map R_qi[query] resized to the input, in [0, 1]."""
     from ..models.detr import detections_of
     from ..models.outputs import Detections
-    from .maps import to_input_size
-    from .tasks import BoxMaps
+    from .maps import BoxMaps, to_input_size
 
     detector = detr_module(probe)
     if detector is None:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import DeepprobeError
+from ..models.outputs import Detections
 from ..options.explain import CLASS_FREE  # explain() skips the predicted-class pass for these
 
 # method name -> "module:function" (relative to deepprobe.explain); modules are imported on first use.
@@ -75,3 +77,11 @@ def class_maps(probe, x: torch.Tensor, method: str = "gradcam", target=None, lay
     targets = None if method in CLASS_FREE and target is None else resolve_targets(probe, x, target)
     raw = fn(probe, x, targets, layer=layer, **method_options)
     return to_input_size(raw, x.shape[-2:])
+
+
+@dataclass
+class BoxMaps:
+    """One image's explained boxes (a detector's) and one (H,W) map in [0,1] per box, in the same order."""
+
+    detections: Detections
+    maps: torch.Tensor  # (K,H,W)

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..errors import DeepprobeError
-from ..models.outputs import Detections, detect, segment
+from ..models.outputs import detect, segment
 from ..models.tasks import DETECTION, SEGMENTATION, describe_task
 from ..options.explain import CAM_METHODS
-from .maps import class_maps
+from .maps import BoxMaps, class_maps
 
 IOU_THRESHOLD = 0.5  # FasterRCNNBoxScoreTarget's default
 # methods that explain one number per image and so carry over to detectors and segmenters
@@ -102,14 +101,6 @@ def default_task_layer(bundle, x: torch.Tensor) -> str:
 
 
 # ------------------------------------------------------------------------------------------ detectors
-@dataclass
-class BoxMaps:
-    """One image's explained boxes and one (H,W) map in [0,1] per box, in the same order."""
-
-    detections: Detections
-    maps: torch.Tensor  # (K,H,W)
-
-
 def explain_boxes(bundle, x: torch.Tensor, method: str = "gradcam", target=None, layer: str | None = None,
                   min_score: float = 0.5, **method_options) -> list[BoxMaps]:
     """Per image: the boxes at or above `min_score` (of class `target` if given) and one map per box."""
