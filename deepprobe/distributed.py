@@ -1,7 +1,8 @@
 """torchrun awareness: one process per rank, its rank/world from the environment, a shard, a barrier.
 
 The same command runs unchanged alone or under `torchrun --nproc-per-node K` (and multi-node): torchrun sets
-RANK, WORLD_SIZE and LOCAL_RANK; each rank then works on its own device (CUDA: the LOCAL_RANK-th GPU, nccl;
+RANK, WORLD_SIZE and LOCAL_RANK; each rank then works on its own device (CUDA: the LOCAL_RANK-th GPU, nccl,
+or GPUs shared round-robin over gloo when a node runs more ranks than it has GPUs;
 otherwise the CPU, gloo). Nothing here schedules work: the shard of a rank is a fixed rule (chunk c belongs to
 rank c % world), so results never depend on timing.
 """
@@ -54,9 +55,17 @@ def from_env() -> tuple[int, int, int]:
     return number("RANK", 0), number("WORLD_SIZE", 1), number("LOCAL_RANK", 0)
 
 
+def local_world(world: int) -> int:
+    """Processes on this node (torchrun's LOCAL_WORLD_SIZE; the whole world when it is not set)."""
+    try:
+        return int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    except ValueError:
+        return world
+
+
 def init(device: str = "auto") -> Context:
-    """Join torchrun's process group when there is one (nccl on CUDA, gloo otherwise); the device a rank
-    should use replaces `device` ("auto"/"cuda" -> the LOCAL_RANK-th GPU)."""
+    """Join torchrun's process group when there is one (nccl on CUDA, gloo otherwise or when ranks share GPUs);
+    the device a rank should use replaces `device` ("auto"/"cuda" -> GPU LOCAL_RANK modulo the GPU count)."""
     rank, world, local_rank = from_env()
     if world <= 1:
         return Context(device=device)
@@ -64,14 +73,19 @@ def init(device: str = "auto") -> Context:
     import torch.distributed as dist
 
     wants_cuda = (device or "auto").split(":")[0] in ("auto", "cuda") and torch.cuda.is_available()
+    backend = "gloo"
     if wants_cuda:
-        torch.cuda.set_device(local_rank)
-        device = f"cuda:{local_rank}"
+        gpus = torch.cuda.device_count()
+        torch.cuda.set_device(local_rank % gpus)
+        device = f"cuda:{local_rank % gpus}"
+        # nccl wants one GPU per rank; more ranks than GPUs on a node share them round-robin over gloo (the ranks
+        # only exchange a few small objects: who finished, and the part files are on disk)
+        backend = "nccl" if local_world(world) <= gpus else "gloo"
     elif (device or "auto") == "auto":
         device = "cpu"
     created = not dist.is_initialized()
     if created:
-        dist.init_process_group(backend="nccl" if wants_cuda else "gloo", timeout=BARRIER_TIMEOUT)
+        dist.init_process_group(backend=backend, timeout=BARRIER_TIMEOUT)
     return Context(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local_rank, device=device,
                    backend=dist.get_backend(), created=created)
 
