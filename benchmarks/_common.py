@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -29,3 +30,19 @@ def add_machine_args(parser) -> None:
 def apply_threads(args) -> None:
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
+
+
+def photos(bundle, n: int) -> torch.Tensor:
+    """n different 224 images from the example photos: as they are, mirrored, and zoomed into a corner."""
+    base = [bundle.load_image(p) for p in sorted(EXAMPLES.glob("*.jpg"))]
+    out = []
+    for i in range(n):
+        x = base[i % len(base)]
+        variant = (i // len(base)) % 4
+        if variant == 1:
+            x = x.flip(-1)
+        elif variant >= 2:
+            o = 32 if variant == 2 else 0
+            x = F.interpolate(x[..., o:o + 192, o:o + 192], size=(224, 224), mode="bilinear", align_corners=False)
+        out.append(x)
+    return torch.cat(out)

@@ -20,7 +20,7 @@ import torch
 from ...models import ModelBundle
 from .check import Checker
 from .common import (Active, Adversarial, Seeds, StepProgress, _view, loss_and_grad, objective,
-                     offset_progress, project, random_start, steepest)
+                     offset_progress, project, random_start, runner_up_classes, steepest)
 from .run import run_attack
 from . import rng
 
@@ -71,14 +71,13 @@ def untargeted(loss: str):
 def targeted(bundle: ModelBundle, checker: Checker, keys: torch.Tensor, *, steps: int, restarts: int, targets: int,
              progress: StepProgress | None) -> torch.Tensor:
     """APGD-T over the runner-up classes of each clean image; returns the steps spent per image."""
-    with torch.no_grad():
-        ranked = bundle.net(checker.x).float().argsort(1, descending=True)
-    targets = max(1, min(targets, ranked.shape[1] - 1))
+    ranked = runner_up_classes(bundle, checker.x, targets)
+    targets = ranked.shape[1]
     cost = torch.zeros(checker.x.shape[0], dtype=torch.long, device=checker.x.device)
     for j in range(targets):
         report = offset_progress(progress, j * restarts * steps, targets * restarts * steps)
         cost += _restarts(bundle, checker, rng.derive(keys, "target", j), steps=steps, restarts=restarts,
-                          loss="dlr", target=ranked[:, j + 1], progress=report)
+                          loss="dlr", target=ranked[:, j], progress=report)
     return cost
 
 

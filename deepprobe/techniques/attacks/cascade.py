@@ -23,7 +23,7 @@ from .apgd import targeted as apgd_targeted_body, untargeted as apgd_untargeted
 from .fab import targeted as fab_targeted_body
 from .square import search as square_search
 from .check import Checker, norms
-from .common import Adversarial, Seeds, StepProgress, prepare
+from .common import Adversarial, Seeds, StepProgress, logits, prepare
 from .run import run_attack
 
 # body(bundle, checker, keys, settings, progress) -> (N,) cost; attacks the images the checker has not counted.
@@ -137,7 +137,7 @@ def robust_batch(bundle: ModelBundle, x: torch.Tensor, labels, eps: float | Iter
     n = x.shape[0]
     _check_labels(bundle, labels)
     with fool.eval_mode(bundle.net), torch.no_grad():
-        clean_pred = bundle.net(x).argmax(1)
+        clean_pred = logits(bundle, x).argmax(1)
         robust = clean_pred == labels
         adv, final = x.clone(), clean_pred.clone()
         broken_by = [None if bool(ok) else "clean" for ok in robust.tolist()]

@@ -86,9 +86,28 @@ def objective(loss: str, y: torch.Tensor, target: torch.Tensor | None = None) ->
     raise DeepprobeError(f"unknown loss {loss!r} (choose from ce, dlr)")
 
 
+def layout(images: torch.Tensor) -> torch.Tensor:
+    """Images in the memory layout the model runs fastest on: channels-last on the CPU (measured on
+    EfficientNet-Lite0, 2-core VM: forward + backward -17%, forward -11%, same numbers), as they are elsewhere."""
+    return images.contiguous(memory_format=torch.channels_last) if images.device.type == "cpu" else images
+
+
+@torch.no_grad()
+def logits(bundle: ModelBundle, images: torch.Tensor) -> torch.Tensor:
+    """(N, classes) float logits of one forward pass without gradients."""
+    return bundle.net(layout(images)).float()
+
+
+def runner_up_classes(bundle: ModelBundle, x: torch.Tensor, count: int) -> torch.Tensor:
+    """(N, count) the 2nd, 3rd, ... (count+1)-th most likely classes of each image: APGD-T's and FAB-T's
+    targets (count is capped at the number of classes - 1)."""
+    ranked = logits(bundle, x).argsort(1, descending=True)
+    return ranked[:, 1:1 + max(1, min(count, ranked.shape[1] - 1))]
+
+
 def loss_and_grad(bundle: ModelBundle, images: torch.Tensor, goal: E.Objective):
     """(per-image loss, logits, gradient of the loss wrt the images): one forward and one backward pass."""
-    images = images.detach().requires_grad_(True)
+    images = layout(images.detach()).requires_grad_(True)
     with torch.enable_grad():
         per_image, fwd = E.evaluate(bundle, images, goal)
         (grad,) = torch.autograd.grad(per_image.float().sum(), images)

@@ -23,7 +23,7 @@ import torch
 from ...models import ModelBundle
 from . import rng
 from .check import Checker
-from .common import Active, Adversarial, Seeds, StepProgress, _view, offset_progress, margin, project
+from .common import Active, Adversarial, Seeds, StepProgress, _view, logits, margin, offset_progress, project
 from .run import run_attack
 
 P_INIT = 0.8
@@ -77,7 +77,7 @@ def _run(bundle, checker: Checker, index: torch.Tensor, keys: torch.Tensor, *, q
     cost = torch.zeros(index.shape[0], dtype=torch.long, device=x0.device)
     start = _start_linf(keys, x0, eps) if norm == "linf" else _start_l2(keys, x0, eps)
     s = _State(index=torch.arange(index.shape[0], device=x0.device), x0=x0, y=y, keys=keys, x_best=start,
-               margin=margin(bundle.net(start).float(), y))
+               margin=margin(logits(bundle, start), y))
     cost += 1
     _settle(s, s.margin <= 0, checker, index)
     for i in range(queries):
@@ -89,7 +89,7 @@ def _run(bundle, checker: Checker, index: torch.Tensor, keys: torch.Tensor, *, q
         changed = (proposal != s.x_best).flatten(1).any(1)
         rows = changed.nonzero().flatten()
         if rows.numel():
-            new_margin = margin(bundle.net(proposal[rows]).float(), s.y[rows])
+            new_margin = margin(logits(bundle, proposal[rows]), s.y[rows])
             cost[s.index[rows]] += 1
             keep = (new_margin < s.margin[rows]) | (new_margin <= 0)
             rows, new_margin = rows[keep], new_margin[keep]
