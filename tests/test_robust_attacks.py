@@ -99,6 +99,8 @@ def test_square_l2_stays_in_the_ball_and_breaks(lite0, photos):
     res = square(lite0, x[pick], y[pick], 1.0, norm="l2", queries=40, seeds=[0, 4])
     assert bool(res.success.all())
     assert_valid(lite0, res, x[pick], y[pick], 1.0, "l2")
+    again = ATTACKS["square"](lite0, x[pick], y[pick], 1.0, AttackSettings(norm="l2", queries=40), seeds=[0, 4])
+    assert torch.equal(again.images, res.images) and torch.equal(again.cost, res.cost)
 
 
 class _Rounded(nn.Module):
@@ -166,8 +168,13 @@ def test_cascade_attacks_only_what_is_still_robust(lite0, photos, monkeypatch):
     spied = {name: spy(name) for name in ATTACKS}
     monkeypatch.setattr(cascade_module, "ATTACKS", spied)
     eps = [1 / 255, 0, 0.1 / 255]
+    events = []
     out = robust_batch(lite0, x, y, eps, cascade=["fgsm", "apgd-ce", "square"],
-                       settings=AttackSettings(steps=3, queries=10), seeds=range(5))
+                       settings=AttackSettings(steps=3, queries=10), seeds=range(5), callback=events.append)
+    finished = [(ev.attack, ev.eps, ev.step, ev.steps) for ev in events if ev.finished]
+    assert finished == [(a, e, n, n) for e in (0.1 / 255, 1 / 255) for a, n in (("fgsm", 1), ("apgd-ce", 3),
+                                                                                  ("square", 10))]
+    assert all(0 <= ev.step <= ev.steps and 0 <= ev.robust <= 4 for ev in events)
     assert sorted(out.stage_robust) == [0.0, 0.1 / 255, 1 / 255]
     clean_correct = torch.tensor([r["clean_correct"] for r in out.records])
     assert not clean_correct[3] and bool(clean_correct[[0, 1, 2, 4]].all())

@@ -20,9 +20,9 @@ import torch
 from ...models import ModelBundle
 from .check import Checker
 from .common import (Active, Adversarial, Seeds, StepProgress, _view, loss_and_grad, objective,
-                     offset_progress, project, random_start, runner_up_classes, steepest)
+                     over_targets, project, random_start, steepest)
+from .common import repeat_runs
 from .run import run_attack
-from . import rng
 
 FIRST_CHECKPOINT = 0.22  # fraction of the iterations before the first checkpoint
 MIN_CHECKPOINT = 0.06  # shortest interval between checkpoints (fraction of the iterations)
@@ -71,28 +71,15 @@ def untargeted(loss: str):
 def targeted(bundle: ModelBundle, checker: Checker, keys: torch.Tensor, *, steps: int, restarts: int, targets: int,
              progress: StepProgress | None) -> torch.Tensor:
     """APGD-T over the runner-up classes of each clean image; returns the steps spent per image."""
-    ranked = runner_up_classes(bundle, checker.x, targets)
-    targets = ranked.shape[1]
-    cost = torch.zeros(checker.x.shape[0], dtype=torch.long, device=checker.x.device)
-    for j in range(targets):
-        report = offset_progress(progress, j * restarts * steps, targets * restarts * steps)
-        cost += _restarts(bundle, checker, rng.derive(keys, "target", j), steps=steps, restarts=restarts,
-                          loss="dlr", target=ranked[:, j], progress=report)
-    return cost
+    return over_targets(bundle, checker, keys, targets, restarts * steps, progress,
+                        lambda target, k, report: _restarts(bundle, checker, k, steps=steps, restarts=restarts,
+                                                            loss="dlr", target=target, progress=report))
 
 
 def _restarts(bundle, checker: Checker, keys, *, steps, restarts, loss, target, progress) -> torch.Tensor:
-    cost = torch.zeros(checker.x.shape[0], dtype=torch.long, device=checker.x.device)
-    for r in range(restarts):
-        todo = (~checker.success).nonzero().flatten()
-        if todo.numel() == 0:
-            break
-        report = offset_progress(progress, r * steps, restarts * steps)
-        cost[todo] += _run(bundle, checker, todo, rng.derive(keys[todo], "restart", r), steps=steps, loss=loss,
-                           target=None if target is None else target[todo], progress=report)
-    if progress is not None:
-        progress(restarts * steps, restarts * steps)
-    return cost
+    return repeat_runs(checker, keys, restarts, steps, progress,
+                  lambda todo, k, _r, report: _run(bundle, checker, todo, k, steps=steps, loss=loss,
+                                                   target=None if target is None else target[todo], progress=report))
 
 
 @dataclass

@@ -54,6 +54,22 @@ def offset_progress(progress: StepProgress | None, done: int, total: int) -> Ste
     return lambda step, _steps: progress(done + step, total)
 
 
+def repeat_runs(checker, keys: torch.Tensor, count: int, length: int, progress: StepProgress | None,
+             run: Callable[[torch.Tensor, torch.Tensor, int, StepProgress | None], torch.Tensor]) -> torch.Tensor:
+    """`count` runs of `run(todo, keys, r, progress)`, each on the images the checker has not counted yet,
+    with fresh per-image keys; returns the cost per image of all runs (`length` steps each, for progress)."""
+    cost = torch.zeros(checker.x.shape[0], dtype=torch.long, device=checker.x.device)
+    for r in range(count):
+        todo = (~checker.success).nonzero().flatten()
+        if todo.numel() == 0:
+            break
+        cost[todo] += run(todo, rng.derive(keys[todo], "restart", r), r,
+                          offset_progress(progress, r * length, count * length))
+    if progress is not None:
+        progress(count * length, count * length)
+    return cost
+
+
 # ----- losses (lower = better for the attacker, as every engine objective) --------------------------------
 def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """z_y - max_{i != y} z_i: > 0 while the image is still classified as y."""
@@ -62,14 +78,21 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return own - others
 
 
+def _need_classes(logits: torch.Tensor, count: int, what: str) -> None:
+    if logits.shape[1] < count:
+        raise DeepprobeError(f"{what} needs a model with at least {count} classes (this one has {logits.shape[1]})")
+
+
 def dlr(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Croce & Hein's difference of logits ratio (untargeted): margin / (z_pi1 - z_pi3), shift and scale free."""
+    _need_classes(logits, 3, "the DLR loss (apgd-dlr)")
     top = logits.topk(3, dim=1).values
     return margin(logits, y) / (top[:, 0] - top[:, 2] + 1e-12)
 
 
 def dlr_targeted(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Targeted DLR: (z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)."""
+    _need_classes(logits, 4, "the targeted DLR loss (apgd-t)")
     top = logits.topk(4, dim=1).values
     gap = logits.gather(1, y[:, None])[:, 0] - logits.gather(1, target[:, None])[:, 0]
     return gap / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
@@ -98,11 +121,18 @@ def logits(bundle: ModelBundle, images: torch.Tensor) -> torch.Tensor:
     return bundle.net(layout(images)).float()
 
 
-def runner_up_classes(bundle: ModelBundle, x: torch.Tensor, count: int) -> torch.Tensor:
-    """(N, count) the 2nd, 3rd, ... (count+1)-th most likely classes of each image: APGD-T's and FAB-T's
-    targets (count is capped at the number of classes - 1)."""
-    ranked = logits(bundle, x).argsort(1, descending=True)
-    return ranked[:, 1:1 + max(1, min(count, ranked.shape[1] - 1))]
+def over_targets(bundle: ModelBundle, checker, keys: torch.Tensor, count: int, length: int,
+                 progress: StepProgress | None,
+                 run: Callable[[torch.Tensor, torch.Tensor, StepProgress | None], torch.Tensor]) -> torch.Tensor:
+    """APGD-T / FAB-T: `run(targets, keys, progress)` once per runner-up class of each clean image (the 2nd,
+    3rd, ... (count+1)-th most likely, capped at the number of classes - 1), in turn; returns the cost."""
+    ranked = logits(bundle, checker.x).argsort(1, descending=True)
+    count = max(1, min(count, ranked.shape[1] - 1))
+    cost = torch.zeros(checker.x.shape[0], dtype=torch.long, device=checker.x.device)
+    for j in range(count):
+        cost += run(ranked[:, j + 1], rng.derive(keys, "target", j),
+                    offset_progress(progress, j * length, count * length))
+    return cost
 
 
 def loss_and_grad(bundle: ModelBundle, images: torch.Tensor, goal: E.Objective):

@@ -17,10 +17,10 @@ import torch
 
 from ... import engine as E
 from ...models import ModelBundle
-from . import rng
 from .check import Checker, lp_norm
-from .common import (Active, Adversarial, Seeds, StepProgress, _view, logits, loss_and_grad, offset_progress,
-                     random_start, runner_up_classes)
+from .common import (Active, Adversarial, Seeds, StepProgress, _view, logits, loss_and_grad, over_targets,
+                     random_start)
+from .common import repeat_runs
 from .run import run_attack
 
 ALPHA_MAX = 0.1  # most weight the projection of the original gets in a step
@@ -45,22 +45,11 @@ def fab_targeted(bundle: ModelBundle, x: torch.Tensor, y, eps: float, *, norm: s
 def targeted(bundle: ModelBundle, checker: Checker, keys: torch.Tensor, *, steps: int, restarts: int, targets: int,
              progress: StepProgress | None) -> torch.Tensor:
     """FAB-T over the runner-up classes of each clean image; returns the iterations spent per image."""
-    ranked = runner_up_classes(bundle, checker.x, targets)
-    targets = ranked.shape[1]
-    cost = torch.zeros(checker.x.shape[0], dtype=torch.long, device=checker.x.device)
-    total = targets * restarts * steps
-    for j in range(targets):
-        for r in range(restarts):
-            todo = (~checker.success).nonzero().flatten()
-            if todo.numel() == 0:
-                break
-            report = offset_progress(progress, (j * restarts + r) * steps, total)
-            cost[todo] += _run(bundle, checker, todo, ranked[todo, j],
-                               rng.derive(keys[todo], "target", j, "restart", r) if r > 0 else None,
-                               steps=steps, progress=report)
-    if progress is not None:
-        progress(total, total)
-    return cost
+    def per_target(target: torch.Tensor, k: torch.Tensor, report: StepProgress | None) -> torch.Tensor:
+        return repeat_runs(checker, k, restarts, steps, report,
+                           lambda todo, kr, r, rep: _run(bundle, checker, todo, target[todo], kr if r > 0 else None,
+                                                         steps=steps, progress=rep))
+    return over_targets(bundle, checker, keys, targets, restarts * steps, progress, per_target)
 
 
 @dataclass

@@ -23,7 +23,8 @@ import torch
 from ...models import ModelBundle
 from . import rng
 from .check import Checker
-from .common import Active, Adversarial, Seeds, StepProgress, _view, logits, margin, offset_progress, project
+from .common import Active, Adversarial, Seeds, StepProgress, _view, logits, margin, project
+from .common import repeat_runs
 from .run import run_attack
 
 P_INIT = 0.8
@@ -43,17 +44,9 @@ def square(bundle: ModelBundle, x: torch.Tensor, y, eps: float, *, norm: str = "
 def search(bundle: ModelBundle, checker: Checker, keys: torch.Tensor, *, queries: int, restarts: int,
            p_init: float = P_INIT, progress: StepProgress | None = None) -> torch.Tensor:
     """Square Attack on the images the checker has not counted yet; returns the model queries per image."""
-    cost = torch.zeros(checker.x.shape[0], dtype=torch.long, device=checker.x.device)
-    for r in range(restarts):
-        todo = (~checker.success).nonzero().flatten()
-        if todo.numel() == 0:
-            break
-        report = offset_progress(progress, r * queries, restarts * queries)
-        cost[todo] += _run(bundle, checker, todo, rng.derive(keys[todo], "restart", r), queries=queries,
-                           p_init=p_init, progress=report)
-    if progress is not None:
-        progress(restarts * queries, restarts * queries)
-    return cost
+    return repeat_runs(checker, keys, restarts, queries, progress,
+                  lambda todo, k, _r, report: _run(bundle, checker, todo, k, queries=queries, p_init=p_init,
+                                                   progress=report))
 
 
 def schedule(p_init: float, query: int) -> float:
