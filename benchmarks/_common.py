@@ -21,6 +21,14 @@ def timed(fn, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def clocks(fn, device: torch.device) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) that `fn()` takes. On a shared machine the CPU time of a
+    single-threaded run is the steadier figure: other processes' load stretches wall time, not CPU time."""
+    cpu = time.process_time()
+    wall = timed(fn, device)
+    return wall, time.process_time() - cpu
+
+
 def add_machine_args(parser) -> None:
     """--device and --threads, which every benchmark takes (run_all.sh passes them through)."""
     parser.add_argument("--device", default="cpu")

@@ -10,8 +10,9 @@ target classes and queries, set explicitly on both sides (torchattacks' own Auto
 Robust accuracy: deepprobe counts an image as broken only when its 8-bit example is misclassified by a fresh
 forward pass; torchattacks' float outputs are counted as they are and the way deepprobe counts its own (rounded
 into the ball on the 8-bit grid, fresh forward pass), the like-for-like figure. Time: wall
-clock of each call (deepprobe drops an image from the batch once it is broken; torchattacks' APGD/APGDT/FAB
-iterate every image to the end). The cascade runs each attack on the images still robust, on both sides.
+clock and CPU time of each call, medians of --repeats interleaved runs (deepprobe drops an image from the
+batch once it is broken; torchattacks' APGD/APGDT/FAB iterate every image to the end). On a shared machine run
+with --threads 1 and read the CPU-time ratio: other processes' load stretches wall time, not CPU time. The cascade runs each attack on the images still robust, on both sides.
 
     pip install '.[bench]' && pip install --no-deps torchattacks
     python benchmarks/bench_robustness.py [--images 10] [--eps 1/255] [--norm linf] [--steps 10] [--targets 3]
@@ -20,10 +21,11 @@ iterate every image to the end). The cascade runs each attack on the images stil
 from __future__ import annotations
 
 import argparse
+import statistics
 
 import torch
 
-from _common import add_machine_args, apply_threads, photos, timed  # benchmarks/_common.py
+from _common import add_machine_args, apply_threads, clocks, photos  # benchmarks/_common.py
 
 import deepprobe as dp
 from deepprobe.io import quantize
@@ -43,6 +45,7 @@ def main() -> None:
     ap.add_argument("--targets", type=int, default=3)
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--attacks", default=",".join(ALL))
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved runs of each side; medians are reported")
     add_machine_args(ap)
     args = ap.parse_args()
     apply_threads(args)
@@ -86,24 +89,32 @@ def main() -> None:
         "square": (lambda: square(bundle, x, y, eps, norm=args.norm, queries=args.queries, seeds=seeds), ta_square),
     }
     for name in [a.strip() for a in args.attacks.split(",") if a.strip()]:
-        if name == "autoattack":
-            ours_robust, t_ours = _ours_cascade(bundle, x, y, eps, settings, seeds)
-            (ta_float, ta_8bit), t_ref = _reference_cascade(bundle, x, y, eps, args.norm,
-                                                            [ta_apgd, ta_apgdt, ta_fab, ta_square])
-        else:
-            ours_fn, ref_fn = pairs[name]
-            holder = {}
-            t_ours = timed(lambda: holder.setdefault("res", ours_fn()), device)
-            ours_robust = 1 - holder["res"].success.float().mean().item()
-            t_ref = timed(lambda: holder.setdefault("adv", ref_fn()(x, y)), device)
-            ta_float, ta_8bit = _robust(bundle, x, holder["adv"], y, eps, args.norm)
+        ours_times, ref_times = [], []
+        for _ in range(args.repeats):  # interleaved, so a change in the machine's load hits both sides
+            if name == "autoattack":
+                ours_robust, t_ours = _ours_cascade(bundle, x, y, eps, settings, seeds)
+                (ta_float, ta_8bit), t_ref = _reference_cascade(bundle, x, y, eps, args.norm,
+                                                                [ta_apgd, ta_apgdt, ta_fab, ta_square])
+            else:
+                ours_fn, ref_fn = pairs[name]
+                holder = {}
+                t_ours = clocks(lambda: holder.__setitem__("res", ours_fn()), device)
+                ours_robust = 1 - holder["res"].success.float().mean().item()
+                torch.manual_seed(0)
+                t_ref = clocks(lambda: holder.__setitem__("adv", ref_fn()(x, y)), device)
+                ta_float, ta_8bit = _robust(bundle, x, holder["adv"], y, eps, args.norm)
+            ours_times.append(t_ours)
+            ref_times.append(t_ref)
+        wall_ours, cpu_ours = (statistics.median(t[k] for t in ours_times) for k in (0, 1))
+        wall_ref, cpu_ref = (statistics.median(t[k] for t in ref_times) for k in (0, 1))
         print(f"\n{name}")
         print(f"  robust accuracy:  deepprobe {ours_robust:.0%} (8-bit, re-checked)   torchattacks {ta_float:.0%} "
               f"(float), {ta_8bit:.0%} (8-bit, checked as ours)")
-        print(f"  wall time:        deepprobe {t_ours:.1f} s   torchattacks {t_ref:.1f} s")
-        print(f"  ratio time deepprobe/torchattacks ({name}): {t_ours / t_ref:.2f}x   "
-              f"robust accuracy deepprobe - torchattacks: {100 * (ours_robust - ta_8bit):+.0f} points (8-bit), "
-              f"{100 * (ours_robust - ta_float):+.0f} (vs float)")
+        print(f"  time (median of {args.repeats}): deepprobe {wall_ours:.1f} s wall, {cpu_ours:.1f} s CPU   "
+              f"torchattacks {wall_ref:.1f} s wall, {cpu_ref:.1f} s CPU")
+        print(f"  ratio time deepprobe/torchattacks ({name}): {wall_ours / wall_ref:.2f}x wall, "
+              f"{cpu_ours / cpu_ref:.2f}x CPU   robust accuracy deepprobe - torchattacks: "
+              f"{100 * (ours_robust - ta_8bit):+.0f} points (8-bit), {100 * (ours_robust - ta_float):+.0f} (vs float)")
 
 
 @torch.no_grad()
@@ -118,8 +129,8 @@ def _robust(bundle, x, adv, y, eps, norm) -> tuple[float, float]:
 
 def _ours_cascade(bundle, x, y, eps, settings, seeds):
     holder = {}
-    t = timed(lambda: holder.setdefault("out", robust_batch(bundle, x, y, [eps], cascade=["autoattack"],
-                                                            settings=settings, seeds=seeds)), bundle.device)
+    t = clocks(lambda: holder.__setitem__("out", robust_batch(bundle, x, y, [eps], cascade=["autoattack"],
+                                                              settings=settings, seeds=seeds)), bundle.device)
     robust = holder["out"].stage_robust[eps]["square"]
     return robust.float().mean().item(), t
 
@@ -139,7 +150,8 @@ def _reference_cascade(bundle, x, y, eps, norm, makers):
                 fooled = bundle.net(out).argmax(1) != y[idx]
             adv[idx[fooled]] = out[fooled]
             robust[idx[fooled]] = False
-    t = timed(run, bundle.device)
+    torch.manual_seed(0)
+    t = clocks(run, bundle.device)
     return _robust(bundle, x, adv, y, eps, norm), t
 
 

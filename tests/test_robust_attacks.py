@@ -205,6 +205,9 @@ def test_cascade_attacks_only_what_is_still_robust(lite0, photos, monkeypatch):
                 pred = int(lite0.net(out.adversarial[1 / 255][i:i + 1]).argmax(1))
             assert pred == large["final_class"] != int(y[i])
     assert not out.records[1]["eps"][eps_key(1 / 255)]["robust"]  # 1/255 breaks the cat at 112 px
+    only_clean = robust_batch(lite0, x, y, 0.0, examples=False)  # eps 0: no attack at all
+    assert only_clean.adversarial == {} and only_clean.eps == [0.0]
+    assert [r["eps"]["0"]["robust"] for r in only_clean.records] == clean_correct.tolist()
 
 
 def test_checker_counts_only_valid_8bit_examples(lite0, photos):
