@@ -70,6 +70,24 @@ def test_expand_cascade_and_settings():
     assert eps_key(8 / 255) == "0.03137255" and eps_key(0) == "0"
 
 
+def test_bad_input_is_one_clear_error(lite0, photos):
+    x, y = photos
+    cases = [
+        (lambda: apgd(lite0, x, y, 0.1, loss="kl"), "unknown loss 'kl'"),
+        (lambda: apgd(lite0, x, y, 0.1, steps=0), "steps must be a whole number of at least 1"),
+        (lambda: square(lite0, x, y, 0.1, norm="l1"), "unknown norm 'l1'"),
+        (lambda: fab_targeted(lite0, x, y[:2], 0.1), "got 2 labels for 5 images"),
+        (lambda: robust_batch(lite0, x, y, [-1 / 255]), "eps must be a finite number >= 0"),
+        (lambda: robust_batch(lite0, x, y, []), "no eps given"),
+        (lambda: robust_batch(lite0, x, y.clone().fill_(1000), [0.0]), "label 1000 is not a class"),
+        (lambda: robust_batch(lite0, x, y, [0.0], cascade=["fab"]), "unknown attack 'fab'"),
+        (lambda: robust_batch(lite0, x, y, [0.0], seeds=[1, 2]), "seeds"),
+    ]
+    for call, message in cases:
+        with pytest.raises(DeepprobeError, match=message):
+            call()
+
+
 def test_apgd_ce_breaks_every_photo_at_8_255(lite0, photos224):
     x, y = photos224
     res = apgd(lite0, x, y, 8 / 255, steps=10, seeds=range(5))

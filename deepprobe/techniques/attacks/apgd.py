@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ...errors import DeepprobeError
 from ...models import ModelBundle
+from ...options.attacks import AttackSettings
 from .check import Checker
 from .common import (Active, Adversarial, Seeds, StepProgress, _view, loss_and_grad, objective,
                      over_targets, project, random_start, steepest)
@@ -42,6 +44,10 @@ def apgd(bundle: ModelBundle, x: torch.Tensor, y, eps: float, *, norm: str = "li
     `seeds`: one int per image (an image's result never depends on its batch), an int s (image i uses
     s + i) or None. Images misclassified already count as broken at cost 0.
     """
+    AttackSettings(norm=norm, steps=steps, restarts=restarts)  # checks the values (one clear error)
+    if loss not in ("ce", "dlr"):
+        raise DeepprobeError(f"unknown loss {loss!r} (choose from ce, dlr)")
+
     def body(checker: Checker, keys: torch.Tensor) -> torch.Tensor:
         goal_target = None if target is None else torch.as_tensor(target, device=checker.x.device).long().flatten()
         return _restarts(bundle, checker, keys, steps=steps, restarts=restarts, loss=loss, target=goal_target,
@@ -54,6 +60,7 @@ def apgd_targeted(bundle: ModelBundle, x: torch.Tensor, y, eps: float, *, norm: 
                   progress: StepProgress | None = None) -> Adversarial:
     """APGD-T: targeted DLR towards the 2nd, 3rd, ... (targets+1)-th most likely clean class, one run per
     target on the images still robust. Arguments as `apgd`."""
+    AttackSettings(norm=norm, steps=steps, restarts=restarts, targets=targets)  # checks the values
     return run_attack(bundle, x, y, eps, norm, seeds,
                       lambda checker, keys: targeted(bundle, checker, keys, steps=steps, restarts=restarts,
                                                      targets=targets, progress=progress))
@@ -78,8 +85,9 @@ def targeted(bundle: ModelBundle, checker: Checker, keys: torch.Tensor, *, steps
 
 def _restarts(bundle, checker: Checker, keys, *, steps, restarts, loss, target, progress) -> torch.Tensor:
     return repeat_runs(checker, keys, restarts, steps, progress,
-                  lambda todo, k, _r, report: _run(bundle, checker, todo, k, steps=steps, loss=loss,
-                                                   target=None if target is None else target[todo], progress=report))
+                       lambda todo, k, _r, report: _run(bundle, checker, todo, k, steps=steps, loss=loss,
+                                                        target=None if target is None else target[todo],
+                                                        progress=report))
 
 
 @dataclass

@@ -17,6 +17,7 @@ import torch
 
 from ... import engine as E
 from ...models import ModelBundle
+from ...options.attacks import AttackSettings
 from .check import Checker, lp_norm
 from .common import (Active, Adversarial, Seeds, StepProgress, _view, logits, loss_and_grad, over_targets,
                      random_start)
@@ -37,6 +38,7 @@ def fab_targeted(bundle: ModelBundle, x: torch.Tensor, y, eps: float, *, norm: s
     """FAB-T on `x` (N,3,H,W in [0,1], rounded to 8 bits first) with true classes `y`: one run per runner-up
     class (2nd to (targets+1)-th most likely) on the images still robust. Success: misclassified within
     eps, checked on the 8-bit image. `seeds` as in `apgd` (used by restarts after the first)."""
+    AttackSettings(norm=norm, steps=steps, restarts=restarts, targets=targets)  # checks the values
     return run_attack(bundle, x, y, eps, norm, seeds,
                       lambda checker, keys: targeted(bundle, checker, keys, steps=steps, restarts=restarts,
                                                      targets=targets, progress=progress))

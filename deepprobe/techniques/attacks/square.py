@@ -20,7 +20,9 @@ from functools import lru_cache
 
 import torch
 
+from ...errors import DeepprobeError
 from ...models import ModelBundle
+from ...options.attacks import AttackSettings
 from . import rng
 from .check import Checker
 from .common import Active, Adversarial, Seeds, StepProgress, _view, logits, margin, project
@@ -36,6 +38,9 @@ def square(bundle: ModelBundle, x: torch.Tensor, y, eps: float, *, norm: str = "
            progress: StepProgress | None = None) -> Adversarial:
     """Square Attack on `x` (N,3,H,W in [0,1], rounded to 8 bits first) with true classes `y`, at most
     `queries` proposals per image and restart (plus one for the start). `seeds` as in `apgd`."""
+    AttackSettings(norm=norm, restarts=restarts, queries=queries)  # checks the values
+    if not 0 < p_init <= 1:
+        raise DeepprobeError(f"p_init must be in (0, 1], got {p_init}")
     return run_attack(bundle, x, y, eps, norm, seeds,
                       lambda checker, keys: search(bundle, checker, keys, queries=queries, restarts=restarts,
                                                    p_init=p_init, progress=progress))
