@@ -21,7 +21,7 @@ from ...errors import DeepprobeError
 from ...models import ModelBundle
 from ...options.attacks import AttackSettings
 from .check import Checker
-from .common import (Active, Adversarial, Seeds, StepProgress, _view, loss_and_grad, objective,
+from .common import (Active, Adversarial, Seeds, StepProgress, _view, loss_and_grad, margin, objective,
                      over_targets, project, random_start, steepest)
 from .common import repeat_runs
 from .run import run_attack
@@ -122,7 +122,7 @@ def _run(bundle, checker: Checker, index: torch.Tensor, keys: torch.Tensor, *, s
                step=torch.full((index.shape[0],), STEP_FACTOR * eps, device=x0.device),
                improved=torch.zeros(index.shape[0], device=x0.device), best_at_check=loss_value,
                reduced=torch.zeros(index.shape[0], dtype=torch.bool, device=x0.device))
-    _drop_fooled(s, logits, x_adv, checker, index)
+    s.hand_over(checker, index, logits.argmax(1) != s.y, x_adv, margin(logits, s.y))
     interval = max(int(FIRST_CHECKPOINT * steps), 1)
     shortest, decrease = max(int(MIN_CHECKPOINT * steps), 1), max(int(CHECKPOINT_DECREASE * steps), 1)
     since = 0
@@ -152,19 +152,7 @@ def _run(bundle, checker: Checker, index: torch.Tensor, keys: torch.Tensor, *, s
             s.reduced, s.best_at_check = cut, s.loss_best
             s.improved = torch.zeros_like(s.improved)
             since, interval = 0, max(interval - decrease, shortest)
-        _drop_fooled(s, logits, new, checker, index)
+        s.hand_over(checker, index, logits.argmax(1) != s.y, new, margin(logits, s.y))
         if progress is not None:
             progress(i + 1, steps)
     return cost
-
-
-def _drop_fooled(s: _State, logits: torch.Tensor, images: torch.Tensor, checker: Checker, index: torch.Tensor) -> None:
-    """Hand misclassified iterates to the checker; images whose 8-bit version counts leave the batch."""
-    fooled = logits.argmax(1) != s.y
-    if not bool(fooled.any()):
-        return
-    rows = fooled.nonzero().flatten()
-    done = torch.zeros_like(fooled)
-    done[rows] = checker(index[s.index[rows]], images[rows])
-    if bool(done.any()):
-        s.keep(~done)

@@ -199,3 +199,15 @@ class Active:
 
     def __len__(self) -> int:
         return self.index.shape[0]
+
+    def hand_over(self, checker, index: torch.Tensor, fooled: torch.Tensor, images: torch.Tensor,
+                  margins: torch.Tensor | None) -> None:
+        """Give the rows misclassified in float (`fooled`) to the checker (`index`: the batch positions of
+        this run's rows; `margins`: see Checker); the rows whose 8-bit example counts leave the batch."""
+        if not bool(fooled.any()):
+            return
+        rows = fooled.nonzero().flatten()
+        done = torch.zeros_like(fooled)
+        done[rows] = checker(index[self.index[rows]], images[rows], None if margins is None else margins[rows])
+        if bool(done.any()):
+            self.keep(~done)

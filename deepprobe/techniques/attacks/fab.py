@@ -87,17 +87,14 @@ def _run(bundle, checker: Checker, index: torch.Tensor, target: torch.Tensor, st
         size = lp_norm(d, norm).clamp_min(1e-8)
         alpha = (size[:m] / (size[:m] + size[m:])).clamp(0, ALPHA_MAX)
         s.x1 = ((s.x1 + ETA * d[:m]) * _view(1 - alpha) + (s.x0 + ETA * d[m:]) * _view(alpha)).clamp(0, 1)
-        fooled = logits(bundle, s.x1).argmax(1) != s.y
-        done = torch.zeros_like(fooled)
-        within = fooled & (lp_norm(s.x1 - s.x0, norm) <= eps)
-        if bool(within.any()):
-            rows = within.nonzero().flatten()
-            # (a point just past the boundary rounds back to the clean image; the checker then tries its
-            # change scaled up to the budget, check.to_grid)
-            done[rows] = checker(index[s.index[rows]], s.x1[rows])
+        out = logits(bundle, s.x1)
+        fooled = out.argmax(1) != s.y
+        found = s.x1
         s.x1 = torch.where(_view(fooled), s.x0 + (s.x1 - s.x0) * BETA, s.x1)
-        if bool(done.any()):
-            s.keep(~done)
+        # (a point just past the boundary rounds back to the clean image; the checker then tries its change
+        # scaled up to the budget, check.to_grid). No margins: FAB's points all sit just past the boundary
+        # and each new direction may survive rounding where the last did not, so every one is checked.
+        s.hand_over(checker, index, fooled & (lp_norm(found - s.x0, norm) <= eps), found, None)
         if progress is not None:
             progress(i + 1, steps)
     return cost

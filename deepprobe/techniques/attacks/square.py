@@ -77,7 +77,7 @@ def _run(bundle, checker: Checker, index: torch.Tensor, keys: torch.Tensor, *, q
     s = _State(index=torch.arange(index.shape[0], device=x0.device), x0=x0, y=y, keys=keys, x_best=start,
                margin=margin(logits(bundle, start), y))
     cost += 1
-    _settle(s, s.margin <= 0, checker, index)
+    s.hand_over(checker, index, s.margin <= 0, s.x_best, s.margin)
     for i in range(queries):
         if len(s) == 0:
             break
@@ -95,21 +95,10 @@ def _run(bundle, checker: Checker, index: torch.Tensor, keys: torch.Tensor, *, q
             s.margin[rows] = new_margin
             fooled = torch.zeros_like(changed)
             fooled[rows[new_margin <= 0]] = True
-            _settle(s, fooled, checker, index)
+            s.hand_over(checker, index, fooled, s.x_best, s.margin)
         if progress is not None:
             progress(i + 1, queries)
     return cost
-
-
-def _settle(s: _State, fooled: torch.Tensor, checker: Checker, index: torch.Tensor) -> None:
-    """Misclassified images go to the checker; those that count leave the batch."""
-    if not bool(fooled.any()):
-        return
-    rows = fooled.nonzero().flatten()
-    done = torch.zeros_like(fooled)
-    done[rows] = checker(index[s.index[rows]], s.x_best[rows])
-    if bool(done.any()):
-        s.keep(~done)
 
 
 def _square_side(p: float, h: int, w: int, smallest: int) -> int:
