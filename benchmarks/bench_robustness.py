@@ -21,7 +21,10 @@ with --threads 1 and read the CPU-time ratio: other processes' load stretches wa
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
+import subprocess
+import sys
 
 import torch
 
@@ -46,6 +49,11 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--attacks", default=",".join(ALL))
     ap.add_argument("--repeats", type=int, default=3, help="interleaved runs of each side; medians are reported")
+    ap.add_argument("--memory", action="store_true",
+                    help="also peak memory of each side: peak RSS of a fresh process per attack and side, less that of "
+                         "one that only loads the model and images (CPU); torch's peak allocation (CUDA)")
+    ap.add_argument("--only", help=argparse.SUPPRESS)  # internal: run one side of one attack once, print peak RSS
+    ap.add_argument("--side", help=argparse.SUPPRESS)
     add_machine_args(ap)
     args = ap.parse_args()
     apply_threads(args)
@@ -88,13 +96,18 @@ def main() -> None:
                                        seeds=seeds), ta_fab),
         "square": (lambda: square(bundle, x, y, eps, norm=args.norm, queries=args.queries, seeds=seeds), ta_square),
     }
+    makers = [ta_apgd, ta_apgdt, ta_fab, ta_square]
+    if args.only is not None:  # a child of --memory
+        if args.only != "none":
+            _run_side(args.only, args.side, pairs, bundle, x, y, eps, settings, seeds, makers, args.norm)
+        print(f"peak_rss_mb {_peak_rss_mb():.1f}")
+        return
     for name in [a.strip() for a in args.attacks.split(",") if a.strip()]:
         ours_times, ref_times = [], []
         for _ in range(args.repeats):  # interleaved, so a change in the machine's load hits both sides
             if name == "autoattack":
                 ours_robust, t_ours = _ours_cascade(bundle, x, y, eps, settings, seeds)
-                (ta_float, ta_8bit), t_ref = _reference_cascade(bundle, x, y, eps, args.norm,
-                                                                [ta_apgd, ta_apgdt, ta_fab, ta_square])
+                (ta_float, ta_8bit), t_ref = _reference_cascade(bundle, x, y, eps, args.norm, makers)
             else:
                 ours_fn, ref_fn = pairs[name]
                 holder = {}
@@ -105,6 +118,7 @@ def main() -> None:
                 ta_float, ta_8bit = _robust(bundle, x, holder["adv"], y, eps, args.norm)
             ours_times.append(t_ours)
             ref_times.append(t_ref)
+        memory = _memory(name, pairs, bundle, x, y, eps, settings, seeds, makers, args) if args.memory else ""
         wall_ours, cpu_ours = (statistics.median(t[k] for t in ours_times) for k in (0, 1))
         wall_ref, cpu_ref = (statistics.median(t[k] for t in ref_times) for k in (0, 1))
         print(f"\n{name}")
@@ -115,6 +129,56 @@ def main() -> None:
         print(f"  ratio time deepprobe/torchattacks ({name}): {wall_ours / wall_ref:.2f}x wall, "
               f"{cpu_ours / cpu_ref:.2f}x CPU   robust accuracy deepprobe - torchattacks: "
               f"{100 * (ours_robust - ta_8bit):+.0f} points (8-bit), {100 * (ours_robust - ta_float):+.0f} (vs float)")
+        if memory:
+            print(memory)
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a
+    child started by a big parent would report the parent's peak."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _run_side(name, side, pairs, bundle, x, y, eps, settings, seeds, makers, norm) -> None:
+    if name == "autoattack":
+        if side == "ours":
+            robust_batch(bundle, x, y, [eps], cascade=["autoattack"], settings=settings, seeds=seeds)
+        else:
+            _reference_cascade(bundle, x, y, eps, norm, makers)
+    elif side == "ours":
+        pairs[name][0]()
+    else:
+        pairs[name][1]()(x, y)
+
+
+def _memory(name, pairs, bundle, x, y, eps, settings, seeds, makers, args) -> str:
+    """Peak memory of each side beyond the model and the images, as a line to print."""
+    if bundle.device.type == "cuda":
+        peaks = {}
+        for side in ("ours", "ref"):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            _run_side(name, side, pairs, bundle, x, y, eps, settings, seeds, makers, args.norm)
+            peaks[side] = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+    else:
+        forwarded = [a for a in sys.argv[1:] if a != "--memory"]
+
+        def child(only: str, side: str = "ours") -> float:
+            out = subprocess.run([sys.executable, __file__, *forwarded, "--only", only, "--side", side],
+                                 capture_output=True, text=True, check=True).stdout
+            return float(out.rsplit("peak_rss_mb", 1)[1])
+        base = child("none")
+        peaks = {side: child(name, side) - base for side in ("ours", "ref")}
+    ratio = f"{peaks['ours'] / peaks['ref']:.2f}x" if peaks["ref"] > 1 else "n/a (too small to tell)"
+    return (f"  peak memory beyond model and images: deepprobe {peaks['ours']:.0f} MiB   torchattacks "
+            f"{peaks['ref']:.0f} MiB   ratio deepprobe/torchattacks {ratio}")
 
 
 @torch.no_grad()

@@ -25,7 +25,7 @@ from ...models import ModelBundle
 from ...options.attacks import AttackSettings
 from . import rng
 from .check import Checker
-from .common import Active, Adversarial, Seeds, StepProgress, _view, logits, margin, project
+from .common import Active, Adversarial, Seeds, StepProgress, _view, logits, margin
 from .common import repeat_runs
 from .run import run_attack
 
@@ -66,6 +66,8 @@ class _State(Active):
     keys: torch.Tensor
     x_best: torch.Tensor
     margin: torch.Tensor  # margin of x_best (lower is better; <= 0: misclassified)
+    up: torch.Tensor | None = None  # L-inf: x0 + eps and x0 - eps in [0,1], the only values a square writes
+    down: torch.Tensor | None = None
 
 
 def _run(bundle, checker: Checker, index: torch.Tensor, keys: torch.Tensor, *, queries: int, p_init: float,
@@ -76,6 +78,8 @@ def _run(bundle, checker: Checker, index: torch.Tensor, keys: torch.Tensor, *, q
     start = _start_linf(keys, x0, eps) if norm == "linf" else _start_l2(keys, x0, eps)
     s = _State(index=torch.arange(index.shape[0], device=x0.device), x0=x0, y=y, keys=keys, x_best=start,
                margin=margin(logits(bundle, start), y))
+    if norm == "linf":
+        s.up, s.down = (x0 + eps).clamp(0, 1), (x0 - eps).clamp(0, 1)
     cost += 1
     s.hand_over(checker, index, s.margin <= 0, s.x_best, s.margin)
     for i in range(queries):
@@ -87,7 +91,8 @@ def _run(bundle, checker: Checker, index: torch.Tensor, keys: torch.Tensor, *, q
         changed = (proposal != s.x_best).flatten(1).any(1)
         rows = changed.nonzero().flatten()
         if rows.numel():
-            new_margin = margin(logits(bundle, proposal[rows]), s.y[rows])
+            asked = proposal if rows.numel() == len(s) else proposal[rows]
+            new_margin = margin(logits(bundle, asked), s.y[rows])
             cost[s.index[rows]] += 1
             keep = (new_margin < s.margin[rows]) | (new_margin <= 0)
             rows, new_margin = rows[keep], new_margin[keep]
@@ -131,9 +136,9 @@ def _propose_linf(draw: torch.Tensor, s: _State, eps: float, p: float) -> torch.
     side_ = _square_side(p, h, w, 1)
     u = rng.uniform(draw, (2 + c,))
     square = _mask(_corner(u[:, 0], h, side_), _corner(u[:, 1], w, side_), side_, h, w)
-    sign = torch.where(u[:, 2:] < 0.5, -1.0, 1.0)
-    moved = project(s.x_best + 2 * eps * sign[:, :, None, None], s.x0, eps, "linf")
-    return torch.where(square, moved, s.x_best)
+    up = (u[:, 2:] >= 0.5)[:, :, None, None]
+    # The reference adds 2*eps*sign to x_best and clips to the ball: inside the square that is x0 + eps*sign.
+    return torch.where(square, torch.where(up, s.up, s.down), s.x_best)
 
 
 # ----- L2 -------------------------------------------------------------------------------------------------
