@@ -20,28 +20,11 @@ import argparse
 import statistics
 
 import torch
-import torch.nn.functional as F
 
-from _common import EXAMPLES, timed, add_machine_args, apply_threads  # benchmarks/_common.py
+from _common import add_machine_args, apply_threads, photos, timed  # benchmarks/_common.py
 
 import deepprobe as dp
 from deepprobe.explain import explain
-
-
-def photos(bundle, n: int) -> torch.Tensor:
-    """n different 224 images from the example photos: as they are, mirrored, and zoomed into a corner."""
-    base = [bundle.load_image(p) for p in sorted(EXAMPLES.glob("*.jpg"))]
-    out = []
-    for i in range(n):
-        x = base[i % len(base)]
-        variant = (i // len(base)) % 4
-        if variant == 1:
-            x = x.flip(-1)
-        elif variant >= 2:
-            o = 32 if variant == 2 else 0
-            x = F.interpolate(x[..., o:o + 192, o:o + 192], size=(224, 224), mode="bilinear", align_corners=False)
-        out.append(x)
-    return torch.cat(out)
 
 
 def main() -> None:

@@ -70,6 +70,24 @@ def test_expand_cascade_and_settings():
     assert eps_key(8 / 255) == "0.03137255" and eps_key(0) == "0"
 
 
+def test_bad_input_is_one_clear_error(lite0, photos):
+    x, y = photos
+    cases = [
+        (lambda: apgd(lite0, x, y, 0.1, loss="kl"), "unknown loss 'kl'"),
+        (lambda: apgd(lite0, x, y, 0.1, steps=0), "steps must be a whole number of at least 1"),
+        (lambda: square(lite0, x, y, 0.1, norm="l1"), "unknown norm 'l1'"),
+        (lambda: fab_targeted(lite0, x, y[:2], 0.1), "got 2 labels for 5 images"),
+        (lambda: robust_batch(lite0, x, y, [-1 / 255]), "eps must be a finite number >= 0"),
+        (lambda: robust_batch(lite0, x, y, []), "no eps given"),
+        (lambda: robust_batch(lite0, x, y.clone().fill_(1000), [0.0]), "label 1000 is not a class"),
+        (lambda: robust_batch(lite0, x, y, [0.0], cascade=["fab"]), "unknown attack 'fab'"),
+        (lambda: robust_batch(lite0, x, y, [0.0], seeds=[1, 2]), "seeds"),
+    ]
+    for call, message in cases:
+        with pytest.raises(DeepprobeError, match=message):
+            call()
+
+
 def test_apgd_ce_breaks_every_photo_at_8_255(lite0, photos224):
     x, y = photos224
     res = apgd(lite0, x, y, 8 / 255, steps=10, seeds=range(5))
@@ -88,6 +106,9 @@ def test_targeted_attacks_and_square_break_most_photos(lite0, photos, norm, eps)
     }
     if norm == "linf":  # Square needs far more queries at L2; its L2 search is checked in test_square_l2
         runs["square"] = square(lite0, x, y, eps, norm=norm, queries=100, seeds=range(5))
+        with torch.no_grad():
+            third = lite0.net(x).argsort(1, descending=True)[:, 2]  # an explicit target per image
+        runs["apgd target="] = apgd(lite0, x, y, eps, norm=norm, loss="dlr", target=third, steps=5, seeds=range(5))
     for name, res in runs.items():
         assert int(res.success.sum()) >= 4, name
         assert_valid(lite0, res, x, y, eps, norm)
@@ -99,6 +120,8 @@ def test_square_l2_stays_in_the_ball_and_breaks(lite0, photos):
     res = square(lite0, x[pick], y[pick], 1.0, norm="l2", queries=40, seeds=[0, 4])
     assert bool(res.success.all())
     assert_valid(lite0, res, x[pick], y[pick], 1.0, "l2")
+    again = ATTACKS["square"](lite0, x[pick], y[pick], 1.0, AttackSettings(norm="l2", queries=40), seeds=[0, 4])
+    assert torch.equal(again.images, res.images) and torch.equal(again.cost, res.cost)
 
 
 class _Rounded(nn.Module):
@@ -112,7 +135,6 @@ class _Rounded(nn.Module):
         return self.net((x * 255).round() / 255)
 
 
-@pytest.mark.slow
 def test_gradient_masking_stops_gradient_attacks_not_square(lite0, photos):
     x, y = photos
     pick = torch.tensor([1, 2, 3])  # cat, coffee, motorcycle: random noise of 8/255 does not fool them
@@ -138,7 +160,7 @@ def test_results_do_not_depend_on_the_batch(lite0, photos):
                          seeds=[7, 8, 9])
     costs = [r["eps"][eps_key(0.25 / 255)]["cost"] for r in batch.records]
     assert max(costs) > 3  # the attacks really iterated (random starts and square proposals were drawn)
-    for i in (2,):
+    for i in (0, 2):
         alone = robust_batch(lite0, x[i:i + 1], y[i:i + 1], eps, cascade=["apgd-ce", "square"], settings=settings,
                              seeds=[7 + i])
         assert _without_seconds(alone.records[0]) == _without_seconds(batch.records[i])
@@ -166,8 +188,13 @@ def test_cascade_attacks_only_what_is_still_robust(lite0, photos, monkeypatch):
     spied = {name: spy(name) for name in ATTACKS}
     monkeypatch.setattr(cascade_module, "ATTACKS", spied)
     eps = [1 / 255, 0, 0.1 / 255]
+    events = []
     out = robust_batch(lite0, x, y, eps, cascade=["fgsm", "apgd-ce", "square"],
-                       settings=AttackSettings(steps=3, queries=10), seeds=range(5))
+                       settings=AttackSettings(steps=3, queries=10), seeds=range(5), callback=events.append)
+    finished = [(ev.attack, ev.eps, ev.step, ev.steps) for ev in events if ev.finished]
+    assert finished == [(a, e, n, n) for e in (0.1 / 255, 1 / 255) for a, n in (("fgsm", 1), ("apgd-ce", 3),
+                                                                                  ("square", 10))]
+    assert all(0 <= ev.step <= ev.steps and 0 <= ev.robust <= 4 for ev in events)
     assert sorted(out.stage_robust) == [0.0, 0.1 / 255, 1 / 255]
     clean_correct = torch.tensor([r["clean_correct"] for r in out.records])
     assert not clean_correct[3] and bool(clean_correct[[0, 1, 2, 4]].all())
@@ -198,6 +225,9 @@ def test_cascade_attacks_only_what_is_still_robust(lite0, photos, monkeypatch):
                 pred = int(lite0.net(out.adversarial[1 / 255][i:i + 1]).argmax(1))
             assert pred == large["final_class"] != int(y[i])
     assert not out.records[1]["eps"][eps_key(1 / 255)]["robust"]  # 1/255 breaks the cat at 112 px
+    only_clean = robust_batch(lite0, x, y, 0.0, examples=False)  # eps 0: no attack at all
+    assert only_clean.adversarial == {} and only_clean.eps == [0.0]
+    assert [r["eps"]["0"]["robust"] for r in only_clean.records] == clean_correct.tolist()
 
 
 def test_checker_counts_only_valid_8bit_examples(lite0, photos):

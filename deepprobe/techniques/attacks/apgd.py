@@ -17,12 +17,14 @@ from dataclasses import dataclass
 
 import torch
 
+from ...errors import DeepprobeError
 from ...models import ModelBundle
+from ...options.attacks import AttackSettings
 from .check import Checker
-from .common import (Active, Adversarial, Seeds, StepProgress, _view, loss_and_grad, objective,
-                     offset_progress, project, random_start, steepest)
+from .common import (Active, Adversarial, Seeds, StepProgress, _view, loss_and_grad, margin, objective,
+                     over_targets, project, random_start, steepest)
+from .common import repeat_runs
 from .run import run_attack
-from . import rng
 
 FIRST_CHECKPOINT = 0.22  # fraction of the iterations before the first checkpoint
 MIN_CHECKPOINT = 0.06  # shortest interval between checkpoints (fraction of the iterations)
@@ -42,6 +44,10 @@ def apgd(bundle: ModelBundle, x: torch.Tensor, y, eps: float, *, norm: str = "li
     `seeds`: one int per image (an image's result never depends on its batch), an int s (image i uses
     s + i) or None. Images misclassified already count as broken at cost 0.
     """
+    AttackSettings(norm=norm, steps=steps, restarts=restarts)  # checks the values (one clear error)
+    if loss not in ("ce", "dlr"):
+        raise DeepprobeError(f"unknown loss {loss!r} (choose from ce, dlr)")
+
     def body(checker: Checker, keys: torch.Tensor) -> torch.Tensor:
         goal_target = None if target is None else torch.as_tensor(target, device=checker.x.device).long().flatten()
         return _restarts(bundle, checker, keys, steps=steps, restarts=restarts, loss=loss, target=goal_target,
@@ -54,6 +60,7 @@ def apgd_targeted(bundle: ModelBundle, x: torch.Tensor, y, eps: float, *, norm: 
                   progress: StepProgress | None = None) -> Adversarial:
     """APGD-T: targeted DLR towards the 2nd, 3rd, ... (targets+1)-th most likely clean class, one run per
     target on the images still robust. Arguments as `apgd`."""
+    AttackSettings(norm=norm, steps=steps, restarts=restarts, targets=targets)  # checks the values
     return run_attack(bundle, x, y, eps, norm, seeds,
                       lambda checker, keys: targeted(bundle, checker, keys, steps=steps, restarts=restarts,
                                                      targets=targets, progress=progress))
@@ -71,29 +78,16 @@ def untargeted(loss: str):
 def targeted(bundle: ModelBundle, checker: Checker, keys: torch.Tensor, *, steps: int, restarts: int, targets: int,
              progress: StepProgress | None) -> torch.Tensor:
     """APGD-T over the runner-up classes of each clean image; returns the steps spent per image."""
-    with torch.no_grad():
-        ranked = bundle.net(checker.x).float().argsort(1, descending=True)
-    targets = max(1, min(targets, ranked.shape[1] - 1))
-    cost = torch.zeros(checker.x.shape[0], dtype=torch.long, device=checker.x.device)
-    for j in range(targets):
-        report = offset_progress(progress, j * restarts * steps, targets * restarts * steps)
-        cost += _restarts(bundle, checker, rng.derive(keys, "target", j), steps=steps, restarts=restarts,
-                          loss="dlr", target=ranked[:, j + 1], progress=report)
-    return cost
+    return over_targets(bundle, checker, keys, targets, restarts * steps, progress,
+                        lambda target, k, report: _restarts(bundle, checker, k, steps=steps, restarts=restarts,
+                                                            loss="dlr", target=target, progress=report))
 
 
 def _restarts(bundle, checker: Checker, keys, *, steps, restarts, loss, target, progress) -> torch.Tensor:
-    cost = torch.zeros(checker.x.shape[0], dtype=torch.long, device=checker.x.device)
-    for r in range(restarts):
-        todo = (~checker.success).nonzero().flatten()
-        if todo.numel() == 0:
-            break
-        report = offset_progress(progress, r * steps, restarts * steps)
-        cost[todo] += _run(bundle, checker, todo, rng.derive(keys[todo], "restart", r), steps=steps, loss=loss,
-                           target=None if target is None else target[todo], progress=report)
-    if progress is not None:
-        progress(restarts * steps, restarts * steps)
-    return cost
+    return repeat_runs(checker, keys, restarts, steps, progress,
+                       lambda todo, k, _r, report: _run(bundle, checker, todo, k, steps=steps, loss=loss,
+                                                        target=None if target is None else target[todo],
+                                                        progress=report))
 
 
 @dataclass
@@ -128,7 +122,7 @@ def _run(bundle, checker: Checker, index: torch.Tensor, keys: torch.Tensor, *, s
                step=torch.full((index.shape[0],), STEP_FACTOR * eps, device=x0.device),
                improved=torch.zeros(index.shape[0], device=x0.device), best_at_check=loss_value,
                reduced=torch.zeros(index.shape[0], dtype=torch.bool, device=x0.device))
-    _drop_fooled(s, logits, x_adv, checker, index)
+    s.hand_over(checker, index, logits.argmax(1) != s.y, x_adv, margin(logits, s.y))
     interval = max(int(FIRST_CHECKPOINT * steps), 1)
     shortest, decrease = max(int(MIN_CHECKPOINT * steps), 1), max(int(CHECKPOINT_DECREASE * steps), 1)
     since = 0
@@ -158,19 +152,7 @@ def _run(bundle, checker: Checker, index: torch.Tensor, keys: torch.Tensor, *, s
             s.reduced, s.best_at_check = cut, s.loss_best
             s.improved = torch.zeros_like(s.improved)
             since, interval = 0, max(interval - decrease, shortest)
-        _drop_fooled(s, logits, new, checker, index)
+        s.hand_over(checker, index, logits.argmax(1) != s.y, new, margin(logits, s.y))
         if progress is not None:
             progress(i + 1, steps)
     return cost
-
-
-def _drop_fooled(s: _State, logits: torch.Tensor, images: torch.Tensor, checker: Checker, index: torch.Tensor) -> None:
-    """Hand misclassified iterates to the checker; images whose 8-bit version counts leave the batch."""
-    fooled = logits.argmax(1) != s.y
-    if not bool(fooled.any()):
-        return
-    rows = fooled.nonzero().flatten()
-    done = torch.zeros_like(fooled)
-    done[rows] = checker(index[s.index[rows]], images[rows])
-    if bool(done.any()):
-        s.keep(~done)

@@ -23,7 +23,7 @@ from .apgd import targeted as apgd_targeted_body, untargeted as apgd_untargeted
 from .fab import targeted as fab_targeted_body
 from .square import search as square_search
 from .check import Checker, norms
-from .common import Adversarial, Seeds, StepProgress, prepare
+from .common import Adversarial, Seeds, StepProgress, logits, prepare
 from .run import run_attack
 
 # body(bundle, checker, keys, settings, progress) -> (N,) cost; attacks the images the checker has not counted.
@@ -112,12 +112,14 @@ class RobustBatch:
 
 def robust_batch(bundle: ModelBundle, x: torch.Tensor, labels, eps: float | Iterable[float],
                  cascade: str | Sequence[str] = DEFAULT_CASCADE, settings: AttackSettings | None = None,
-                 seeds: Seeds = None, callback: Callable[[StageProgress], None] | None = None) -> RobustBatch:
+                 seeds: Seeds = None, callback: Callable[[StageProgress], None] | None = None,
+                 examples: bool = True) -> RobustBatch:
     """Attack a batch `x` (N,3,H,W in [0,1], rounded to the 8-bit grid first) with true `labels` (N,).
 
     cascade: attack names and/or `autoattack` (expanded by expand_cascade). seeds: one int per image (an
     image's result then never depends on its batch: pass ids that are stable across runs and shards), an
     int s (image i uses s + i) or None (image i uses i). callback(StageProgress) is called as stages run.
+    examples=False leaves `adversarial` empty (saves a copy of the batch per eps on the CPU).
 
     Returns RobustBatch with
       records[i] = {"clean_pred", "clean_correct", "eps": {eps_key(e): {"robust", "broken_by", "broken_at",
@@ -137,7 +139,7 @@ def robust_batch(bundle: ModelBundle, x: torch.Tensor, labels, eps: float | Iter
     n = x.shape[0]
     _check_labels(bundle, labels)
     with fool.eval_mode(bundle.net), torch.no_grad():
-        clean_pred = bundle.net(x).argmax(1)
+        clean_pred = logits(bundle, x).argmax(1)
         robust = clean_pred == labels
         adv, final = x.clone(), clean_pred.clone()
         broken_by = [None if bool(ok) else "clean" for ok in robust.tolist()]
@@ -170,7 +172,8 @@ def robust_batch(bundle: ModelBundle, x: torch.Tensor, labels, eps: float | Iter
                 if callback is not None and e > 0:
                     callback(StageProgress(stage, e, _total(name, settings), _total(name, settings),
                                            int(robust.sum()), True))
-            adversarial[e] = adv.cpu().clone()
+            if examples:
+                adversarial[e] = adv.cpu().clone()
             per_eps.append(_eps_records(e, robust, broken_by, broken_at, final, adv, x, cost, seconds))
     clean_pred_list, correct = clean_pred.tolist(), (clean_pred == labels).tolist()
     records = [{"clean_pred": clean_pred_list[i], "clean_correct": bool(correct[i]),

@@ -54,6 +54,22 @@ def offset_progress(progress: StepProgress | None, done: int, total: int) -> Ste
     return lambda step, _steps: progress(done + step, total)
 
 
+def repeat_runs(checker, keys: torch.Tensor, count: int, length: int, progress: StepProgress | None,
+             run: Callable[[torch.Tensor, torch.Tensor, int, StepProgress | None], torch.Tensor]) -> torch.Tensor:
+    """`count` runs of `run(todo, keys, r, progress)`, each on the images the checker has not counted yet,
+    with fresh per-image keys; returns the cost per image of all runs (`length` steps each, for progress)."""
+    cost = torch.zeros(checker.x.shape[0], dtype=torch.long, device=checker.x.device)
+    for r in range(count):
+        todo = (~checker.success).nonzero().flatten()
+        if todo.numel() == 0:
+            break
+        cost[todo] += run(todo, rng.derive(keys[todo], "restart", r), r,
+                          offset_progress(progress, r * length, count * length))
+    if progress is not None:
+        progress(count * length, count * length)
+    return cost
+
+
 # ----- losses (lower = better for the attacker, as every engine objective) --------------------------------
 def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """z_y - max_{i != y} z_i: > 0 while the image is still classified as y."""
@@ -62,14 +78,21 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return own - others
 
 
+def _need_classes(logits: torch.Tensor, count: int, what: str) -> None:
+    if logits.shape[1] < count:
+        raise DeepprobeError(f"{what} needs a model with at least {count} classes (this one has {logits.shape[1]})")
+
+
 def dlr(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Croce & Hein's difference of logits ratio (untargeted): margin / (z_pi1 - z_pi3), shift and scale free."""
+    _need_classes(logits, 3, "the DLR loss (apgd-dlr)")
     top = logits.topk(3, dim=1).values
     return margin(logits, y) / (top[:, 0] - top[:, 2] + 1e-12)
 
 
 def dlr_targeted(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Targeted DLR: (z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)."""
+    _need_classes(logits, 4, "the targeted DLR loss (apgd-t)")
     top = logits.topk(4, dim=1).values
     gap = logits.gather(1, y[:, None])[:, 0] - logits.gather(1, target[:, None])[:, 0]
     return gap / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
@@ -86,9 +109,35 @@ def objective(loss: str, y: torch.Tensor, target: torch.Tensor | None = None) ->
     raise DeepprobeError(f"unknown loss {loss!r} (choose from ce, dlr)")
 
 
+def layout(images: torch.Tensor) -> torch.Tensor:
+    """Images in the memory layout the model runs fastest on: channels-last on the CPU (measured on
+    EfficientNet-Lite0, 2-core VM: forward + backward -17%, forward -11%, same numbers), as they are elsewhere."""
+    return images.contiguous(memory_format=torch.channels_last) if images.device.type == "cpu" else images
+
+
+@torch.no_grad()
+def logits(bundle: ModelBundle, images: torch.Tensor) -> torch.Tensor:
+    """(N, classes) float logits of one forward pass without gradients."""
+    return bundle.net(layout(images)).float()
+
+
+def over_targets(bundle: ModelBundle, checker, keys: torch.Tensor, count: int, length: int,
+                 progress: StepProgress | None,
+                 run: Callable[[torch.Tensor, torch.Tensor, StepProgress | None], torch.Tensor]) -> torch.Tensor:
+    """APGD-T / FAB-T: `run(targets, keys, progress)` once per runner-up class of each clean image (the 2nd,
+    3rd, ... (count+1)-th most likely, capped at the number of classes - 1), in turn; returns the cost."""
+    ranked = logits(bundle, checker.x).argsort(1, descending=True)
+    count = max(1, min(count, ranked.shape[1] - 1))
+    cost = torch.zeros(checker.x.shape[0], dtype=torch.long, device=checker.x.device)
+    for j in range(count):
+        cost += run(ranked[:, j + 1], rng.derive(keys, "target", j),
+                    offset_progress(progress, j * length, count * length))
+    return cost
+
+
 def loss_and_grad(bundle: ModelBundle, images: torch.Tensor, goal: E.Objective):
     """(per-image loss, logits, gradient of the loss wrt the images): one forward and one backward pass."""
-    images = images.detach().requires_grad_(True)
+    images = layout(images.detach()).requires_grad_(True)
     with torch.enable_grad():
         per_image, fwd = E.evaluate(bundle, images, goal)
         (grad,) = torch.autograd.grad(per_image.float().sum(), images)
@@ -150,3 +199,15 @@ class Active:
 
     def __len__(self) -> int:
         return self.index.shape[0]
+
+    def hand_over(self, checker, index: torch.Tensor, fooled: torch.Tensor, images: torch.Tensor,
+                  margins: torch.Tensor | None) -> None:
+        """Give the rows misclassified in float (`fooled`) to the checker (`index`: the batch positions of
+        this run's rows; `margins`: see Checker); the rows whose 8-bit example counts leave the batch."""
+        if not bool(fooled.any()):
+            return
+        rows = fooled.nonzero().flatten()
+        done = torch.zeros_like(fooled)
+        done[rows] = checker(index[self.index[rows]], images[rows], None if margins is None else margins[rows])
+        if bool(done.any()):
+            self.keep(~done)

@@ -17,15 +17,19 @@ import torch
 
 from ... import engine as E
 from ...models import ModelBundle
-from . import rng
+from ...options.attacks import AttackSettings
 from .check import Checker, lp_norm
-from .common import Active, Adversarial, Seeds, StepProgress, _view, offset_progress, loss_and_grad, random_start
+from .common import (Active, Adversarial, Seeds, StepProgress, _view, logits, loss_and_grad, over_targets,
+                     random_start)
+from .common import repeat_runs
 from .run import run_attack
 
 ALPHA_MAX = 0.1  # most weight the projection of the original gets in a step
 ETA = 1.05  # overshoot of each projection
 BETA = 0.9  # step back towards the original after a success
 START_RADIUS = 0.5  # restarts after the first begin at a random point at START_RADIUS * eps
+NEWTON_STEPS = 50  # cap on the Newton steps of one projection (2-15 in practice)
+NEWTON_TOLERANCE = 1e-7  # relative gap to the plane at which a projection is done
 
 
 def fab_targeted(bundle: ModelBundle, x: torch.Tensor, y, eps: float, *, norm: str = "linf", steps: int = 100,
@@ -34,6 +38,7 @@ def fab_targeted(bundle: ModelBundle, x: torch.Tensor, y, eps: float, *, norm: s
     """FAB-T on `x` (N,3,H,W in [0,1], rounded to 8 bits first) with true classes `y`: one run per runner-up
     class (2nd to (targets+1)-th most likely) on the images still robust. Success: misclassified within
     eps, checked on the 8-bit image. `seeds` as in `apgd` (used by restarts after the first)."""
+    AttackSettings(norm=norm, steps=steps, restarts=restarts, targets=targets)  # checks the values
     return run_attack(bundle, x, y, eps, norm, seeds,
                       lambda checker, keys: targeted(bundle, checker, keys, steps=steps, restarts=restarts,
                                                      targets=targets, progress=progress))
@@ -42,23 +47,11 @@ def fab_targeted(bundle: ModelBundle, x: torch.Tensor, y, eps: float, *, norm: s
 def targeted(bundle: ModelBundle, checker: Checker, keys: torch.Tensor, *, steps: int, restarts: int, targets: int,
              progress: StepProgress | None) -> torch.Tensor:
     """FAB-T over the runner-up classes of each clean image; returns the iterations spent per image."""
-    with torch.no_grad():
-        ranked = bundle.net(checker.x).float().argsort(1, descending=True)
-    targets = max(1, min(targets, ranked.shape[1] - 1))
-    cost = torch.zeros(checker.x.shape[0], dtype=torch.long, device=checker.x.device)
-    total = targets * restarts * steps
-    for j in range(targets):
-        for r in range(restarts):
-            todo = (~checker.success).nonzero().flatten()
-            if todo.numel() == 0:
-                break
-            report = offset_progress(progress, (j * restarts + r) * steps, total)
-            cost[todo] += _run(bundle, checker, todo, ranked[todo, j + 1],
-                               rng.derive(keys[todo], "target", j, "restart", r) if r > 0 else None,
-                               steps=steps, progress=report)
-    if progress is not None:
-        progress(total, total)
-    return cost
+    def per_target(target: torch.Tensor, k: torch.Tensor, report: StepProgress | None) -> torch.Tensor:
+        return repeat_runs(checker, k, restarts, steps, report,
+                           lambda todo, kr, r, rep: _run(bundle, checker, todo, target[todo], kr if r > 0 else None,
+                                                         steps=steps, progress=rep))
+    return over_targets(bundle, checker, keys, targets, restarts * steps, progress, per_target)
 
 
 @dataclass
@@ -94,20 +87,14 @@ def _run(bundle, checker: Checker, index: torch.Tensor, target: torch.Tensor, st
         size = lp_norm(d, norm).clamp_min(1e-8)
         alpha = (size[:m] / (size[:m] + size[m:])).clamp(0, ALPHA_MAX)
         s.x1 = ((s.x1 + ETA * d[:m]) * _view(1 - alpha) + (s.x0 + ETA * d[m:]) * _view(alpha)).clamp(0, 1)
-        fooled = bundle.net(s.x1).argmax(1) != s.y
-        done = torch.zeros_like(fooled)
-        within = fooled & (lp_norm(s.x1 - s.x0, norm) <= eps)
-        if bool(within.any()):
-            rows = within.nonzero().flatten()
-            # A point just past the boundary often rounds back to the clean class on the 8-bit grid: try it
-            # pushed out along its own direction to the full budget first, then as it is.
-            found = s.x1[rows]
-            change = found - s.x0[rows]
-            pushed = s.x0[rows] + change * _view(eps / lp_norm(change, norm).clamp_min(1e-12))
-            done[rows] = checker(index[s.index[rows]], pushed, found)
+        out = logits(bundle, s.x1)
+        fooled = out.argmax(1) != s.y
+        found = s.x1
         s.x1 = torch.where(_view(fooled), s.x0 + (s.x1 - s.x0) * BETA, s.x1)
-        if bool(done.any()):
-            s.keep(~done)
+        # (a point just past the boundary rounds back to the clean image; the checker then tries its change
+        # scaled up to the budget, check.to_grid). No margins: FAB's points all sit just past the boundary
+        # and each new direction may survive rounding where the last did not, so every one is checked.
+        s.hand_over(checker, index, fooled & (lp_norm(found - s.x0, norm) <= eps), found, None)
         if progress is not None:
             progress(i + 1, steps)
     return cost
@@ -118,24 +105,30 @@ def hyperplane_step(t: torch.Tensor, w: torch.Tensor, c: torch.Tensor, norm: str
     reach the plane, the d that gets closest. t, w: (R, n); c: (R,).
 
     With c >= 0 (else flip w), every coordinate moves towards sign(w_i) by d_i = min(lam * a_i, room_i),
-    a_i = 1 (L-inf) or |w_i| (L2), room_i the distance to the box edge. <w, d>(lam) is piecewise linear
-    and increasing, so after sorting the breakpoints room_i / a_i, one cumulative sum and a search find lam.
+    a_i = 1 (L-inf) or |w_i| (L2), room_i the distance to the box edge. h(lam) = <w, d(lam)> is piecewise
+    linear, increasing and concave, so Newton's method from lam = 0 climbs to the root from below and lands
+    on it exactly once it reaches the root's linear piece (a few O(n) passes; no sort of the n coordinates).
     """
     flip = torch.where(c < 0, -1.0, 1.0).to(w.dtype)
-    w, c = w * flip[:, None], c.abs()
+    w, c = w * flip[:, None], c.abs().double()
     aw = w.abs()
     room = torch.where(w > 0, 1 - t, t).clamp_min(0)
     a = torch.ones_like(aw) if norm == "linf" else aw
-    moving = aw > 0
-    breaks = torch.where(moving, room / torch.where(moving, a, torch.ones_like(a)), torch.full_like(a, float("inf")))
-    breaks, order = breaks.sort(1)
-    slope = (aw * a).gather(1, order).double()  # rate of <w, d> in lam while the coordinate is free
-    full = (aw * room).gather(1, order).double()  # its share once at the box edge
-    before = full.cumsum(1) - full  # sum over coordinates already at the edge
-    free = slope.flip(1).cumsum(1).flip(1)  # sum of rates of those still free
-    reach = torch.where(torch.isinf(breaks), torch.full_like(free, float("inf")), before + breaks.double() * free)
-    k = torch.searchsorted(reach, c.double()[:, None].contiguous()).clamp(max=w.shape[1] - 1)
-    lam = (c.double()[:, None] - before.gather(1, k)) / free.gather(1, k).clamp_min(1e-300)
-    lam = torch.where(reach[:, -1:] < c.double()[:, None], torch.full_like(lam, float("inf")), lam)
-    step = torch.minimum(lam.float() * a, room) * torch.sign(w)
-    return torch.where(moving, step, torch.zeros_like(step))  # w (flipped) and c (made >= 0) agree: <w0, d> = c0
+    reachable = (aw * room).sum(1, dtype=torch.float64) >= c
+    lam = torch.zeros_like(c)
+    rows = reachable.nonzero().flatten()
+    for _ in range(NEWTON_STEPS):
+        if rows.numel() == 0:
+            break
+        lam_r = lam[rows].float()[:, None]
+        a_r, room_r, aw_r = a[rows], room[rows], aw[rows]
+        free = lam_r * a_r < room_r
+        h = (aw_r * torch.where(free, lam_r * a_r, room_r)).sum(1, dtype=torch.float64)
+        slope = (aw_r * a_r * free).sum(1, dtype=torch.float64)
+        gap = c[rows] - h
+        done = (gap <= NEWTON_TOLERANCE * c[rows]) | (slope <= 0)
+        lam[rows] = torch.where(done, lam[rows], lam[rows] + gap / slope.clamp_min(1e-300))
+        rows = rows[~done]
+    lam = torch.where(reachable, lam, torch.full_like(lam, float("inf")))
+    step = torch.minimum(lam.float()[:, None] * a, room) * torch.sign(w)
+    return torch.where(aw > 0, step, torch.zeros_like(step))  # w (flipped) and c (made >= 0) agree: <w0, d> = c0

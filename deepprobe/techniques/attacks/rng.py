@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ...errors import DeepprobeError
+
 _MASK = 0xFFFFFFFF
 _MUL = 0x45D9F3B
 
@@ -41,7 +43,7 @@ def keys(seeds: int | Sequence[int] | torch.Tensor | None, n: int, device: torch
     else:
         t = torch.as_tensor(seeds, dtype=torch.long).flatten().cpu()
         if t.numel() != n:
-            raise ValueError(f"got {t.numel()} seeds for {n} images")
+            raise DeepprobeError(f"got {t.numel()} seeds for {n} images")
     t = (t ^ (t >> 32)) & _MASK
     return _mix(t ^ 0x2545F491).to(device)
 

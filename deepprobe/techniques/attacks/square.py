@@ -20,10 +20,13 @@ from functools import lru_cache
 
 import torch
 
+from ...errors import DeepprobeError
 from ...models import ModelBundle
+from ...options.attacks import AttackSettings
 from . import rng
 from .check import Checker
-from .common import Active, Adversarial, Seeds, StepProgress, _view, offset_progress, margin, project
+from .common import Active, Adversarial, Seeds, StepProgress, _view, logits, margin
+from .common import repeat_runs
 from .run import run_attack
 
 P_INIT = 0.8
@@ -35,6 +38,9 @@ def square(bundle: ModelBundle, x: torch.Tensor, y, eps: float, *, norm: str = "
            progress: StepProgress | None = None) -> Adversarial:
     """Square Attack on `x` (N,3,H,W in [0,1], rounded to 8 bits first) with true classes `y`, at most
     `queries` proposals per image and restart (plus one for the start). `seeds` as in `apgd`."""
+    AttackSettings(norm=norm, restarts=restarts, queries=queries)  # checks the values
+    if not 0 < p_init <= 1:
+        raise DeepprobeError(f"p_init must be in (0, 1], got {p_init}")
     return run_attack(bundle, x, y, eps, norm, seeds,
                       lambda checker, keys: search(bundle, checker, keys, queries=queries, restarts=restarts,
                                                    p_init=p_init, progress=progress))
@@ -43,17 +49,9 @@ def square(bundle: ModelBundle, x: torch.Tensor, y, eps: float, *, norm: str = "
 def search(bundle: ModelBundle, checker: Checker, keys: torch.Tensor, *, queries: int, restarts: int,
            p_init: float = P_INIT, progress: StepProgress | None = None) -> torch.Tensor:
     """Square Attack on the images the checker has not counted yet; returns the model queries per image."""
-    cost = torch.zeros(checker.x.shape[0], dtype=torch.long, device=checker.x.device)
-    for r in range(restarts):
-        todo = (~checker.success).nonzero().flatten()
-        if todo.numel() == 0:
-            break
-        report = offset_progress(progress, r * queries, restarts * queries)
-        cost[todo] += _run(bundle, checker, todo, rng.derive(keys[todo], "restart", r), queries=queries,
-                           p_init=p_init, progress=report)
-    if progress is not None:
-        progress(restarts * queries, restarts * queries)
-    return cost
+    return repeat_runs(checker, keys, restarts, queries, progress,
+                  lambda todo, k, _r, report: _run(bundle, checker, todo, k, queries=queries, p_init=p_init,
+                                                   progress=report))
 
 
 def schedule(p_init: float, query: int) -> float:
@@ -68,6 +66,8 @@ class _State(Active):
     keys: torch.Tensor
     x_best: torch.Tensor
     margin: torch.Tensor  # margin of x_best (lower is better; <= 0: misclassified)
+    up: torch.Tensor | None = None  # L-inf: x0 + eps and x0 - eps in [0,1], the only values a square writes
+    down: torch.Tensor | None = None
 
 
 def _run(bundle, checker: Checker, index: torch.Tensor, keys: torch.Tensor, *, queries: int, p_init: float,
@@ -77,9 +77,11 @@ def _run(bundle, checker: Checker, index: torch.Tensor, keys: torch.Tensor, *, q
     cost = torch.zeros(index.shape[0], dtype=torch.long, device=x0.device)
     start = _start_linf(keys, x0, eps) if norm == "linf" else _start_l2(keys, x0, eps)
     s = _State(index=torch.arange(index.shape[0], device=x0.device), x0=x0, y=y, keys=keys, x_best=start,
-               margin=margin(bundle.net(start).float(), y))
+               margin=margin(logits(bundle, start), y))
+    if norm == "linf":
+        s.up, s.down = (x0 + eps).clamp(0, 1), (x0 - eps).clamp(0, 1)
     cost += 1
-    _settle(s, s.margin <= 0, checker, index)
+    s.hand_over(checker, index, s.margin <= 0, s.x_best, s.margin)
     for i in range(queries):
         if len(s) == 0:
             break
@@ -89,7 +91,8 @@ def _run(bundle, checker: Checker, index: torch.Tensor, keys: torch.Tensor, *, q
         changed = (proposal != s.x_best).flatten(1).any(1)
         rows = changed.nonzero().flatten()
         if rows.numel():
-            new_margin = margin(bundle.net(proposal[rows]).float(), s.y[rows])
+            asked = proposal if rows.numel() == len(s) else proposal[rows]
+            new_margin = margin(logits(bundle, asked), s.y[rows])
             cost[s.index[rows]] += 1
             keep = (new_margin < s.margin[rows]) | (new_margin <= 0)
             rows, new_margin = rows[keep], new_margin[keep]
@@ -97,21 +100,10 @@ def _run(bundle, checker: Checker, index: torch.Tensor, keys: torch.Tensor, *, q
             s.margin[rows] = new_margin
             fooled = torch.zeros_like(changed)
             fooled[rows[new_margin <= 0]] = True
-            _settle(s, fooled, checker, index)
+            s.hand_over(checker, index, fooled, s.x_best, s.margin)
         if progress is not None:
             progress(i + 1, queries)
     return cost
-
-
-def _settle(s: _State, fooled: torch.Tensor, checker: Checker, index: torch.Tensor) -> None:
-    """Misclassified images go to the checker; those that count leave the batch."""
-    if not bool(fooled.any()):
-        return
-    rows = fooled.nonzero().flatten()
-    done = torch.zeros_like(fooled)
-    done[rows] = checker(index[s.index[rows]], s.x_best[rows])
-    if bool(done.any()):
-        s.keep(~done)
 
 
 def _square_side(p: float, h: int, w: int, smallest: int) -> int:
@@ -144,9 +136,9 @@ def _propose_linf(draw: torch.Tensor, s: _State, eps: float, p: float) -> torch.
     side_ = _square_side(p, h, w, 1)
     u = rng.uniform(draw, (2 + c,))
     square = _mask(_corner(u[:, 0], h, side_), _corner(u[:, 1], w, side_), side_, h, w)
-    sign = torch.where(u[:, 2:] < 0.5, -1.0, 1.0)
-    moved = project(s.x_best + 2 * eps * sign[:, :, None, None], s.x0, eps, "linf")
-    return torch.where(square, moved, s.x_best)
+    up = (u[:, 2:] >= 0.5)[:, :, None, None]
+    # The reference adds 2*eps*sign to x_best and clips to the ball: inside the square that is x0 + eps*sign.
+    return torch.where(square, torch.where(up, s.up, s.down), s.x_best)
 
 
 # ----- L2 -------------------------------------------------------------------------------------------------

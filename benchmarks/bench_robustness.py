@@ -1,0 +1,223 @@
+"""Robustness attacks side by side: deepprobe's APGD-CE, APGD-T, FAB-T, Square and the AutoAttack cascade vs
+torchattacks' APGD, APGDT, FAB (multi-targeted) and Square, with the same settings.
+
+Same model (bundled EfficientNet-Lite0; its parameters are frozen, torchattacks differentiates the input),
+same images (the example photos, mirrored and zoomed into --images different 224 px images, rounded to 8 bits;
+labels = the model's clean predictions, so clean accuracy is 100%), same eps, norm, iterations, restarts (1),
+target classes and queries, set explicitly on both sides (torchattacks' own AutoAttack would build them with
+10 iterations). Square runs AutoAttack's schedule on both sides (p_init 0.8, not rescaled to the budget).
+
+Robust accuracy: deepprobe counts an image as broken only when its 8-bit example is misclassified by a fresh
+forward pass; torchattacks' float outputs are counted as they are and the way deepprobe counts its own (rounded
+into the ball on the 8-bit grid, fresh forward pass), the like-for-like figure. Time: wall
+clock and CPU time of each call, medians of --repeats interleaved runs (deepprobe drops an image from the
+batch once it is broken; torchattacks' APGD/APGDT/FAB iterate every image to the end). On a shared machine run
+with --threads 1 and read the CPU-time ratio: other processes' load stretches wall time, not CPU time. The cascade runs each attack on the images still robust, on both sides.
+
+    pip install '.[bench]' && pip install --no-deps torchattacks
+    python benchmarks/bench_robustness.py [--images 10] [--eps 1/255] [--norm linf] [--steps 10] [--targets 3]
+                                          [--queries 100] [--attacks apgd-ce,apgd-t,fab-t,square,autoattack]
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import subprocess
+import sys
+
+import torch
+
+from _common import add_machine_args, apply_threads, clocks, photos  # benchmarks/_common.py
+
+import deepprobe as dp
+from deepprobe.io import quantize
+from deepprobe.options import parse_number
+from deepprobe.techniques.attacks import (AttackSettings, Checker, apgd, apgd_targeted, fab_targeted, robust_batch,
+                                          square)
+
+ALL = ("apgd-ce", "apgd-t", "fab-t", "square", "autoattack")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=10)
+    ap.add_argument("--eps", default="1/255", help="budget, e.g. 1/255 (linf) or 0.25 (l2)")
+    ap.add_argument("--norm", default="linf", choices=("linf", "l2"))
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--targets", type=int, default=3)
+    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--attacks", default=",".join(ALL))
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved runs of each side; medians are reported")
+    ap.add_argument("--memory", action="store_true",
+                    help="also peak memory of each side: peak RSS of a fresh process per attack and side, less that of "
+                         "one that only loads the model and images (CPU); torch's peak allocation (CUDA)")
+    ap.add_argument("--only", help=argparse.SUPPRESS)  # internal: run one side of one attack once, print peak RSS
+    ap.add_argument("--side", help=argparse.SUPPRESS)
+    add_machine_args(ap)
+    args = ap.parse_args()
+    apply_threads(args)
+    import torchattacks
+
+    eps = parse_number(args.eps, float, "eps", "--eps")
+    bundle = dp.load_model("efficientnet_lite0", device=args.device)
+    device, net = bundle.device, bundle.net
+    x = quantize(photos(bundle, args.images).to(device))
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    n = x.shape[0]
+    seeds = list(range(n))
+    settings = AttackSettings(norm=args.norm, steps=args.steps, restarts=1, targets=args.targets, queries=args.queries)
+    ta_norm = "Linf" if args.norm == "linf" else "L2"
+    print(f"efficientnet_lite0 on {device}, {n} images at {tuple(x.shape[-2:])}, torch threads "
+          f"{torch.get_num_threads()}; {args.norm} eps {args.eps}, {args.steps} iterations, 1 restart, "
+          f"{args.targets} target classes, {args.queries} queries")
+
+    def ta_apgd():
+        return torchattacks.APGD(net, norm=ta_norm, eps=eps, steps=args.steps, n_restarts=1, loss="ce", seed=0)
+
+    def ta_apgdt():
+        return torchattacks.APGDT(net, norm=ta_norm, eps=eps, steps=args.steps, n_restarts=1, n_classes=args.targets + 1,
+                                  seed=0)
+
+    def ta_fab():
+        return torchattacks.FAB(net, norm=ta_norm, eps=eps, steps=args.steps, n_restarts=1, multi_targeted=True,
+                                n_classes=args.targets + 1, seed=0)
+
+    def ta_square():
+        return torchattacks.Square(net, norm=ta_norm, eps=eps, n_queries=args.queries, n_restarts=1, p_init=0.8,
+                                   loss="margin", resc_schedule=False, seed=0)
+
+    pairs = {
+        "apgd-ce": (lambda: apgd(bundle, x, y, eps, norm=args.norm, steps=args.steps, seeds=seeds), ta_apgd),
+        "apgd-t": (lambda: apgd_targeted(bundle, x, y, eps, norm=args.norm, steps=args.steps, targets=args.targets,
+                                         seeds=seeds), ta_apgdt),
+        "fab-t": (lambda: fab_targeted(bundle, x, y, eps, norm=args.norm, steps=args.steps, targets=args.targets,
+                                       seeds=seeds), ta_fab),
+        "square": (lambda: square(bundle, x, y, eps, norm=args.norm, queries=args.queries, seeds=seeds), ta_square),
+    }
+    makers = [ta_apgd, ta_apgdt, ta_fab, ta_square]
+    if args.only is not None:  # a child of --memory
+        if args.only != "none":
+            _run_side(args.only, args.side, pairs, bundle, x, y, eps, settings, seeds, makers, args.norm)
+        print(f"peak_rss_mb {_peak_rss_mb():.1f}")
+        return
+    for name in [a.strip() for a in args.attacks.split(",") if a.strip()]:
+        ours_times, ref_times = [], []
+        for _ in range(args.repeats):  # interleaved, so a change in the machine's load hits both sides
+            if name == "autoattack":
+                ours_robust, t_ours = _ours_cascade(bundle, x, y, eps, settings, seeds)
+                (ta_float, ta_8bit), t_ref = _reference_cascade(bundle, x, y, eps, args.norm, makers)
+            else:
+                ours_fn, ref_fn = pairs[name]
+                holder = {}
+                t_ours = clocks(lambda: holder.__setitem__("res", ours_fn()), device)
+                ours_robust = 1 - holder["res"].success.float().mean().item()
+                torch.manual_seed(0)
+                t_ref = clocks(lambda: holder.__setitem__("adv", ref_fn()(x, y)), device)
+                ta_float, ta_8bit = _robust(bundle, x, holder["adv"], y, eps, args.norm)
+            ours_times.append(t_ours)
+            ref_times.append(t_ref)
+        memory = _memory(name, pairs, bundle, x, y, eps, settings, seeds, makers, args) if args.memory else ""
+        wall_ours, cpu_ours = (statistics.median(t[k] for t in ours_times) for k in (0, 1))
+        wall_ref, cpu_ref = (statistics.median(t[k] for t in ref_times) for k in (0, 1))
+        print(f"\n{name}")
+        print(f"  robust accuracy:  deepprobe {ours_robust:.0%} (8-bit, re-checked)   torchattacks {ta_float:.0%} "
+              f"(float), {ta_8bit:.0%} (8-bit, checked as ours)")
+        print(f"  time (median of {args.repeats}): deepprobe {wall_ours:.1f} s wall, {cpu_ours:.1f} s CPU   "
+              f"torchattacks {wall_ref:.1f} s wall, {cpu_ref:.1f} s CPU")
+        print(f"  ratio time deepprobe/torchattacks ({name}): {wall_ours / wall_ref:.2f}x wall, "
+              f"{cpu_ours / cpu_ref:.2f}x CPU   robust accuracy deepprobe - torchattacks: "
+              f"{100 * (ours_robust - ta_8bit):+.0f} points (8-bit), {100 * (ours_robust - ta_float):+.0f} (vs float)")
+        if memory:
+            print(memory)
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a
+    child started by a big parent would report the parent's peak."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _run_side(name, side, pairs, bundle, x, y, eps, settings, seeds, makers, norm) -> None:
+    if name == "autoattack":
+        if side == "ours":
+            robust_batch(bundle, x, y, [eps], cascade=["autoattack"], settings=settings, seeds=seeds)
+        else:
+            _reference_cascade(bundle, x, y, eps, norm, makers)
+    elif side == "ours":
+        pairs[name][0]()
+    else:
+        pairs[name][1]()(x, y)
+
+
+def _memory(name, pairs, bundle, x, y, eps, settings, seeds, makers, args) -> str:
+    """Peak memory of each side beyond the model and the images, as a line to print."""
+    if bundle.device.type == "cuda":
+        peaks = {}
+        for side in ("ours", "ref"):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            _run_side(name, side, pairs, bundle, x, y, eps, settings, seeds, makers, args.norm)
+            peaks[side] = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+    else:
+        forwarded = [a for a in sys.argv[1:] if a != "--memory"]
+
+        def child(only: str, side: str = "ours") -> float:
+            out = subprocess.run([sys.executable, __file__, *forwarded, "--only", only, "--side", side],
+                                 capture_output=True, text=True, check=True).stdout
+            return float(out.rsplit("peak_rss_mb", 1)[1])
+        base = child("none")
+        peaks = {side: child(name, side) - base for side in ("ours", "ref")}
+    ratio = f"{peaks['ours'] / peaks['ref']:.2f}x" if peaks["ref"] > 1 else "n/a (too small to tell)"
+    return (f"  peak memory beyond model and images: deepprobe {peaks['ours']:.0f} MiB   torchattacks "
+            f"{peaks['ref']:.0f} MiB   ratio deepprobe/torchattacks {ratio}")
+
+
+@torch.no_grad()
+def _robust(bundle, x, adv, y, eps, norm) -> tuple[float, float]:
+    """Robust accuracy of torchattacks' output: as it is (float), and counted as deepprobe counts its own
+    (rounded to 8 bits inside the ball, misclassified by a fresh forward pass)."""
+    fl = (bundle.net(adv).argmax(1) == y).float().mean().item()
+    checker = Checker(bundle, x, y, eps, norm)
+    checker(torch.arange(x.shape[0], device=x.device), adv)
+    return fl, 1 - checker.success.float().mean().item()
+
+
+def _ours_cascade(bundle, x, y, eps, settings, seeds):
+    holder = {}
+    t = clocks(lambda: holder.__setitem__("out", robust_batch(bundle, x, y, [eps], cascade=["autoattack"],
+                                                              settings=settings, seeds=seeds)), bundle.device)
+    robust = holder["out"].stage_robust[eps]["square"]
+    return robust.float().mean().item(), t
+
+
+def _reference_cascade(bundle, x, y, eps, norm, makers):
+    """AutoAttack's loop with torchattacks' attacks: each one on the images still robust (float decision)."""
+    adv = x.clone()
+    robust = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+
+    def run():
+        for make in makers:
+            idx = robust.nonzero().flatten()
+            if idx.numel() == 0:
+                break
+            out = make()(x[idx], y[idx])
+            with torch.no_grad():
+                fooled = bundle.net(out).argmax(1) != y[idx]
+            adv[idx[fooled]] = out[fooled]
+            robust[idx[fooled]] = False
+    torch.manual_seed(0)
+    t = clocks(run, bundle.device)
+    return _robust(bundle, x, adv, y, eps, norm), t
+
+
+if __name__ == "__main__":
+    main()
