@@ -149,11 +149,12 @@ class Run:
 
         return unique_path(self.out_dir / name, self.common.force)
 
-    def save_image(self, image, name: str, result: dict | None = None) -> Path:
-        """Save a PNG under --out (never overwriting) and queue its JSON sidecar."""
+    def save_image(self, image, name: str, result: dict | None = None, replace: bool = False) -> Path:
+        """Save a PNG under --out (never overwriting, unless --force or `replace` for a file this command owns
+        and redraws, e.g. a resumed run's plot) and queue its JSON sidecar."""
         from ..io import save_png
 
-        path = save_png(image, self.out_dir / name, self.common.force)
+        path = save_png(image, self.out_dir / name, self.common.force or replace)
         self._record(path, result)
         return path
 

@@ -79,6 +79,9 @@ class Options:
     sensitivity_radius: float = 0.2  # max-sensitivity: uniform noise in [-r, r] on [0,1] pixels
     lipschitz_samples: int = 200  # local-lipschitz: noisy copies per image
     lipschitz_std: float = 0.1  # local-lipschitz: Gaussian noise std on [0,1] pixels
+    limit: int | None = None  # DATA: only the first N images (after --sample)
+    sample: int | None = None  # DATA: a fixed random subset of N images, chosen with --seed
+    workers: int = 0  # DATA: DataLoader processes reading images ahead
 
 
 RANGES = {
@@ -97,4 +100,7 @@ RANGES = {
     "sensitivity_radius": "(0, inf)",
     "lipschitz_samples": "[1, inf)",
     "lipschitz_std": "(0, inf)",
+    "limit": "[1, inf)",
+    "sample": "[1, inf)",
+    "workers": "[0, inf)",
 }

@@ -27,11 +27,15 @@ def _check_maps(x: torch.Tensor, maps: torch.Tensor) -> None:
                              f"{tuple(maps.shape)}")
 
 
-def default_features_in_step(x: torch.Tensor) -> int:
-    """deepprobe's pixel-flipping step: 1% of the pixels (all their channels) per step, so ~100 steps at any size.
-    Quantus's default is 1 feature per step: 3*224*224 = 150,528 forward passes for one photo."""
-    c, h, w = x.shape[1:]
-    return c * math.ceil(h * w / 100)
+def flip_counts(c: int, h: int, w: int, features_in_step: int | None = None) -> list[int]:
+    """Features flipped after each pixel-flipping step (the last may be partial). Default step: 1% of the pixels
+    (all their channels), ~100 steps at any size; Quantus's default, 1 feature per step, costs 3*224*224 =
+    150,528 forward passes for one photo."""
+    features = c * h * w
+    step = features_in_step or c * math.ceil(h * w / 100)
+    if step < 1:
+        raise DeepprobeError(f"features_in_step must be at least 1, got {step}")
+    return [min(k * step, features) for k in range(1, math.ceil(features / step) + 1)]
 
 
 def pixel_flipping(net: Callable, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, *,
@@ -45,14 +49,11 @@ def pixel_flipping(net: Callable, x: torch.Tensor, maps: torch.Tensor, targets: 
     _check_maps(x, maps)
     n, c, h, w = x.shape
     features = c * h * w
-    step = features_in_step or default_features_in_step(x)
-    if step < 1:
-        raise DeepprobeError(f"features_in_step must be at least 1, got {step}")
-    steps = math.ceil(features / step)
+    counts = torch.tensor(flip_counts(c, h, w, features_in_step), device=x.device)
+    steps = len(counts)
     a = prepare(maps, abs, normalise).flatten(1)
     rank = ranks(a, as_seeds(seeds, n))  # (N,P) pixel order; channel k of pixel p is feature c*rank + k
     position = (rank[:, None, :] * c + torch.arange(c, device=x.device).view(1, c, 1)).view(n, c, h, w)
-    counts = torch.clamp(torch.arange(1, steps + 1, device=x.device) * step, max=features)
     fill = baseline_fill(x, perturb_baseline)
 
     def build(job: torch.Tensor):
