@@ -28,6 +28,7 @@ _EXPORTS = {
     "estimate_age": "deepprobe.techniques.age:estimate_age",
     "explain": "deepprobe.explain:explain",
     "evaluate": "deepprobe.explain.evaluate:evaluate",
+    "robustness": "deepprobe.techniques.robustness:robustness",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -205,6 +205,7 @@ def _run_html(run: RunGroup, link_from: Path | None, command_line) -> str:
     table = _metrics_html(results or panels)
     if table:
         parts.append("<h4>metrics</h4>" + table)
+    parts.extend(_accuracy_html(item.result) for item in run.items if isinstance(item.result.get("stage_accuracy"), dict))
     curves = run.loss_curves()
     if curves:
         parts.append('<h4>loss</h4><div class="row">'
@@ -254,6 +255,39 @@ def _metrics_html(items: list[Item]) -> str:
     body = "".join("<tr><td>" + _e(name) + "</td>" + "".join(f"<td>{_e(_fmt(row.get(c)))}</td>" for c in columns)
                    + "</tr>" for name, row in rows)
     return f'<div class="scroll"><table class="metrics"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _accuracy_html(summary: dict) -> str:
+    """A robustness run's figures: clean accuracy, then per eps the accuracy after each attack and at the end,
+    with the 95% intervals the summary carries."""
+    ci = summary.get("ci95") or {}
+    linf = summary.get("norm", "linf") == "linf"
+
+    def cell(value, bounds) -> str:
+        if not isinstance(value, (int, float)):
+            return ""
+        text = f"{value:.1%}"
+        if isinstance(bounds, list) and len(bounds) == 2:
+            text += f' <span class="dim">({bounds[0]:.0%}–{bounds[1]:.0%})</span>'
+        return text
+
+    stage_acc = summary["stage_accuracy"]
+    stages = list(next(iter(stage_acc.values()), {}))
+    head = "".join(f"<th>after {_e(s)}</th>" for s in stages)
+    rows = []
+    for key, by_stage in stage_acc.items():
+        eps = (summary.get("per_eps") or {}).get(key, {}).get("eps")
+        label = f"{eps * 255:g}/255" if linf and isinstance(eps, (int, float)) else key
+        stage_cells = "".join(f"<td>{cell(by_stage.get(s), (ci.get('stage_accuracy') or {}).get(key, {}).get(s))}</td>"
+                              for s in stages)
+        final = cell((summary.get("robust_accuracy") or {}).get(key), (ci.get("robust_accuracy") or {}).get(key))
+        rows.append(f"<tr><td>{_e(label)}</td>{stage_cells}<td><b>{final}</b></td></tr>")
+    note = (f'{_e(summary.get("n"))} images · labels: {_e(summary.get("labels"))} · clean '
+            f'{cell(summary.get("clean_accuracy"), ci.get("clean_accuracy"))} · intervals: {_e(ci.get("method", ""))}'
+            + ("" if summary.get("complete", True) else " · <b>incomplete</b> (interrupted: run again to go on)"))
+    return (f'<h4>{_e(summary.get("measure", "accuracy")).split(":")[0]} under attack</h4><p class="dim">{note}</p>'
+            f'<div class="scroll"><table class="metrics"><thead><tr><th>eps</th>{head}<th>robust</th></tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>')
 
 
 def _is_metric(value: Any) -> bool:

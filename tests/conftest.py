@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,16 @@ def cat(lite0):
 @pytest.fixture(scope="session")
 def coffee(lite0):
     return lite0.load_image(EXAMPLES / "coffee.jpg")
+
+
+@pytest.fixture(scope="session")
+def class_tree(tmp_path_factory) -> Path:
+    """A small labelled data set: class folders named by class name, index and WordNet id, and one file that is
+    not an image. Labels: coffee espresso (967), cat tiger cat (282, the model says Egyptian cat), cat Egyptian
+    cat (n02124075 = 285), motorcycle moped (665)."""
+    root = tmp_path_factory.mktemp("class_tree")
+    for folder, photo in (("espresso", "coffee"), ("282", "cat"), ("n02124075", "cat"), ("moped", "motorcycle")):
+        (root / folder).mkdir()
+        shutil.copy(EXAMPLES / f"{photo}.jpg", root / folder / f"{photo}.jpg")
+    (root / "moped" / "broken.jpg").write_text("not a jpeg")
+    return root

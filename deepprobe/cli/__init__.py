@@ -33,6 +33,6 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
 
 # Each module registers its commands on `app` when imported; the order is the order in --help.
 COMMAND_MODULES = ["classify", "info", "fool", "patch", "invert", "maximize", "dream", "style", "age", "explain",
-                   "evaluate", "recipes", "rerun", "report"]
+                   "evaluate", "robustness", "recipes", "rerun", "report"]
 for _name in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}")

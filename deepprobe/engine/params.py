@@ -6,6 +6,8 @@ direction that fits the constraint's norm.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -40,7 +42,7 @@ class Perturbation(Parameterization):
     """base + delta with ||delta||_p <= eps (p = inf or 2) and base + delta in [0,1] (attacks)."""
 
     def __init__(self, base: torch.Tensor, eps: float, norm: str = "linf", random_start: bool = True,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | Sequence[torch.Generator] | None = None):
         super().__init__()
         if norm not in ("linf", "l2"):
             raise ValueError(f"norm must be linf or l2, got {norm!r}")
@@ -48,7 +50,7 @@ class Perturbation(Parameterization):
         self.eps, self.norm = float(eps), norm
         delta = torch.zeros_like(base)
         if random_start and eps > 0:
-            noise = torch.rand(base.shape, generator=generator, device="cpu").to(base.device) * 2 - 1
+            noise = _uniform(base.shape, generator).to(base.device) * 2 - 1
             delta = noise * eps if norm == "linf" else _scale_to_l2(noise, eps * 0.5)
         self.delta = nn.Parameter(delta)
         self.project_()
@@ -70,6 +72,15 @@ class Perturbation(Parameterization):
         if self.norm == "linf":
             return grad.sign()
         return grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+
+
+def _uniform(shape: torch.Size, generator: torch.Generator | Sequence[torch.Generator] | None) -> torch.Tensor:
+    """U[0,1) noise on the CPU; a sequence of generators draws each image from its own (batch-independent)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.rand(shape, generator=generator, device="cpu")
+    if len(generator) != shape[0]:
+        raise ValueError(f"got {len(generator)} generators for {shape[0]} images")
+    return torch.stack([torch.rand(shape[1:], generator=g, device="cpu") for g in generator])
 
 
 def _scale_to_l2(noise: torch.Tensor, radius: float) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -85,7 +85,8 @@ class AttackResult:
 
 def attack(bundle: ModelBundle, x: torch.Tensor, target: ClassSpec = None, *, labels: ClassSpec = None,
            method: str = DEFAULT_METHOD, eps: float | None = Options.eps, alpha: float | None = Options.alpha,
-           steps: int = DEFAULT_STEPS, norm: str = Options.norm, seed: int = 0, lr: float | None = Options.lr,
+           steps: int = DEFAULT_STEPS, norm: str = Options.norm, seed: int | Sequence[int] = 0,
+           lr: float | None = Options.lr,
            kappa: float = Options.kappa, rounds: int = Options.rounds, search_steps: int = Options.search_steps,
            c: float | None = Options.c, callback: Callback | None = None) -> AttackResult:
     """Make `x` (N,3,H,W in [0,1]) classified as `target` (class name, index or (N,) tensor), or, without a
@@ -93,6 +94,7 @@ def attack(bundle: ModelBundle, x: torch.Tensor, target: ClassSpec = None, *, la
 
     pgd/fgsm keep the change inside an `norm` ball of radius `eps`; szegedy/cw look for the smallest change
     that works (search over the constant c). `callback(step, total, loss, fwd)` reports progress.
+    `seed`: one int for the batch, or one per image (then an image's random start does not depend on its batch).
     """
     if method not in METHODS:
         raise DeepprobeError(f"unknown attack method {method!r} (choose from {', '.join(METHODS)})")
@@ -103,8 +105,8 @@ def attack(bundle: ModelBundle, x: torch.Tensor, target: ClassSpec = None, *, la
     x = x.detach().float().to(bundle.device)
     if x.dim() == 3:
         x = x.unsqueeze(0)
-    gen = torch.Generator().manual_seed(int(seed))
-    with _eval_mode(bundle.net):
+    gen = _generators(seed, x.shape[0])
+    with eval_mode(bundle.net):
         probs0 = bundle.predict(x)
         p0, c0 = probs0.max(1)
         goal = _Goal(_classes(bundle, target, x.shape[0], x.device),
@@ -198,7 +200,7 @@ def _judge(bundle: ModelBundle, images: torch.Tensor, goal: _Goal) -> tuple[torc
     return ok, probs
 
 
-def _on_grid(adv: torch.Tensor, x: torch.Tensor, eps: float | None = None, norm: str = "linf") -> torch.Tensor:
+def on_grid(adv: torch.Tensor, x: torch.Tensor, eps: float | None = None, norm: str = "linf") -> torch.Tensor:
     """Round to 8 bits so that the saved image keeps the budget: L-inf rounds into the ball; for L2 the
     change is shrunk until its rounded version fits (rounding alone can add ~5% to an L2 norm)."""
     q = quantize(adv)
@@ -279,7 +281,8 @@ def _pgd(bundle, x, goal: _Goal, *, norm, eps, alpha, steps, random_start, kappa
         left = steps if attempt == 0 else max(steps // 2, 5)
         while len(todo) and left > 0:
             sub = goal.subset(todo)
-            param = E.Perturbation(x[todo], eps, norm, random_start=random_start and first, generator=gen)
+            param = E.Perturbation(x[todo], eps, norm, random_start=random_start and first,
+                                   generator=gen if isinstance(gen, torch.Generator) else [gen[i] for i in todo.tolist()])
             if not first:  # go on from where the last chunk left these images
                 with torch.no_grad():
                     param.delta.copy_(current[todo] - x[todo])
@@ -308,7 +311,7 @@ def _pgd(bundle, x, goal: _Goal, *, norm, eps, alpha, steps, random_start, kappa
             if not run.add(res):
                 break
             todo = todo[~finished]
-        adv_q = _on_grid(adv, x, eps, norm)
+        adv_q = on_grid(adv, x, eps, norm)
         if run.stopped != "done" or attempt == rounds or not random_start:
             break
         ok, _ = _judge(bundle, adv_q, goal)
@@ -318,6 +321,15 @@ def _pgd(bundle, x, goal: _Goal, *, norm, eps, alpha, steps, random_start, kappa
         current = torch.where(ok.view(-1, 1, 1, 1), current, adv_q)
         best_loss[todo] = math.inf
     return adv_q, used, run
+
+
+def _generators(seed: int | Sequence[int], n: int) -> torch.Generator | list[torch.Generator]:
+    if isinstance(seed, (int, float)):
+        return torch.Generator().manual_seed(int(seed))
+    seeds = [int(s) for s in seed]
+    if len(seeds) != n:
+        raise DeepprobeError(f"got {len(seeds)} seeds for {n} images")
+    return [torch.Generator().manual_seed(s) for s in seeds]
 
 
 def _chunk(bundle: ModelBundle) -> int:
@@ -374,7 +386,7 @@ def _search(bundle, x, goal, make_param, objective, optimizer, steps, lr, c, sea
                          callback=progress.engine(steps * search_steps), check_every=_chunk(bundle))
         progress.done(res.steps)
         used += res.steps
-        candidates = [_on_grid(res.images, x, None), _on_grid(res.final, x, None)]
+        candidates = [on_grid(res.images, x, None), on_grid(res.final, x, None)]
         works = torch.zeros(n, dtype=torch.bool, device=x.device)
         for cand in candidates:
             ok, _ = _judge(bundle, cand, goal)
@@ -396,7 +408,7 @@ def _search(bundle, x, goal, make_param, objective, optimizer, steps, lr, c, sea
 
 
 @contextlib.contextmanager
-def _eval_mode(net: torch.nn.Module):
+def eval_mode(net: torch.nn.Module):
     """Attack the model as deployed (eval mode), and give it back as it was."""
     was_training = net.training
     net.eval()

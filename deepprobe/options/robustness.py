@@ -1,0 +1,43 @@
+"""Defaults of `deepprobe robustness` and of `deepprobe.robustness` (one copy, shared by the CLI, the API and recipes).
+
+The attack settings default to AutoAttack's "standard" version (options/attacks.py holds them). The budget
+defaults to RobustBench's ImageNet threat model, L-inf 4/255; for L2 it is 1.0 in [0,1] units over a 224 px
+image, the budget `deepprobe fool` uses as equally invisible.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .attacks import DEFAULT_CASCADE, AttackSettings
+
+DEFAULT_EPS = {"linf": 4 / 255, "l2": 1.0}
+_STANDARD = AttackSettings()
+
+
+@dataclass
+class Options:
+    attack: list[str] = field(default_factory=lambda: list(DEFAULT_CASCADE))  # attacks/cascades, run in order
+    eps: list[float] = field(default_factory=list)  # budgets (empty: DEFAULT_EPS of the norm); 0 = clean check
+    norm: str = _STANDARD.norm  # linf | l2
+    steps: int = _STANDARD.steps  # iterations of each gradient attack
+    restarts: int = _STANDARD.restarts  # random restarts, for images still robust
+    targets: int = _STANDARD.targets  # target classes of apgd-t / fab-t
+    queries: int = _STANDARD.queries  # square: queries per image
+    batch_size: int = 32  # images per batch: also the unit of results on disk and of resuming
+    save_examples: int = 3  # panels of images the attacks broke
+    limit: int | None = None  # the first N images (after --sample)
+    sample: int | None = None  # a fixed random subset of N images (chosen with --seed)
+    workers: int = 2  # DataLoader processes reading images ahead (0: read in the main process)
+
+
+RANGES = {"eps": "[0, inf)", "steps": "[1, inf)", "restarts": "[1, inf)", "targets": "[1, inf)",
+          "queries": "[1, inf)", "batch_size": "[1, inf)", "save_examples": "[0, inf)", "limit": "[1, inf)",
+          "sample": "[1, inf)", "workers": "[0, inf)"}
+
+
+def eps_for(norm: str, eps: list[float] | tuple[float, ...] | float | None) -> list[float]:
+    """The budgets to measure, ascending without repeats (the norm's default when none are given)."""
+    if eps is None or (isinstance(eps, (list, tuple)) and not eps):
+        return [DEFAULT_EPS.get(norm, DEFAULT_EPS["linf"])]
+    values = [float(e) for e in (eps if isinstance(eps, (list, tuple)) else [eps])]
+    return sorted(set(values))

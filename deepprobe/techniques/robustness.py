@@ -1,0 +1,263 @@
+"""Accuracy under attack over a data set: per image, per budget and per stage of the attack cascade.
+
+    res = dp.robustness(probe, "imagenet/val", attacks=("autoattack",), eps=(4/255,), sample=5000)
+    res.clean_accuracy, res.robust_accuracy[4/255], res.stage_accuracy[4/255]["apgd-ce"], res.records
+
+The attacks (techniques/attacks) run as a cascade on each batch; every verdict is taken on the 8-bit image
+(the adversarial image rounded as a saved PNG would be, re-classified here once more). The data layer
+(deepprobe.data) streams the images, so memory stays flat; the CLI adds a run folder that resumes and shards
+under torchrun. With unlabeled data the model's own clean predictions are the labels: the figure is then
+"prediction robustness" (clean accuracy is 1 by construction), and the summary says so.
+"""
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data import Batch, Dataset, from_tensors, open_dataset, run_dataset, select, wilson
+from ..data.runner import Hooks
+from ..data.sources import PREDICTIONS
+from ..data.stats import WILSON
+from ..errors import DeepprobeError
+from ..io import quantize
+from ..models import ModelBundle
+from ..models.bundle import require_classifier
+from ..options.attacks import AttackSettings, eps_key, expand_cascade, stage_names
+from ..options.robustness import Options, eps_for
+
+_DEFAULTS = Options()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to run on every batch: the cascade, the budgets and how hard each attack tries."""
+
+    cascade: tuple[str, ...]
+    eps: tuple[float, ...]
+    settings: AttackSettings
+
+    @property
+    def stages(self) -> list[str]:
+        return stage_names(self.cascade)
+
+    @property
+    def keys(self) -> list[str]:
+        return [eps_key(e) for e in self.eps]
+
+    def describe(self) -> dict:
+        s = self.settings
+        return {"attacks": list(self.cascade), "eps": list(self.eps), "norm": s.norm, "steps": s.steps,
+                "restarts": s.restarts, "targets": s.targets, "queries": s.queries}
+
+
+def make_plan(attacks: str | Sequence[str] = _DEFAULTS.attack, eps: float | Sequence[float] | None = None,
+              norm: str = _DEFAULTS.norm, steps: int = _DEFAULTS.steps, restarts: int = _DEFAULTS.restarts,
+              targets: int = _DEFAULTS.targets, queries: int = _DEFAULTS.queries) -> Plan:
+    """Check the attack names and budgets (eps >= 0; L-inf eps <= 1, the whole pixel range)."""
+    cascade = tuple(expand_cascade(attacks))
+    settings = AttackSettings(norm=norm, steps=steps, restarts=restarts, targets=targets, queries=queries)
+    budgets = eps_for(norm, list(eps) if isinstance(eps, (list, tuple)) else eps)
+    for e in budgets:
+        if not e >= 0:
+            raise DeepprobeError(f"--eps must be 0 or more, got {e:g} (0 measures clean accuracy)")
+        if norm == "linf" and e > 1:
+            raise DeepprobeError(f"--eps {e:g} is more than the whole [0,1] pixel range for L-inf (try {e:g}/255)")
+    return Plan(cascade, tuple(budgets), settings)
+
+
+class BatchAttack:
+    """The per-batch function: clean predictions, the cascade at every eps, an independent re-check of each
+    adversarial image on the 8-bit grid. With `keep_images`, `last` holds the batch's clean and adversarial
+    images (for example panels)."""
+
+    def __init__(self, bundle: ModelBundle, plan: Plan, keep_images: bool = False,
+                 callback: Callable[[Any], None] | None = None):
+        self.bundle = bundle
+        self.plan = plan
+        self.keep_images = keep_images
+        self.callback = callback  # gets robust_batch's StageProgress as the attacks run
+        self.last: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
+
+    def __call__(self, batch: Batch) -> list[dict]:
+        from .attacks import robust_batch
+
+        bundle = self.bundle
+        x = quantize(batch.images.to(bundle.device))
+        labels = batch.labels.to(bundle.device) if batch.labels is not None else bundle.predict(x).argmax(1)
+        out = robust_batch(bundle, x, labels, eps=list(self.plan.eps), cascade=list(self.plan.cascade),
+                           settings=self.plan.settings, seeds=batch.seeds, callback=self.callback)
+        adversarial = {key: _by_eps(out.adversarial, e, key) for e, key in zip(self.plan.eps, self.plan.keys)}
+        records = []
+        for i, theirs in enumerate(out.records):
+            label = int(labels[i])
+            records.append({"label": label, "label_name": bundle.class_name(label),
+                            "clean_pred": int(theirs["clean_pred"]),
+                            "clean_pred_name": bundle.class_name(int(theirs["clean_pred"])),
+                            "clean_correct": bool(theirs["clean_correct"]),
+                            "eps": {key: dict(theirs["eps"][key]) for key in self.plan.keys}})
+        self._recheck(records, adversarial, labels)
+        self.last = (x, adversarial) if self.keep_images else None
+        return records
+
+    def _recheck(self, records: list[dict], adversarial: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
+        """Classify each returned image once more, as saved (8-bit), and make the record agree with that (a
+        changed verdict is marked "rechecked" and counted in the summary; it should never happen)."""
+        for key, images in adversarial.items():
+            predicted = self.bundle.predict(quantize(images)).argmax(1).tolist()
+            for record, pred, label in zip(records, predicted, labels.tolist()):
+                entry = record["eps"][key]
+                robust = record["clean_correct"] and pred == label
+                if entry["final_class"] != pred or bool(entry["robust"]) != robust:
+                    entry.update(final_class=pred, robust=robust, rechecked=True,
+                                 broken_by=None if robust else entry["broken_by"])
+                entry["final_name"] = self.bundle.class_name(pred)
+
+
+def _by_eps(mapping: dict, eps: float, key: str) -> torch.Tensor:
+    for k in (eps, key):
+        if k in mapping:
+            return mapping[k]
+    for k, value in mapping.items():
+        if eps_key(float(k)) == key:
+            return value
+    raise KeyError(f"no adversarial images for eps {key}")
+
+
+class Tally:
+    """The summary, accumulated one record at a time (records stream from results.jsonl)."""
+
+    def __init__(self, plan: Plan, labeling: str):
+        self.plan = plan
+        self.labeling = labeling
+        self.n = 0
+        self.clean = 0
+        self.robust = {k: 0 for k in plan.keys}
+        self.stage = {k: [0] * len(plan.stages) for k in plan.keys}
+        self.linf = {k: [] for k in plan.keys}
+        self.l2 = {k: [] for k in plan.keys}
+        self.cost = {k: 0 for k in plan.keys}
+        self.seconds = {k: 0.0 for k in plan.keys}
+        self.rechecked = 0
+
+    def add(self, record: dict) -> None:
+        self.n += 1
+        self.clean += bool(record["clean_correct"])
+        stages = self.plan.stages
+        for key in self.plan.keys:
+            entry = record["eps"][key]
+            self.robust[key] += bool(entry["robust"])
+            broken_at = stages.index(entry["broken_by"]) if entry.get("broken_by") in stages else -1
+            for s in range(len(stages)):
+                # robust after stage s: still robust at the end, or broken only by a later stage
+                self.stage[key][s] += bool(entry["robust"]) or (record["clean_correct"] and broken_at > s)
+            if record["clean_correct"] and not entry["robust"]:
+                self.linf[key].append(float(entry["linf"]))
+                self.l2[key].append(float(entry["l2"]))
+            self.cost[key] += int(entry.get("cost") or 0)
+            self.seconds[key] += float(entry.get("seconds") or 0.0)
+            self.rechecked += bool(entry.get("rechecked"))
+
+    def summary(self) -> dict:
+        n = self.n
+        share = (lambda k: round(k / n, 6)) if n else (lambda k: None)
+        interval = (lambda k: [round(v, 6) for v in wilson(k, n)])
+        keys, stages = self.plan.keys, self.plan.stages
+        predictions = self.labeling == PREDICTIONS
+        return {
+            "n": n,
+            "labels": self.labeling,
+            "measure": ("prediction robustness: labels are the model's own clean predictions, so clean accuracy "
+                        "is 1 by construction and each figure is the share of predictions an attack cannot "
+                        "change") if predictions else "accuracy",
+            "clean_accuracy": share(self.clean),
+            "robust_accuracy": {k: share(self.robust[k]) for k in keys},
+            "stage_accuracy": {k: dict(zip(stages, map(share, self.stage[k]))) for k in keys},
+            "ci95": {"method": WILSON, "clean_accuracy": interval(self.clean),
+                     "robust_accuracy": {k: interval(self.robust[k]) for k in keys},
+                     "stage_accuracy": {k: dict(zip(stages, map(interval, self.stage[k]))) for k in keys}},
+            "per_eps": {k: {"eps": e, "broken": len(self.linf[k]),
+                            "median_linf": _median(self.linf[k]), "median_l2": _median(self.l2[k]),
+                            "cost": self.cost[k], "attack_seconds": round(self.seconds[k], 3)}
+                        for k, e in zip(keys, self.plan.eps)},
+            "rechecked": self.rechecked,  # verdicts the independent 8-bit re-check changed (expected: 0)
+        }
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 6) if values else None
+
+
+@dataclass
+class RobustnessResult:
+    """Figures over the data set (keys of the dicts: the eps values as given) and every image's record."""
+
+    n: int
+    clean_accuracy: float | None
+    robust_accuracy: dict[float, float | None]
+    stage_accuracy: dict[float, dict[str, float | None]]
+    records: list[dict]
+    summary: dict
+    skipped: list[dict] = field(default_factory=list)
+
+    @property
+    def labels(self) -> str:
+        return self.summary["labels"]
+
+
+def as_dataset(data: Any, labels: Any, bundle: ModelBundle) -> Dataset:
+    """A DATA spec (folder, manifest, glob), a list of paths, a (N,3,H,W) tensor or an (x, y) pair."""
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        data, labels = data
+    if isinstance(data, torch.Tensor):
+        y = None if labels is None else torch.as_tensor(labels).flatten()
+        return from_tensors(data, y)
+    if labels is not None:
+        raise DeepprobeError("labels= goes with tensors; a DATA folder or manifest carries its own labels")
+    if isinstance(data, (str, Path)) or (isinstance(data, Sequence) and all(isinstance(d, (str, Path)) for d in data)):
+        return open_dataset(data, bundle.labels, bundle.num_classes, bundle.spec)
+    raise DeepprobeError(f"data must be a folder, manifest, glob, list of paths or tensors, not {type(data).__name__}")
+
+
+def robustness(bundle: ModelBundle, data: Any, labels: Any = None, *,
+               attacks: str | Sequence[str] = tuple(_DEFAULTS.attack), eps: float | Sequence[float] | None = None,
+               norm: str = _DEFAULTS.norm, steps: int = _DEFAULTS.steps, restarts: int = _DEFAULTS.restarts,
+               targets: int = _DEFAULTS.targets, queries: int = _DEFAULTS.queries,
+               batch_size: int = _DEFAULTS.batch_size, seed: int = 0, limit: int | None = None,
+               sample: int | None = None, workers: int = 0,
+               callback: Callable[[int, int], None] | None = None) -> RobustnessResult:
+    """Clean and robust accuracy of `bundle` on `data` under the attack cascade at each eps (in memory; the CLI
+    adds a resumable run folder). `callback(images_done, images_total)` follows progress."""
+    require_classifier(bundle)
+    plan = make_plan(attacks, eps, norm, steps, restarts, targets, queries)
+    dataset = select(as_dataset(data, labels, bundle), limit=limit, sample=sample, seed=seed)
+    done = [0]
+
+    def progress(k: int) -> None:
+        done[0] += k
+        if callback:
+            callback(done[0], len(dataset.items))
+
+    outcome = run_dataset(dataset, BatchAttack(bundle, plan), batch_size=batch_size, seed=seed,
+                          preprocess=bundle.preprocess, workers=workers, hooks=Hooks(progress=progress))
+    tally = Tally(plan, dataset.labeling)
+    records = list(outcome.records())
+    for record in records:
+        tally.add(record)
+    summary = tally.summary()
+    summary.update(skipped=outcome.skipped, config={"model": bundle.spec, "data": dataset.describe(),
+                                                    "seed": seed, "batch_size": batch_size, **plan.describe()})
+    return result_from_summary(summary, plan, records)
+
+
+def result_from_summary(summary: dict, plan: Plan, records: list[dict]) -> RobustnessResult:
+    """The result dataclass, its dicts keyed by the eps floats."""
+    by_eps = dict(zip(plan.keys, plan.eps))
+    return RobustnessResult(n=summary["n"], clean_accuracy=summary["clean_accuracy"],
+                            robust_accuracy={by_eps[k]: v for k, v in summary["robust_accuracy"].items()},
+                            stage_accuracy={by_eps[k]: v for k, v in summary["stage_accuracy"].items()},
+                            records=records, summary=summary, skipped=summary.get("skipped", []))
