@@ -23,7 +23,7 @@ def evaluate_cmd(run, inputs: list[str] = typer.Argument(..., metavar="IMAGES...
                  method: list[str] = opt(Options, "method", "--method", "-M",
                                          help=f"Explanation method; repeat for several (default "
                                               f"{', '.join(DEFAULT_METHODS)}; see `deepprobe explain --help`)."),
-                 metric: list[str] = opt(Options, "metric", "--metric", "-m",
+                 metric: list[str] = opt(Options, "metric", "--metric",
                                          help=f"Metric; repeat for several, or `all`: {', '.join(METRICS)} "
                                               f"(default: {', '.join(DEFAULT_METRICS)}; localisation metrics "
                                               f"join when masks are given)."),
@@ -229,6 +229,7 @@ def _report(run, bundle, methods, metrics, opts, outcome, dataset, axes, dataset
         for record in outcome.records():
             run.add_result(record)
     run.summary["evaluation"] = summary
+    run.summary.update(done_before=outcome.done_before, processed=outcome.processed)
     _table(run, bundle, summary, photos)
     return run.finish()
 

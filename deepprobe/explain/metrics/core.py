@@ -34,9 +34,12 @@ class MetricScores:
 
 # ------------------------------------------------------------------------------------------ randomness
 def as_seeds(seeds: int | Sequence[int], n: int) -> list[int]:
-    """One seed per image: a sequence is taken as it is; an int gives image i the seed `seeds + i`."""
+    """One seed per image: a sequence is taken as it is; an int s gives image i the data runner's
+    `item_seed(s, i)`, so photos in a tensor draw what the same images draw in a DATA run."""
     if isinstance(seeds, int):
-        return [seeds + i for i in range(n)]
+        from ...data.runner import item_seed
+
+        return [item_seed(seeds, i) for i in range(n)]
     seeds = [int(s) for s in seeds]
     if len(seeds) != n:
         raise DeepprobeError(f"got {len(seeds)} seeds for {n} images")

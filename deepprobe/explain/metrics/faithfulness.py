@@ -171,7 +171,7 @@ def road(net: Callable, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tens
     means = {o: curve.mean(1) for o, curve in curves.items()}
     value = means.get("lerf", torch.zeros(n, dtype=torch.float64)) - means.get("morf", torch.zeros(n,
                                                                                             dtype=torch.float64))
-    return MetricScores(value, curves.get("morf"), [float(p) for p in percentages], extra=means, curves=curves)
+    return MetricScores(value, None, [float(p) for p in percentages], extra=means, curves=curves)
 
 
 def infidelity(net: Callable, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, *,
