@@ -127,7 +127,7 @@ def test_randomization_destroys_gradcam_and_leaves_the_probe_alone(lite0, cat, c
     before = {k: v.clone() for k, v in lite0.net.state_dict().items()}
     r = dp.evaluate(lite0, photos, "gradcam", metrics="sanity", baselines=False, seed=0)
     assert not r.deletion and r.sanity_layers[0] == "none" and r.sanity_layers[1] == "classifier"
-    corr = r.sanity["gradcam"]
+    corr = r.sanity["gradcam"].float()
     assert corr.shape == (2, 1 + len(randomization_groups(lite0.inner)))
     torch.testing.assert_close(corr[:, 0], torch.ones(2), atol=1e-5, rtol=0)  # nothing randomized yet
     # every layer random: little left in common (seeds 0-2 give final means of -0.02 to 0.28, all steps 0.02-0.16)
@@ -167,8 +167,13 @@ def test_cli_photos_end_to_end(tmp_path):
     assert outputs == {f"evaluate_{k}.{e}" for k in ("curves", "sanity", "table") for e in ("png", "json")}
     assert not (out / "results.jsonl").exists() and not (out / "config.json").exists()
     sidecar = json.loads((out / "evaluate_table.json").read_text())
-    assert sidecar["result"]["summary"]["metrics"] == evaluation["metrics"]
-    assert len(sidecar["result"]["images"]) == 2 and sidecar["options"]["steps"] == 3
+    assert sidecar["result"]["evaluation"]["metrics"] == evaluation["metrics"]
+    assert len(sidecar["result"]["per_image"]) == 2 and sidecar["options"]["steps"] == 3
+    from deepprobe.report import build_html, collect_runs  # `deepprobe report` shows the methods x metrics table
+
+    page = build_html(collect_runs(out), title="t")
+    table = page.split("explanation metrics", 1)[1]
+    assert "deletion ↓" in table and "insertion ↑" in table and "<td>edge</td>" in table
     assert Image.open(out / "evaluate_table.png").size[0] > 400
 
 

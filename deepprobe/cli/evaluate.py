@@ -213,10 +213,12 @@ def _report(run, bundle, methods, metrics, opts, outcome, dataset, axes, dataset
         stem = f"{safe_stem(next(iter(outcome.records()))['path'])}_evaluate"
     info = dict(model=bundle.spec, images=photos, methods=methods, metrics=metrics)
     for plot, image in _plots(bundle, summary, metrics, photos).items():
-        result = {**info, "summary": {k: summary[k] for k in ("metrics", "ranking")}, "curves": summary["curves"],
-                  "axes": summary["axes"]}
-        if not dataset_mode and plot == "table":
-            result["images"] = list(outcome.records())
+        if plot == "table":  # the whole summary (`deepprobe report` shows it), and each photo's numbers
+            result = {**info, "evaluation": {k: v for k, v in summary.items() if k not in ("curves", "axes")}}
+            if not dataset_mode:
+                result["per_image"] = list(outcome.records())
+        else:
+            result = {**info, "curves": summary["curves"], "axes": summary["axes"]}
         path = run.save_image(image, f"{stem}_{plot}.png", result=result, replace=dataset_mode)
         summary[f"{plot}_plot"] = str(path)
     if dataset_mode:
