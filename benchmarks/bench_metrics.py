@@ -55,6 +55,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--quantus-per-image", action="store_true", help="one Quantus call per photo")
     ap.add_argument("--skip-default-set", action="store_true")
+    ap.add_argument("--memory", type=int, nargs=2, default=None, metavar=("N1", "N2"),
+                    help="peak memory of a data-set run over N1 and N2 photos (deletion, sparseness), batch 8")
     add_machine_args(ap)
     args = ap.parse_args()
     apply_threads(args)
@@ -111,6 +113,8 @@ def main() -> None:
               f"largest difference {diff:.1e}")
         print(f"ratio {name} Quantus / deepprobe: {t_theirs / t_ours:.1f}x")
 
+    if args.memory:
+        _memory(args.memory)
     if not args.skip_default_set:
         from deepprobe.options.evaluate import DEFAULT_METRICS
 
@@ -118,6 +122,36 @@ def main() -> None:
         t = timed(lambda: dp.evaluate(probe, full, "gradcam", batch_size=args.batch_size, seed=0), dev)
         print(f"  default metric set ({', '.join(DEFAULT_METRICS)}) for gradcam + random + edge at 224 px: "
               f"{t:7.1f} s, {t / len(x):.1f} s per photo")
+
+
+def _memory(sizes) -> None:
+    """Peak resident memory of `deepprobe evaluate DATA` in a fresh process per data-set size: flat when the
+    records go to disk chunk by chunk and only running sums stay in memory."""
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    probe = dp.load_model("efficientnet_lite0", device="cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "photos"
+        folder.mkdir()
+        x = photos(probe, max(sizes), 224)
+        for i, image in enumerate(x):
+            Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(folder / f"{i:04d}.png")
+        peaks = []
+        for n in sizes:
+            code = ("import resource, sys; from deepprobe.cli import app; from typer.testing import CliRunner; "
+                    f"r = CliRunner().invoke(app, ['evaluate', '{folder}', '--limit', '{n}', '--metric', 'deletion', "
+                    f"'--metric', 'sparseness', '--steps', '5', '--batch-size', '8', '--out', '{tmp}/run{n}', '-q', "
+                    "'--device', 'cpu']); assert r.exit_code == 0, r.output; "
+                    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            peaks.append(int(out.stdout.split()[-1]) / 1024)
+            print(f"  data-set run over {n} photos (batch 8): peak memory {peaks[-1]:.0f} MiB")
+        print(f"ratio peak memory {sizes[1]} / {sizes[0]} photos: {peaks[1] / peaks[0]:.2f}x")
 
 
 def _with_subsets(subsets: torch.Tensor, call, per_image: bool):

@@ -109,7 +109,6 @@ def _is_dataset(inputs: list[str], opts: Options) -> bool:
 
 
 def _evaluate(run, inputs: list[str], opts: Options, dataset_mode: bool) -> int:
-    from .. import distributed
     from ..data import run_dataset
     from ..data.runner import Hooks
     from ..data.sources import flat_files
@@ -118,16 +117,13 @@ def _evaluate(run, inputs: list[str], opts: Options, dataset_mode: bool) -> int:
     from ..explain.evaluate_data import BatchScorer, mask_source, open_data
     from ..models.bundle import require_classifier
     from .inputs import image_paths
+    from .ranks import ranked
 
     methods = evaluation_methods(opts.method or DEFAULT_METHODS)  # unknown names fail before the model loads
     check_options(opts)
     source = mask_source(inputs[0] if len(inputs) == 1 else None, opts.masks)
     metrics = evaluation_metrics(opts.metric, masks=source is not None, curves=opts.curves, sanity=opts.sanity)
-    ctx = distributed.init(run.common.device)
-    try:
-        run.common.device = ctx.device
-        if not ctx.is_main:  # one voice: rank 0 prints bars, notes, tables and the JSON summary
-            run.common.quiet, run.common.json = True, False
+    with ranked(run) as ctx:
         bundle = run.bundle()
         require_classifier(bundle)
         if opts.target is not None:
@@ -166,8 +162,6 @@ def _evaluate(run, inputs: list[str], opts: Options, dataset_mode: bool) -> int:
             return run.finish()
         return _report(run, bundle, methods, metrics, opts, outcome, dataset, curve_axes(bundle, metrics, opts),
                        dataset_mode)
-    finally:
-        distributed.shutdown(ctx)
 
 
 def _config(run, bundle, dataset, methods, metrics, opts: Options) -> dict:

@@ -110,9 +110,9 @@ def work_per_image(probe, methods: Sequence[str], metrics: Sequence[str], opts: 
     maps = len(methods) + (len(BASELINES) if opts.baselines else 0)
     per_map = {"deletion": opts.steps + 1, "insertion": opts.steps + 1,
                "pixel-flipping": len(fa.flip_counts(3, h, w, opts.features_in_step)),
-               "region-perturbation": min(opts.regions, math.ceil(h / opts.patch_size) * math.ceil(w / opts.patch_size)) + 1,
-               "faithfulness-correlation": opts.correlation_runs + 1, "road": 2 * len(opts.road_percentages),
-               "infidelity": sum(math.ceil(h / p) * math.ceil(w / p) + 1 for p in opts.infidelity_patches),
+               "region-perturbation": min(opts.regions, math.ceil(h / opts.patch_size) * math.ceil(w / opts.patch_size)),
+               "faithfulness-correlation": opts.correlation_runs, "road": 2 * len(opts.road_percentages),
+               "infidelity": sum(math.ceil(h / p) * math.ceil(w / p) for p in opts.infidelity_patches),
                "max-sensitivity": opts.sensitivity_samples + 1, "local-lipschitz": opts.lipschitz_samples,
                "random-logit": 1, "sanity": 1 + len(randomization_groups(probe.inner))}
     return len(methods) + sum(maps * per_map.get(m, 0) for m in metrics)
