@@ -178,7 +178,8 @@ def _common(c: _Context) -> dict:
     return dict(seeds=c.seeds, batch_size=c.opts.batch_size, callback=c.callback)
 
 
-def _timed(c: _Context, images: int, scores: MetricScores) -> MetricScores:
+def _ticked(c: _Context, images: int, scores: MetricScores) -> MetricScores:
+    """Report to the progress bar the images a metric explained (metrics that run no forward loop of their own)."""
     c.tick(images)
     return scores
 
@@ -199,13 +200,13 @@ RUNNERS: dict[str, Callable[[_Context, torch.Tensor, Explainer], MetricScores]] 
     "infidelity": lambda c, a, fn: fa.infidelity(
         c.probe.net, c.x, a, c.targets, perturb_patch_sizes=c.opts.infidelity_patches,
         perturb_baseline=c.opts.perturb_baseline, batch_size=c.opts.batch_size, callback=c.callback),
-    "max-sensitivity": lambda c, a, fn: _timed(c, len(c.x) * (c.opts.sensitivity_samples + 1), ro.max_sensitivity(
+    "max-sensitivity": lambda c, a, fn: _ticked(c, len(c.x) * (c.opts.sensitivity_samples + 1), ro.max_sensitivity(
         c.explainer(fn), c.x, c.targets, nr_samples=c.opts.sensitivity_samples,
         lower_bound=c.opts.sensitivity_radius, seeds=c.seeds, batch_size=c.opts.batch_size)),
-    "local-lipschitz": lambda c, a, fn: _timed(c, len(c.x) * c.opts.lipschitz_samples, ro.local_lipschitz(
+    "local-lipschitz": lambda c, a, fn: _ticked(c, len(c.x) * c.opts.lipschitz_samples, ro.local_lipschitz(
         c.explainer(fn), c.x, a, c.targets, nr_samples=c.opts.lipschitz_samples, perturb_std=c.opts.lipschitz_std,
         seeds=c.seeds, batch_size=c.opts.batch_size)),
-    "random-logit": lambda c, a, fn: _timed(c, len(c.x), ra.random_logit(
+    "random-logit": lambda c, a, fn: _ticked(c, len(c.x), ra.random_logit(
         c.explainer(fn), c.x, a, c.targets, c.probe.num_classes, seeds=c.seeds)),
     "sanity": lambda c, a, fn: ra.sanity(c.probe, c.x, lambda probe, x: fn(probe, x, c.targets, c.seeds), a, c.seed,
                                          c.callback),
@@ -346,6 +347,8 @@ def evaluate(probe, data, method: str | Sequence[str] | None = None, *, methods:
     if limit is not None or sample is not None:
         raise DeepprobeError("limit and sample select from a DATA argument; slice the tensor instead")
     x = data.to(probe.device).float()
+    if masks is not None and not isinstance(masks, torch.Tensor):
+        raise DeepprobeError("masks for photos given as a tensor must be a (N,H,W) tensor (a folder goes with DATA)")
     if masks is not None and tuple(masks.shape) != (x.shape[0], *x.shape[-2:]):
         raise DeepprobeError(f"masks must be (N,H,W) = {(x.shape[0], *x.shape[-2:])}, got {tuple(masks.shape)}")
     targets = resolve_targets(probe, x, target)
