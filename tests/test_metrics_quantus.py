@@ -233,7 +233,8 @@ def test_sanity_agrees_with_quantus_mprt(lite0, cat, coffee):
     x = F.interpolate(torch.cat([cat, coffee]), size=(160, 160), mode="area")
     t = lite0.predict(x).argmax(1)
     a = dp.explain(lite0, x, "gradcam", target=t)
-    ours = ra.sanity(lite0, x, lambda probe, xx: dp.explain(probe, xx, "gradcam", target=t), a, seed=0)
+    ours = ra.sanity(lite0, x, {"gradcam": lambda probe, xx: dp.explain(probe, xx, "gradcam", target=t)},
+                     {"gradcam": a}, seed=0)["gradcam"]
     q = quantus.MPRT(return_last_correlation=True, skip_layers=True, disable_warnings=True)
     net = lite0.net
     theirs = np.asarray(q(model=net, x_batch=_np(x), y_batch=_np(t), a_batch=_np(a)[:, None], device="cpu",

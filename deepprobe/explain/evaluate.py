@@ -184,7 +184,8 @@ def _ticked(c: _Context, images: int, scores: MetricScores) -> MetricScores:
     return scores
 
 
-# metric name -> fn(context, maps, explainer) -> MetricScores (deletion/insertion run together, in score_batch)
+# metric name -> fn(context, maps, explainer) -> MetricScores (deletion/insertion and sanity run once for every
+# map together, in score_batch)
 RUNNERS: dict[str, Callable[[_Context, torch.Tensor, Explainer], MetricScores]] = {
     "pixel-flipping": lambda c, a, fn: fa.pixel_flipping(
         c.probe.net, c.x, a, c.targets, features_in_step=c.opts.features_in_step,
@@ -208,8 +209,6 @@ RUNNERS: dict[str, Callable[[_Context, torch.Tensor, Explainer], MetricScores]] 
         seeds=c.seeds, batch_size=c.opts.batch_size)),
     "random-logit": lambda c, a, fn: _ticked(c, len(c.x), ra.random_logit(
         c.explainer(fn), c.x, a, c.targets, c.probe.num_classes, seeds=c.seeds)),
-    "sanity": lambda c, a, fn: ra.sanity(c.probe, c.x, lambda probe, x: fn(probe, x, c.targets, c.seeds), a, c.seed,
-                                         c.callback),
     "sparseness": lambda c, a, fn: cx.sparseness(a),
     "complexity": lambda c, a, fn: cx.complexity(a),
     "pointing-game": lambda c, a, fn: lo.pointing_game(a, c.masks),
@@ -246,8 +245,13 @@ def score_batch(probe, x: torch.Tensor, targets: torch.Tensor, seeds: Sequence[i
                 for k, name in enumerate(names):
                     scores[name][metric] = MetricScores(auc(result[k], axis).double().cpu(), result[k].cpu(),
                                                         axis.tolist())
+    if "sanity" in metrics:  # one randomized copy of the network for every map
+        per_name = ra.sanity(probe, x, {n: (lambda fn: lambda pr, xx: fn(pr, xx, targets, ctx.seeds))(fns[n])
+                                        for n in names}, maps, seed, callback)
+        for name in names:
+            scores[name]["sanity"] = per_name[name]
     for metric in metrics:
-        if metric in CURVE_METRICS:
+        if metric in (*CURVE_METRICS, "sanity"):
             continue
         for name in names:
             scores[name][metric] = RUNNERS[metric](ctx, maps[name], fns[name])

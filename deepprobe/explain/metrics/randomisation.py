@@ -58,13 +58,14 @@ def random_logit(explainer: Callable, x: torch.Tensor, maps: torch.Tensor, targe
     return MetricScores(to_cpu(value), extra={"class": other.cpu()})
 
 
-def sanity(probe, x: torch.Tensor, explainer: Callable, maps: torch.Tensor, seed: int = 0,
-           callback: Callable[[int], None] | None = None) -> MetricScores:
+def sanity(probe, x: torch.Tensor, explainers: dict[str, Callable], maps: dict[str, torch.Tensor], seed: int = 0,
+           callback: Callable[[int], None] | None = None) -> dict[str, MetricScores]:
     """Cascading model-parameter randomization (Adebayo et al. 2018; Quantus `MPRT` with
-    `return_last_correlation`, layer groups instead of every layer): value = Spearman correlation of the map with
-    the original once every group is random (lower is better); the curve has one point per group. One seed for
-    every batch, so every image meets the same random network."""
-    from ..sanity import cascading_randomization
+    `return_last_correlation`, layer groups instead of every layer) for several maps on one randomized copy:
+    value = Spearman correlation of the map with the original once every group is random (lower is better); the
+    curve has one point per group. `explainers[name](probe, x)` recomputes a map. One seed for every batch, so
+    every image meets the same random network."""
+    from ..sanity import cascade_many
 
-    layers, corr = cascading_randomization(probe, x, explainer, maps.to(x.device), seed, callback)
-    return MetricScores(to_cpu(corr[:, -1]), to_cpu(corr), layers)
+    layers, corr = cascade_many(probe, x, explainers, {k: v.to(x.device) for k, v in maps.items()}, seed, callback)
+    return {name: MetricScores(to_cpu(c[:, -1]), to_cpu(c), layers) for name, c in corr.items()}
