@@ -38,8 +38,11 @@ def evaluate_cmd(run, inputs: list[str] = typer.Argument(..., metavar="IMAGES...
                                        help="Also score a random map and an edge map as references."),
                  steps: int = opt(Options, "steps", help="Deletion/insertion steps (each moves 1/steps of the "
                                                          "pixels)."),
-                 batch_size: int = opt(Options, "batch_size", help="Images per chunk and per forward pass; "
-                                                                   "also what a crash can lose at most."),
+                 batch_size: int = opt(Options, "batch_size", help="Images per chunk (what a crash can lose at "
+                                                                   "most) and per forward pass on a GPU."),
+                 forward_batch: int = opt(Options, "forward_batch",
+                                          help="Images per forward pass of the perturbation metrics (default: "
+                                               "--batch-size on a GPU, 4 on a CPU, where small batches run faster)."),
                  deletion_fill: str = opt(Options, "deletion_fill", help=f"What deleted pixels become: "
                                                                          f"{' | '.join(FILLS)}."),
                  insertion_fill: str = opt(Options, "insertion_fill", help=f"The canvas pixels are inserted "

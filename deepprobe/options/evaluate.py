@@ -22,6 +22,9 @@ EDGE_SIGMA = 2.0  # the edge baseline: Sobel magnitude of the grey image, blurre
 # differs from the maps it is compared with in *where* it puts mass, not in how scattered the deleted pixels are:
 # per-pixel noise (cell 1) deletes salt-and-pepper pixels, which break a CNN faster than removing any region does.
 RANDOM_CELL = 32
+# On a CPU small forward batches stay in cache: Lite0 at 192 px ran ~2x faster per image in batches of 4-5 than
+# of 32 on the 2-core VM (benchmarks/README.md), so the perturbation loops send at most this many images at once.
+CPU_FORWARD_BATCH = 4
 
 # name -> (family, higher is better, the Quantus 0.6 class it follows, what it needs beyond the maps)
 # needs: "model" (perturbed forward passes), "explainer" (maps recomputed), "masks" (a binary mask per image)
@@ -60,7 +63,8 @@ class Options:
     masks: str | None = None  # folder of binary masks, one per image with the same file stem (localisation)
     baselines: bool = True  # also score a random map and an edge map, as references
     steps: int = 20  # deletion/insertion steps; each step removes or adds 1/steps of the pixels
-    batch_size: int = 32  # photos per chunk and images per forward pass
+    batch_size: int = 32  # images per chunk (and per forward pass on a GPU)
+    forward_batch: int | None = None  # images per forward pass; default: batch_size on a GPU, CPU_FORWARD_BATCH on a CPU
     deletion_fill: str = "mean"  # what a deleted pixel becomes: mean (normalization mean colour) | black | grey | blur
     insertion_fill: str = "blur"  # the canvas pixels are inserted into: mean | black | grey | blur
     random_cell: int = RANDOM_CELL  # cell size (px) of the random baseline map; 1 = one random value per pixel
@@ -87,6 +91,7 @@ class Options:
 RANGES = {
     "steps": "[1, inf)",
     "batch_size": "[1, inf)",
+    "forward_batch": "[1, inf)",
     "random_cell": "[1, inf)",
     "features_in_step": "[1, inf)",
     "patch_size": "[1, inf)",
