@@ -44,10 +44,10 @@ def main() -> None:
     groups = len(randomization_groups(probe.inner))
     print(f"efficientnet_lite0 on {dev}, {n} photos at {tuple(x.shape[-2:])}, {args.steps} steps, batch "
           f"{args.batch_size}, torch threads {torch.get_num_threads()}; {images} perturbed images, {groups} groups")
-    curves = timed(lambda: dp.evaluate(probe, x, "gradcam", target=t, steps=args.steps,
-                                       batch_size=args.batch_size, sanity=False), dev)
+    curves = timed(lambda: dp.evaluate(probe, x, "gradcam", target=t, metrics=["deletion", "insertion"],
+                                       steps=args.steps, batch_size=args.batch_size), dev)
     bare = timed(bare_forwards, dev)
-    sanity = timed(lambda: dp.evaluate(probe, x, "gradcam", target=t, curves=False), dev)
+    sanity = timed(lambda: dp.evaluate(probe, x, "gradcam", target=t, metrics="sanity", baselines=False), dev)
     cams = timed(lambda: [explain(probe, x, "gradcam", target=t) for _ in range(groups + 2)], dev)
     print(f"  evaluate curves (gradcam + random + edge)   {curves * 1000:8.0f} ms  ({curves / n:.2f} s per photo)")
     print(f"  bare forwards of the same {images} images    {bare * 1000:8.0f} ms")

@@ -206,6 +206,8 @@ def _run_html(run: RunGroup, link_from: Path | None, command_line) -> str:
     if table:
         parts.append("<h4>metrics</h4>" + table)
     parts.extend(_accuracy_html(item.result) for item in run.items if isinstance(item.result.get("stage_accuracy"), dict))
+    parts.extend(_evaluation_html(item.result["evaluation"]) for item in run.items
+                 if isinstance(item.result.get("evaluation"), dict) and "ranking" in item.result["evaluation"])
     curves = run.loss_curves()
     if curves:
         parts.append('<h4>loss</h4><div class="row">'
@@ -288,6 +290,39 @@ def _accuracy_html(summary: dict) -> str:
     return (f'<h4>{_e(summary.get("measure", "accuracy")).split(":")[0]} under attack</h4><p class="dim">{note}</p>'
             f'<div class="scroll"><table class="metrics"><thead><tr><th>eps</th>{head}<th>robust</th></tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div>')
+
+
+def _evaluation_html(summary: dict) -> str:
+    """An evaluate run's methods x metrics table: mean and 95% interval per cell, n, and in bold the best method
+    of each metric with those the paired test cannot tell from it."""
+    metrics = summary.get("metrics") or {}
+    names = list(metrics)
+    columns = list(dict.fromkeys(m for per in metrics.values() for m in per))
+    leaders: dict[str, set] = {}
+    for metric, ranking in (summary.get("ranking") or {}).items():
+        order = ranking.get("order") or []
+        if order:
+            leaders[metric] = {order[0]} | {p["worse"] for p in ranking.get("pairs", [])
+                                            if p.get("better") == order[0] and not p.get("significant")}
+
+    def cell(name: str, metric: str) -> str:
+        entry = metrics[name].get(metric) or {}
+        mean, ci = entry.get("mean"), entry.get("ci95") or [None, None]
+        if not isinstance(mean, (int, float)):
+            return "<td>n/a</td>"
+        text = f"{mean:.4g}"
+        if all(isinstance(v, (int, float)) for v in ci):
+            text += f' <span class="dim">({ci[0]:.3g}–{ci[1]:.3g})</span>'
+        return f"<td><b>{text}</b></td>" if name in leaders.get(metric, ()) else f"<td>{text}</td>"
+
+    better = {m: (summary.get("ranking") or {}).get(m, {}).get("better", "") for m in columns}
+    head = "".join(f"<th>{_e(m)} {'↑' if better[m] == 'higher' else '↓' if better[m] == 'lower' else ''}</th>"
+                   for m in columns)
+    body = "".join(f"<tr><td>{_e(n)}</td>{''.join(cell(n, m) for m in columns)}</tr>" for n in names)
+    test = next(iter((summary.get("ranking") or {}).values()), {}).get("test", "")
+    note = f"{_e(summary.get('n'))} images · mean (95% interval) · bold: best or not significantly worse ({_e(test)})"
+    return (f'<h4>explanation metrics</h4><p class="dim">{note}</p><div class="scroll"><table class="metrics">'
+            f'<thead><tr><th>map</th>{head}</tr></thead><tbody>{body}</tbody></table></div>')
 
 
 def _is_metric(value: Any) -> bool:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import deepprobe as dp
 from deepprobe.cli import app
-from deepprobe.explain.faithfulness import (auc, deletion_insertion, edge_map, fill_image, fractions, pixel_ranks,
+from deepprobe.explain.faithfulness import (auc, deletion_insertion, edge_map, fill_image, pixel_ranks,
                                             random_map)
 from deepprobe.explain.sanity import average_ranks, cascading_randomization, randomization_groups, spearman
 
@@ -33,7 +33,7 @@ def photos(lite0):
 @pytest.fixture(scope="module")
 def faithfulness(lite0, photos):
     """Grad-CAM, random and edge curves of every example photo (sanity check off)."""
-    return dp.evaluate(lite0, photos, "gradcam", steps=STEPS, sanity=False, seed=0)
+    return dp.evaluate(lite0, photos, "gradcam", metrics=["deletion", "insertion"], steps=STEPS, seed=0)
 
 
 # ------------------------------------------------------------------------------------------ curves
@@ -50,7 +50,7 @@ def test_curves_start_at_the_clean_probability_and_end_at_the_fill(lite0, photos
         torch.testing.assert_close(r.deletion[name][:, -1], deleted, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(r.insertion[name][:, 0], canvas, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(r.insertion[name][:, -1], clean, atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(r.deletion_auc[name], auc(r.deletion[name], r.fractions))
+        torch.testing.assert_close(r.deletion_auc[name], auc(r.deletion[name], r.fractions).double())
     # the photo's class is gone once every pixel is the mean colour, and absent from the blurred canvas
     assert (deleted < 0.5 * clean).all() and (canvas < clean).all(), (clean, deleted, canvas)
 
@@ -125,9 +125,9 @@ def test_randomization_destroys_gradcam_and_leaves_the_probe_alone(lite0, cat, c
     """At the model's 224 px (a 7x7 CAM: at 128 px the 4x4 CAM has too few cells for a steady rank correlation)."""
     photos = torch.cat([cat, coffee])
     before = {k: v.clone() for k, v in lite0.net.state_dict().items()}
-    r = dp.evaluate(lite0, photos, "gradcam", curves=False, seed=0)
+    r = dp.evaluate(lite0, photos, "gradcam", metrics="sanity", baselines=False, seed=0)
     assert not r.deletion and r.sanity_layers[0] == "none" and r.sanity_layers[1] == "classifier"
-    corr = r.sanity["gradcam"]
+    corr = r.sanity["gradcam"].float()
     assert corr.shape == (2, 1 + len(randomization_groups(lite0.inner)))
     torch.testing.assert_close(corr[:, 0], torch.ones(2), atol=1e-5, rtol=0)  # nothing randomized yet
     # every layer random: little left in common (seeds 0-2 give final means of -0.02 to 0.28, all steps 0.02-0.16)
@@ -141,41 +141,54 @@ def test_randomization_destroys_gradcam_and_leaves_the_probe_alone(lite0, cat, c
     torch.testing.assert_close(again, corr)
 
 
-# ------------------------------------------------------------------------------------------ CLI
-def test_cli_end_to_end(tmp_path):
+# ------------------------------------------------------------------------------------------ CLI (photos)
+def test_cli_photos_end_to_end(tmp_path):
+    """Photo files: plots with sidecars (today's names), the per-photo numbers in --json, nothing resumable."""
     runner = CliRunner()
     out = tmp_path / "out"
     res = runner.invoke(app, ["evaluate", str(EXAMPLES / "cat.jpg"), str(EXAMPLES / "coffee.jpg"), "--steps", "3",
-                              "--method", "gradcam", "--out", str(out), "--json", "--device", "cpu"])
+                              "--method", "gradcam", "--metric", "deletion", "--metric", "insertion", "--metric",
+                              "sanity", "--metric", "sparseness", "--out", str(out), "--json", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert summary["command"] == "evaluate" and len(summary["results"]) == 2
     evaluation = summary["evaluation"]
-    assert set(evaluation["curves"]) == {"gradcam", "random", "edge"}
-    assert len(evaluation["curves"]["gradcam"]["deletion_curve"]) == 4
-    assert evaluation["sanity"]["layers"][:2] == ["none", "classifier"]
+    assert set(evaluation["metrics"]) == {"gradcam", "random", "edge"} and evaluation["n"] == 2
+    assert set(evaluation["metrics"]["gradcam"]) == {"deletion", "insertion", "sanity", "sparseness"}
+    entry = evaluation["metrics"]["gradcam"]["deletion"]
+    assert entry["n"] == 2 and entry["ci95"][0] <= entry["mean"] <= entry["ci95"][1]
+    assert len(evaluation["curves"]["deletion"]["curve"]["gradcam"]) == 4
+    assert evaluation["axes"]["sanity"][:2] == ["none", "classifier"]
+    assert evaluation["ranking"]["deletion"]["better"] == "lower"
     record = summary["results"][0]
-    assert {"input", "target", "probability", "deletion_auc", "insertion_auc", "deletion_curve",
-            "insertion_curve", "sanity"} <= set(record)
-    outputs = [Path(p) for p in summary["outputs"]]
-    assert {p.name for p in outputs} == {"evaluate_curves.png", "evaluate_curves.json", "evaluate_sanity.png",
-                                         "evaluate_sanity.json"}
-    assert all(p.exists() for p in outputs)
-    assert Image.open(out / "evaluate_curves.png").size[0] > 400
-    sidecar = json.loads((out / "evaluate_curves.json").read_text())
-    assert sidecar["result"]["summary"]["gradcam"]["deletion_auc"] == evaluation["curves"]["gradcam"]["deletion_auc"]
-    assert len(sidecar["result"]["images"]) == 2 and sidecar["options"]["steps"] == 3
+    assert {"path", "target", "target_name", "probability", "scores"} <= set(record)
+    assert len(record["scores"]["gradcam"]["deletion"]["curve"]) == 4
+    outputs = {Path(p).name for p in summary["outputs"]}
+    assert outputs == {f"evaluate_{k}.{e}" for k in ("curves", "sanity", "table") for e in ("png", "json")}
+    assert not (out / "results.jsonl").exists() and not (out / "config.json").exists()
+    sidecar = json.loads((out / "evaluate_table.json").read_text())
+    assert sidecar["result"]["evaluation"]["metrics"] == evaluation["metrics"]
+    assert len(sidecar["result"]["per_image"]) == 2 and sidecar["options"]["steps"] == 3
+    from deepprobe.report import build_html, collect_runs  # `deepprobe report` shows the methods x metrics table
+
+    page = build_html(collect_runs(out), title="t")
+    table = page.split("explanation metrics", 1)[1]
+    assert "deletion ↓" in table and "insertion ↑" in table and "<td>edge</td>" in table
+    assert Image.open(out / "evaluate_table.png").size[0] > 400
 
 
 @pytest.mark.parametrize("args, message", [
     (["--method", "gradcamm"], "unknown explanation method"),
+    (["--metric", "pixel-flip"], "unknown metric 'pixel-flip'"),
+    (["--metric", "pointing-game"], "needs a binary mask per image"),
     (["--target", "ostrichh"], "ostrich"),
     (["--steps", "0"], "--steps"),
     (["--deletion-fill", "pink"], "--deletion-fill"),
-    (["--no-curves", "--no-sanity"], "nothing to do"),
+    (["--metric", "deletion", "--no-curves"], "nothing to do"),
 ])
 def test_cli_errors_are_one_line(tmp_path, args, message):
-    res = CliRunner().invoke(app, ["evaluate", str(EXAMPLES / "cat.jpg"), "--out", str(tmp_path), "--device", "cpu", *args])
+    res = CliRunner().invoke(app, ["evaluate", str(EXAMPLES / "cat.jpg"), "--out", str(tmp_path), "--device", "cpu",
+                                   *args])
     assert res.exit_code == 2, res.output
     lines = [line for line in res.output.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], res.output

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-import deepprobe as dp
 from deepprobe.cli import app
 from deepprobe.errors import DeepprobeError
 from deepprobe.explain import explain

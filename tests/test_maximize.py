@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import deepprobe as dp
 from deepprobe import engine as E
 from deepprobe.cli import app
-from deepprobe.techniques.maximize import Unit, fourier_image, parse_channels, unit_activations
+from deepprobe.techniques.maximize import Unit, fourier_image, parse_channels
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PHOTOS = sorted(EXAMPLES.glob("*.jpg"))

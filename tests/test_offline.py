@@ -48,7 +48,7 @@ RUNS: dict[str, Callable[[Path], list[str]]] = {
     "age": lambda tmp: [FACE],
     "style": lambda tmp: [CAT, "examples/styles/swirls.jpg", "--size", "32", "--steps", "1"],  # + the judge model
     "explain": lambda tmp: [CAT],
-    "evaluate": lambda tmp: [CAT, "--steps", "1", "--no-sanity"],
+    "evaluate": lambda tmp: [CAT, "--metric", "deletion", "--steps", "1"],
     "robustness": lambda tmp: [CAT, "--attack", "fgsm", "--eps", "1/255", "--workers", "0"],
     "recipes": lambda tmp: [],
     "rerun": lambda tmp: [*_sidecar(tmp), "--out", str(tmp)],

@@ -183,7 +183,7 @@ API_FUNCTIONS = {
                                    "tv_weight", "jitter", "tolerance", "rounds"})],
     "explain": [(dp.explain, (None, None, "ig"), {"steps", "internal_batch", "samples", "noise", "window", "stride",
                                                   "discard_ratio", "head"})],
-    "evaluate": [(dp.evaluate, (None, None), None)],
+    "evaluate": [(dp.evaluate, (None, None), {f.name for f in dataclasses.fields(MODULES["evaluate"].Options)})],
     "robustness": [(dp.robustness, (None, None), {"eps", "steps", "restarts", "targets", "queries", "batch_size",
                                                   "limit", "sample", "workers"})],
 }

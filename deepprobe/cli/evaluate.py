@@ -1,4 +1,5 @@
-"""`deepprobe evaluate`: are the explanations faithful? Deletion/insertion AUCs vs baselines, and a sanity check."""
+"""`deepprobe evaluate`: score explanation maps with Quantus's metric families (plus RISE deletion/insertion and the
+sanity check), on a few photos or streamed over a data set (resumable, sharded under torchrun)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,24 +7,43 @@ from pathlib import Path
 import typer
 
 from ..errors import DeepprobeError
-from ..options.evaluate import DEFAULT_METHODS, FILLS, Options
+from ..options.evaluate import DEFAULT_METHODS, DEFAULT_METRICS, FILLS, METRICS, PERTURB_BASELINES, Options
 from . import app
-from .common import command, opt, out_console
+from .common import command, err_console, opt, out_console
 from .prompts import apply_prompts, labels_option, text_option
+
+PLOTS = ("curves", "sanity", "table")
 
 
 @command(app, "evaluate")
-def evaluate_cmd(run, images: list[str] = typer.Argument(..., help="Photos to explain and evaluate (files, "
-                                                                   "folders or globs)."),
+def evaluate_cmd(run, inputs: list[str] = typer.Argument(..., metavar="IMAGES... | DATA",
+                                                         help="Photo files or globs (a quick look: plots and a "
+                                                              "table), or DATA: a folder (class folders or flat) "
+                                                              "or a .csv/.jsonl manifest (a data-set run: --out is "
+                                                              "its resumable run folder)."),
                  method: list[str] = opt(Options, "method", "--method", "-M",
                                          help=f"Explanation method; repeat for several (default "
                                               f"{', '.join(DEFAULT_METHODS)}; see `deepprobe explain --help`)."),
+                 metric: list[str] = opt(Options, "metric", "--metric",
+                                         help=f"Metric; repeat for several, or `all`: {', '.join(METRICS)} "
+                                              f"(default: {', '.join(DEFAULT_METRICS)}; localisation metrics "
+                                              f"join when masks are given)."),
                  target: str = opt(Options, "target", help="Class to explain (name or index); default: each "
-                                                           "photo's predicted class."),
+                                                           "image's predicted class."),
                  layer: str = opt(Options, "layer", help="Layer for CAM methods (see `deepprobe layers`)."),
+                 masks: str = opt(Options, "masks", help="Folder of binary object masks, one per image with the "
+                                                         "same file stem (pointing-game, relevance-mass, "
+                                                         "relevance-rank); a manifest may name them in a `mask` "
+                                                         "column instead."),
+                 baselines: bool = opt(Options, "baselines", "--baselines/--no-baselines",
+                                       help="Also score a random map and an edge map as references."),
                  steps: int = opt(Options, "steps", help="Deletion/insertion steps (each moves 1/steps of the "
                                                          "pixels)."),
-                 batch_size: int = opt(Options, "batch_size", help="Photos per chunk and images per forward pass."),
+                 batch_size: int = opt(Options, "batch_size", help="Images per chunk (what a crash can lose at "
+                                                                   "most) and per forward pass on a GPU."),
+                 forward_batch: int = opt(Options, "forward_batch",
+                                          help="Images per forward pass of the perturbation metrics (default: "
+                                               "--batch-size on a GPU, 4 on a CPU, where small batches run faster)."),
                  deletion_fill: str = opt(Options, "deletion_fill", help=f"What deleted pixels become: "
                                                                          f"{' | '.join(FILLS)}."),
                  insertion_fill: str = opt(Options, "insertion_fill", help=f"The canvas pixels are inserted "
@@ -31,172 +51,280 @@ def evaluate_cmd(run, images: list[str] = typer.Argument(..., help="Photos to ex
                  random_cell: int = opt(Options, "random_cell", help="Cell size (px) of the random baseline map "
                                                                      "(1 = per-pixel noise)."),
                  curves: bool = opt(Options, "curves", "--curves/--no-curves",
-                                    help="Deletion and insertion curves (--no-curves: sanity check only)."),
+                                    help="Deletion and insertion (--no-curves leaves them out)."),
                  sanity: bool = opt(Options, "sanity", "--sanity/--no-sanity",
-                                    help="Cascading model-parameter randomization check."),
+                                    help="Cascading model-parameter randomization (--no-sanity leaves it out)."),
+                 perturb_baseline: str = opt(Options, "perturb_baseline",
+                                             help=f"Quantus metrics: what a removed feature becomes: "
+                                                  f"{' | '.join(PERTURB_BASELINES)} (the image's min, max, mean)."),
+                 features_in_step: int = opt(Options, "features_in_step",
+                                             help="pixel-flipping: features (pixel x channel) per step "
+                                                  "(default: 1% of the pixels)."),
+                 patch_size: int = opt(Options, "patch_size", help="region-perturbation: patch side (px)."),
+                 regions: int = opt(Options, "regions", help="region-perturbation: patches removed."),
+                 correlation_runs: int = opt(Options, "correlation_runs",
+                                             help="faithfulness-correlation: random subsets."),
+                 subset_size: int = opt(Options, "subset_size", help="faithfulness-correlation: features per "
+                                                                     "subset."),
+                 road_percentages: list[float] = opt(Options, "road_percentages", "--road-percentage",
+                                                     help="road: percentage of pixels removed; repeat for "
+                                                          "several (default 1, 3, ..., 99)."),
+                 road_noise: float = opt(Options, "road_noise", help="road: noise std on imputed pixels."),
+                 infidelity_patches: list[int] = opt(Options, "infidelity_patches", "--infidelity-patch",
+                                                     help="infidelity: patch side (px); repeat for several."),
+                 sensitivity_samples: int = opt(Options, "sensitivity_samples",
+                                                help="max-sensitivity: noisy copies per image."),
+                 sensitivity_radius: float = opt(Options, "sensitivity_radius",
+                                                 help="max-sensitivity: uniform noise radius on [0,1] pixels."),
+                 lipschitz_samples: int = opt(Options, "lipschitz_samples",
+                                              help="local-lipschitz: noisy copies per image."),
+                 lipschitz_std: float = opt(Options, "lipschitz_std",
+                                            help="local-lipschitz: Gaussian noise std on [0,1] pixels."),
+                 limit: int = opt(Options, "limit", help="DATA: only the first N images (after --sample)."),
+                 sample: int = opt(Options, "sample", help="DATA: a fixed random subset of N images (--seed)."),
+                 workers: int = opt(Options, "workers", help="DATA: DataLoader processes reading ahead."),
                  text: list[str] = text_option(), labels: str = labels_option()):
-    """Measure whether explanation maps are faithful (deletion/insertion curves, sanity check).
+    """Score explanation maps with the metrics researchers publish (Quantus 0.6's definitions, batched).
 
-    Deletion and insertion curves (RISE) of each method against a random and an edge-detector map, and the
-    model-parameter randomization sanity check (Adebayo et al.). On CLIP the classes are the --text/--labels
+    Every method's maps, and a random and an edge map as references, are scored per image by each metric:
+    faithfulness (deletion, insertion, pixel-flipping, region-perturbation, faithfulness-correlation, road,
+    infidelity), robustness (max-sensitivity, local-lipschitz), randomisation (sanity, random-logit),
+    complexity (sparseness, complexity) and, with --masks, localisation (pointing-game, relevance-mass,
+    relevance-rank). The summary gives per method and metric the mean, its 95% interval and n, and ranks the
+    methods per metric with paired Wilcoxon tests over the images. On CLIP the classes are the --text/--labels
     prompts.
-    Writes evaluate_curves.png, evaluate_sanity.png and JSON sidecars with every number; prints a table."""
-    from ..explain.evaluate import BASELINES, check_options, evaluate, evaluation_methods, work_per_image
-    from ..models.bundle import require_classifier
-    from .inputs import batches, image_paths
 
+    IMAGES (files, globs): plots (evaluate_curves.png, evaluate_sanity.png, evaluate_table.png) with JSON
+    sidecars holding every number; nothing is resumed. DATA (a folder or a manifest, or any input with
+    --limit/--sample): --out is the run folder: results.jsonl (one line per image x method x metric),
+    summary.json and the plots; the same command resumes it, and it runs unchanged under
+    `torchrun --nproc-per-node K deepprobe evaluate DATA ...` (each rank a fixed share, rank 0 merges)."""
     opts = run.options
-    methods = evaluation_methods(opts.method or DEFAULT_METHODS)  # unknown methods fail before the model loads
-    check_options(opts.deletion_fill, opts.insertion_fill, opts.curves, opts.sanity)
-    bundle = run.bundle()
-    apply_prompts(run, bundle, text, labels)
-    require_classifier(bundle, "evaluate")
-    target = bundle.class_index(opts.target) if opts.target is not None else None
-    if opts.layer is not None:
-        bundle.layer(opts.layer)
-    paths = image_paths(run, images)
-    per_image = work_per_image(bundle, methods, opts.steps, opts.curves, opts.sanity)
-    records, chunks = [], []
-    with run.progress() as progress:
-        task = progress.add_task("evaluate", total=per_image * len(paths), info="")
-        done = 0
-        for chunk_paths, x in batches(run, bundle, paths, opts.batch_size):
-            progress.update(task, info=f"{done + 1}-{done + len(chunk_paths)}/{len(paths)} "
-                                       f"{', '.join(p.name for p in chunk_paths[:2])}")
-            result = evaluate(bundle, x, methods, target=target, layer=opts.layer, steps=opts.steps,
-                              batch_size=opts.batch_size, deletion_fill=opts.deletion_fill,
-                              insertion_fill=opts.insertion_fill, random_cell=opts.random_cell,
-                              curves=opts.curves, sanity=opts.sanity, seed=run.common.seed,
-                              callback=lambda k: progress.advance(task, k))
-            records += _records(bundle, chunk_paths, result)
-            chunks.append(result)
-            done += len(chunk_paths)
-    if not records:
-        raise DeepprobeError("no photo could be evaluated")
-    summary = _summary(chunks, methods, BASELINES)
-    name = f"{records[0]['input_stem']}_evaluate" if len(records) == 1 else "evaluate"
-    for r in records:
-        r.pop("input_stem")
-    info = dict(model=bundle.spec, photos=len(records), methods=methods, settings=chunks[0].settings)
-    if opts.curves:
-        image = _curves_image(bundle, summary, len(records), opts)
-        path = run.save_image(image, f"{name}_curves.png", result={**info, "fractions": summary["fractions"],
-                                                                      "summary": summary["curves"], "images": records})
-        summary["curves_plot"] = str(path)
-    if opts.sanity:
-        image = _sanity_image(bundle, summary, len(records))
-        sanity_records = [{k: r[k] for k in ("input", "target", "sanity") if k in r} for r in records]
-        path = run.save_image(image, f"{name}_sanity.png", result={**info, "summary": summary["sanity"],
-                                                                      "images": sanity_records})
-        summary["sanity_plot"] = str(path)
-    for r in records:
-        run.add_result(r)
+    return _evaluate(run, inputs, opts, dataset_mode=_is_dataset(inputs, opts), prompts=(text, labels))
+
+
+def _is_dataset(inputs: list[str], opts: Options) -> bool:
+    from ..data.sources import MANIFEST_SUFFIXES
+
+    if opts.limit is not None or opts.sample is not None:
+        return True
+    if len(inputs) != 1:
+        return False
+    path = Path(inputs[0])
+    return path.is_dir() or (path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES)
+
+
+def _evaluate(run, inputs: list[str], opts: Options, dataset_mode: bool,
+              prompts: tuple[list[str], str | None] = ([], None)) -> int:
+    from ..data import run_dataset
+    from ..data.runner import Hooks
+    from ..data.sources import flat_files
+    from ..explain.evaluate import check_options, evaluation_methods, evaluation_metrics
+    from ..explain.evaluate_data import BatchScorer, mask_source, open_data
+    from ..explain.scoring import curve_axes, work_per_image
+    from ..models.bundle import require_classifier
+    from .inputs import image_paths
+    from .ranks import ranked
+
+    methods = evaluation_methods(opts.method or DEFAULT_METHODS)  # unknown names fail before the model loads
+    check_options(opts)
+    source = mask_source(inputs[0] if len(inputs) == 1 else None, opts.masks)
+    metrics = evaluation_metrics(opts.metric, masks=source is not None, curves=opts.curves, sanity=opts.sanity)
+    with ranked(run) as ctx:
+        bundle = run.bundle()
+        apply_prompts(run, bundle, *prompts)  # CLIP: the classes are the --text / --labels prompts
+        require_classifier(bundle, "evaluate")
+        if opts.target is not None:
+            bundle.class_index(opts.target)
+        if opts.layer is not None:
+            bundle.layer(opts.layer)
+        if dataset_mode:
+            dataset = open_data(bundle, inputs if len(inputs) > 1 else inputs[0], opts.limit, opts.sample,
+                                run.common.seed)
+        else:
+            dataset = flat_files([str(p) for p in image_paths(run, inputs)])
+        if source is not None:
+            source.check([item.path for item in dataset.items])
+        for note in dataset.notes if run.show_progress or run.common.json else ():
+            err_console.print(f"[yellow]note:[/yellow] {note}")
+        per_image = work_per_image(bundle, methods, metrics, opts)
+        config = _config(run, bundle, dataset, methods, metrics, opts) if dataset_mode else None
+        with run.progress() as progress:
+            task = progress.add_task("evaluate", total=1, info=", ".join(methods))
+
+            def start(images: int, done_before: int) -> None:
+                if done_before and run.show_progress:
+                    err_console.print(f"[dim]resuming: {done_before} image(s) already done in this folder[/dim]")
+                progress.update(task, total=max(1, images * per_image))
+
+            scorer = BatchScorer(bundle, methods, metrics, opts, target=opts.target, layer=opts.layer,
+                                 masks=source, seed=run.common.seed, callback=lambda k: progress.advance(task, k))
+            outcome = run_dataset(dataset, scorer, batch_size=opts.batch_size, seed=run.common.seed,
+                                  out=run.out_dir if dataset_mode else None, config=config, force=run.common.force,
+                                  preprocess=bundle.preprocess, workers=opts.workers, ctx=ctx,
+                                  hooks=Hooks(start=start, skip=_skipper(run, ctx, dataset_mode)),
+                                  invocation=run.record() if dataset_mode else None)
+        if dataset_mode and outcome.folder is not None:
+            run.run_id = (outcome.folder.stored_invocation() or {}).get("run_id", run.run_id)
+        if not ctx.is_main:
+            return run.finish()
+        return _report(run, bundle, methods, metrics, opts, outcome, dataset, curve_axes(bundle, metrics, opts),
+                       dataset_mode)
+
+
+def _config(run, bundle, dataset, methods, metrics, opts: Options) -> dict:
+    """Everything that changes a per-image result or which images are scored (the resume fingerprint)."""
+    from ..explain.evaluate import settings_record
+
+    return {"command": "evaluate", "model": bundle.spec, "weights": run.common.weights,
+            "normalize": run.common.normalize, "data": dataset.describe(), "limit": opts.limit,
+            "sample": opts.sample, "methods": methods, "metrics": metrics, "target": opts.target,
+            "layer": opts.layer, "masks": str(Path(opts.masks).resolve()) if opts.masks else None,
+            **settings_record(opts, bundle, run.common.seed, opts.layer)}
+
+
+def _skipper(run, ctx, dataset_mode: bool):
+    from rich.markup import escape
+
+    def skip(item, reason: str) -> None:
+        if not dataset_mode:
+            run.fail(str(item.path), reason)  # a photo named on the command line: the run exits 1
+            return
+        who = f"[rank {ctx.rank}] " if ctx.world > 1 else ""
+        err_console.print(f"[yellow]{who}skipped[/yellow] {escape(str(item.path))}: {escape(reason)}")
+    return skip
+
+
+def _report(run, bundle, methods, metrics, opts, outcome, dataset, axes, dataset_mode: bool) -> int:
+    """Rank 0: summary (summary.json in a run folder), plots, flat results.jsonl, the table, the --json summary."""
+    from ..explain.evaluate_data import flat_lines, summarize_records
+
+    if not outcome.complete:
+        err_console.print("[yellow]interrupted:[/yellow] finished chunks are kept; run the same command again "
+                          "to go on")
+    if outcome.count == 0:
+        raise DeepprobeError("no image could be evaluated")
+    summary = summarize_records(outcome.records(), methods, metrics, axes)
+    summary.update(model=bundle.spec, data=dataset.describe(), skipped=len(outcome.skipped),
+                   complete=outcome.complete)
+    photos = summary["n"]
+    stem = "evaluate"
+    if not dataset_mode and photos == 1:
+        from ..io import safe_stem
+
+        stem = f"{safe_stem(next(iter(outcome.records()))['path'])}_evaluate"
+    info = dict(model=bundle.spec, images=photos, methods=methods, metrics=metrics)
+    for plot, image in _plots(bundle, summary, metrics, photos).items():
+        if plot == "table":  # the whole summary (`deepprobe report` shows it), and each photo's numbers
+            result = {**info, "evaluation": {k: v for k, v in summary.items() if k not in ("curves", "axes")}}
+            if not dataset_mode:
+                result["per_image"] = list(outcome.records())
+        else:
+            result = {**info, "curves": summary["curves"], "axes": summary["axes"]}
+        path = run.save_image(image, f"{stem}_{plot}.png", result=result, replace=dataset_mode)
+        summary[f"{plot}_plot"] = str(path)
+    if dataset_mode:
+        folder = outcome.folder
+        _write_flat(folder.results, flat_lines(folder.records()))
+        summary["results"] = str(folder.results)
+        summary["summary_file"] = str(folder.write_summary(summary))
+        run.outputs += [folder.results, folder.summary]
+    else:
+        for record in outcome.records():
+            run.add_result(record)
     run.summary["evaluation"] = summary
-    _table(run, bundle, summary, methods, BASELINES, len(records))
+    run.summary.update(done_before=outcome.done_before, processed=outcome.processed)
+    _table(run, bundle, summary, photos)
+    return run.finish()
 
 
-def _records(bundle, paths: list[Path], result) -> list[dict]:
-    """One JSON-ready record per photo: target, clean probability, AUCs, curves, sanity correlations."""
-    from ..io import safe_stem
+def _write_flat(path: Path, lines) -> None:
+    """Rewrite results.jsonl one line per image x method x metric (read and written one line at a time)."""
+    import json
+    import os
 
-    out = []
-    for i, path in enumerate(paths):
-        r = {"input": str(path), "input_stem": safe_stem(path), "target": bundle.class_name(int(result.targets[i])),
-             "target_index": int(result.targets[i]), "probability": round(float(result.probabilities[i]), 6)}
-        if result.deletion:
-            r["deletion_auc"] = {k: round(float(v[i]), 5) for k, v in result.deletion_auc.items()}
-            r["insertion_auc"] = {k: round(float(v[i]), 5) for k, v in result.insertion_auc.items()}
-            r["deletion_curve"] = {k: [round(float(p), 6) for p in v[i]] for k, v in result.deletion.items()}
-            r["insertion_curve"] = {k: [round(float(p), 6) for p in v[i]] for k, v in result.insertion.items()}
-        if result.sanity:
-            r["sanity"] = {"layers": result.sanity_layers,
-                           **{k: [round(float(c), 5) for c in v[i]] for k, v in result.sanity.items()}}
-        out.append(r)
+    tmp = path.with_name(path.name + ".flat")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for line in lines:
+            handle.write(json.dumps(line, separators=(",", ":")) + "\n")
+    os.replace(tmp, path)
+
+
+def _plots(bundle, summary: dict, metrics: list[str], images: int) -> dict:
+    """{"curves": mean curves of the curve metrics, "sanity": the randomization cascade, "table": methods x
+    metrics}, as PIL images."""
+    from ..explain.plots import Panel, curves_plot, sanity_plot, table_plot
+
+    out = {}
+    curves, axes, table = summary["curves"], summary["axes"], summary["metrics"]
+    titles = {"deletion": ("deletion (lower is better)", "fraction of pixels deleted", "target probability"),
+              "insertion": ("insertion (higher is better)", "fraction of pixels inserted", "target probability"),
+              "pixel-flipping": ("pixel-flipping (lower is better)", "fraction of features flipped",
+                                 "target probability"),
+              "region-perturbation": ("region perturbation, MoRF (higher is better)", "patches removed",
+                                      "f(x) - f(x_k)"),
+              "road": ("ROAD, MoRF (solid) vs LeRF", "% of pixels imputed", "accuracy")}
+    panels = []
+    for metric in [m for m in metrics if m in titles and m in curves]:
+        title, xlabel, ylabel = titles[metric]
+        numbers = {name: per[metric]["mean"] for name, per in table.items() if metric in per}
+        for key, lines in curves[metric].items():
+            if metric == "road" and key == "curve":
+                continue  # the MoRF curve, drawn with LeRF below
+            label = title if metric != "road" else f"ROAD, {key.split('_')[0].upper()} accuracy"
+            xs = axes.get(metric) or list(range(len(next(iter(lines.values())))))
+            panels.append(Panel(label, xlabel, ylabel, xs, lines, numbers if key == "curve" else {}, "mean"))
+    if panels:
+        out["curves"] = curves_plot(panels, title=f"{bundle.spec} · mean of {images} image(s)")
+    if "sanity" in curves and "curve" in curves["sanity"]:
+        lines = curves["sanity"]["curve"]
+        out["sanity"] = sanity_plot(axes.get("sanity") or list(range(len(next(iter(lines.values()))))), lines,
+                                    title=f"{bundle.spec} · cascading randomization · mean of {images} image(s)")
+    names = list(table)
+    higher = {m: METRICS[m][1] for m in metrics}
+    out["table"] = table_plot(names, metrics, {n: {m: table[n][m]["mean"] for m in metrics} for n in names},
+                              {n: {m: _half(table[n][m]) for m in metrics} for n in names}, higher,
+                              _leaders(summary), title=f"{bundle.spec} · {images} image(s) · mean ± half the 95% "
+                                                        f"interval; bold: best or not significantly worse")
     return out
 
 
-def _summary(chunks: list, methods: list[str], baselines) -> dict:
-    """Means over every photo of every chunk (curves, AUCs, sanity), as plain numbers."""
-    import torch
-
-    first = chunks[0]
-    summary: dict = {"fractions": [round(float(f), 6) for f in first.fractions]}
-    if first.deletion:
-        names = [*methods, *baselines]
-        cat = {key: {n: torch.cat([getattr(c, key)[n] for c in chunks]) for n in names}
-               for key in ("deletion", "insertion", "deletion_auc", "insertion_auc")}
-        summary["curves"] = {
-            n: {"deletion_auc": round(float(cat["deletion_auc"][n].mean()), 5),
-                "insertion_auc": round(float(cat["insertion_auc"][n].mean()), 5),
-                "deletion_curve": [round(float(v), 6) for v in cat["deletion"][n].mean(0)],
-                "insertion_curve": [round(float(v), 6) for v in cat["insertion"][n].mean(0)],
-                **({"deletion_beats_random": int((cat["deletion_auc"][n] < cat["deletion_auc"]["random"]).sum()),
-                    "insertion_beats_random": int((cat["insertion_auc"][n] > cat["insertion_auc"]["random"]).sum()),
-                    "deletion_beats_edge": int((cat["deletion_auc"][n] < cat["deletion_auc"]["edge"]).sum()),
-                    "insertion_beats_edge": int((cat["insertion_auc"][n] > cat["insertion_auc"]["edge"]).sum())}
-                   if n in methods else {})}
-            for n in names}
-    if first.sanity:
-        summary["sanity"] = {"layers": first.sanity_layers}
-        for n in methods:
-            corr = torch.cat([c.sanity[n] for c in chunks])
-            summary["sanity"][n] = {"spearman": [round(float(v), 5) for v in corr.mean(0)],
-                                    "final_spearman": round(float(corr[:, -1].mean()), 5),
-                                    "per_image": [[round(float(v), 4) for v in row] for row in corr]}
-    return summary
+def _half(entry: dict) -> float | None:
+    low, high = entry["ci95"]
+    return None if low is None or high is None else (high - low) / 2
 
 
-def _curves_image(bundle, summary: dict, photos: int, opts: Options):
-    from ..explain.plots import curves_plot
-
-    curves = summary["curves"]
-    return curves_plot(summary["fractions"], {n: c["deletion_curve"] for n, c in curves.items()},
-                       {n: c["insertion_curve"] for n, c in curves.items()},
-                       {n: c["deletion_auc"] for n, c in curves.items()},
-                       {n: c["insertion_auc"] for n, c in curves.items()},
-                       title=f"{bundle.spec} · mean of {photos} photo(s) · {opts.steps} steps · deleted -> "
-                             f"{opts.deletion_fill}, inserted into {opts.insertion_fill}")
-
-
-def _sanity_image(bundle, summary: dict, photos: int):
-    from ..explain.plots import sanity_plot
-
-    sanity = summary["sanity"]
-    methods = [k for k in sanity if k != "layers"]
-    return sanity_plot(sanity["layers"], {m: sanity[m]["spearman"] for m in methods},
-                       {m: sanity[m]["per_image"] for m in methods},
-                       title=f"{bundle.spec} · cascading randomization · mean of {photos} photo(s) (thin: each photo)")
+def _leaders(summary: dict) -> dict[str, list[str]]:
+    """Per metric: the best method and those the paired test cannot tell from it."""
+    out = {}
+    for metric, ranking in summary["ranking"].items():
+        if not ranking["order"]:
+            continue
+        best = ranking["order"][0]
+        tied = {p["worse"] for p in ranking["pairs"] if p["better"] == best and not p["significant"]}
+        out[metric] = [best, *sorted(tied)]
+    return out
 
 
-def _table(run, bundle, summary: dict, methods: list[str], baselines, photos: int) -> None:
-    """Method and baselines side by side (not with --quiet/--json)."""
+def _table(run, bundle, summary: dict, images: int) -> None:
+    """Methods (and baselines) x metrics in the terminal (not with --quiet/--json)."""
     if not run.show_progress:
         return
     from rich.table import Table
 
-    table = Table(title=f"evaluate · {bundle.spec} · {photos} photo(s) on {bundle.device}",
-                  caption="photos where the method beats the random/edge baseline; sanity ρ: Spearman with the "
-                          "original map once every layer is randomized (near 0 is good)")
-    curves, sanity = summary.get("curves"), summary.get("sanity")
+    table = Table(title=f"evaluate · {bundle.spec} · {images} image(s) on {bundle.device}",
+                  caption=f"mean ± half the 95% interval; bold: best, or not significantly worse ({summary['ranking'] and next(iter(summary['ranking'].values()))['test']})")
+    leaders = _leaders(summary)
+    metrics = summary["metric_names"]
     table.add_column("map")
-    if curves:
-        for column in ("deletion AUC ↓", "< random·edge", "insertion AUC ↑", "> random·edge"):
-            table.add_column(column, justify="right")
-    if sanity:
-        table.add_column("sanity ρ ↓", justify="right")
-    for name in [*methods, *baselines]:
-        row = [name if name in methods else f"[dim]{name}[/dim]"]
-        if curves:
-            c = curves[name]
-            if name in methods:
-                row += [f"{c['deletion_auc']:.3f}", f"{c['deletion_beats_random']}/{photos} · "
-                                                    f"{c['deletion_beats_edge']}/{photos}",
-                        f"{c['insertion_auc']:.3f}", f"{c['insertion_beats_random']}/{photos} · "
-                                                     f"{c['insertion_beats_edge']}/{photos}"]
-            else:
-                row += [f"{c['deletion_auc']:.3f}", "", f"{c['insertion_auc']:.3f}", ""]
-        if sanity:
-            row.append(f"{sanity[name]['final_spearman']:.3f}" if name in sanity else "")
-        if curves or name in methods:
-            table.add_row(*row)
+    for metric in metrics:
+        table.add_column(f"{metric} {'↑' if METRICS[metric][1] else '↓'}", justify="right")
+    for name, per in summary["metrics"].items():
+        row = [name if name in summary["methods"] else f"[dim]{name}[/dim]"]
+        for metric in metrics:
+            entry = per[metric]
+            half = _half(entry)
+            text = "n/a" if entry["mean"] is None else f"{entry['mean']:.3g}" + (f" ± {half:.2g}" if half else "")
+            row.append(f"[bold]{text}[/bold]" if name in leaders.get(metric, ()) else text)
+        table.add_row(*row)
     out_console.print(table)

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import DeepprobeError, ImageError
+
+if TYPE_CHECKING:  # torch is imported where it is used (a fast CLI start)
+    import torch
 
 
 def image_paths(run, inputs: list[str]) -> list[Path]:

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import DeepprobeError, ImageError
 from .sources import Item
+
+if TYPE_CHECKING:  # torch is imported where it is used (a fast CLI start)
+    import torch
 
 
 @dataclass(frozen=True)

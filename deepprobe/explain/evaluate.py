@@ -1,141 +1,201 @@
-"""`dp.evaluate`: is an explanation faithful to the model? Deletion/insertion against baselines, and a sanity check.
+"""`dp.evaluate`: is an explanation faithful, robust, sensitive to the model, simple, on the object?
 
-Faithfulness (Petsiuk et al. 2018): each method's maps, a random map and an edge-detector map order the pixels;
-the target probability is recorded as they are deleted from the photo or inserted into a blurred copy, and the
-areas under the curves are compared (deletion: lower is better; insertion: higher is better). A method that
-does not beat the baselines is not telling you what the model uses.
-Sanity (Adebayo et al. 2018): the maps must change when the model's weights are randomized (`sanity.py`).
-Everything is tensors on the probe's device; nothing touches the filesystem.
+Every metric of `options.evaluate.METRICS` (Quantus 0.6's definitions, batched on the model's device, plus
+RISE's deletion/insertion and the cascading-randomization sanity check) scores each method's maps and, as
+references, a random map and an edge map that know nothing of the class. `score_batch` (scoring.py) does one
+batch of photos; `evaluate` runs it on tensors (or streams a DATA argument through `evaluate_data`) and returns
+per-image scores with their summary: mean, 95% interval and a ranking with paired tests (`metrics/summary.py`).
+Everything is tensors on the probe's device; nothing writes to the filesystem.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from ..errors import DeepprobeError
-from ..options.evaluate import FILLS, Options
+from ..options.evaluate import DEFAULT_METRICS, FILLS, MASK_METRICS, METRICS, PERTURB_BASELINES, Options
 from ..options.ranges import check_ranges
-from . import explain
 from .maps import method_function, resolve_targets
-from .faithfulness import auc, deletion_insertion, edge_map, fractions, random_map
-from .sanity import cascading_randomization, randomization_groups
-
-BASELINES = ("random", "edge")
-
-
-@dataclass
-class EvaluateResult:
-    """Per-image numbers of one evaluation; curve and AUC dicts are keyed by method name, "random" and "edge"."""
-
-    methods: list[str]
-    targets: torch.Tensor  # (N,) class indices explained
-    probabilities: torch.Tensor  # (N,) the target's softmax probability on the clean photo
-    fractions: torch.Tensor  # (steps+1,) fraction of pixels deleted/inserted at each curve point
-    deletion: dict[str, torch.Tensor] = field(default_factory=dict)  # (N, steps+1) target probability
-    insertion: dict[str, torch.Tensor] = field(default_factory=dict)
-    deletion_auc: dict[str, torch.Tensor] = field(default_factory=dict)  # (N,); lower is better
-    insertion_auc: dict[str, torch.Tensor] = field(default_factory=dict)  # (N,); higher is better
-    sanity_layers: list[str] = field(default_factory=list)  # "none", then the groups randomized, logits first
-    sanity: dict[str, torch.Tensor] = field(default_factory=dict)  # method -> (N, len(sanity_layers)) Spearman
-    maps: dict[str, torch.Tensor] = field(default_factory=dict)  # (N,H,W) in [0,1], methods and baselines
-    settings: dict = field(default_factory=dict)
-
-    def summary(self) -> dict[str, dict[str, float]]:
-        """Means over the images: per method (and baseline) deletion/insertion AUC and final sanity correlation."""
-        out: dict[str, dict[str, float]] = {}
-        for name in [*self.methods, *BASELINES]:
-            row = {}
-            if name in self.deletion_auc:
-                row["deletion_auc"] = float(self.deletion_auc[name].mean())
-                row["insertion_auc"] = float(self.insertion_auc[name].mean())
-            if name in self.sanity:
-                row["sanity_final_spearman"] = float(self.sanity[name][:, -1].mean())
-                row["sanity_mean_spearman"] = float(self.sanity[name][:, 1:].mean()) if self.sanity[name].shape[1] > 1 \
-                    else 1.0
-            if row:
-                out[name] = row
-        return out
+from .metrics.core import MetricScores, as_seeds
+from .metrics.summary import summarize
+from .scoring import BASELINES, CURVE_METRICS, score_batch
 
 
+# ------------------------------------------------------------------------------------------ what to run
 def evaluation_methods(method: str | Sequence[str]) -> list[str]:
     """The methods to evaluate, deduplicated; unknown names and baseline names fail with one line."""
     methods = [method] if isinstance(method, str) else list(method)
     if not methods:
         raise DeepprobeError("give at least one explanation method")
     for m in methods:
-        method_function(m)  # unknown names fail here with the list of known ones
         if m in BASELINES:
-            raise DeepprobeError(f"{m!r} is a baseline name, not a method")
+            raise DeepprobeError(f"{m!r} is a baseline name, not a method (the baselines are scored anyway)")
+        method_function(m)  # unknown names fail here with the list of known ones
     return list(dict.fromkeys(methods))
 
 
-def check_options(deletion_fill: str, insertion_fill: str, curves: bool, sanity: bool) -> None:
-    """Choices a user can get wrong, reported before any work (numbers: the RANGES of options/evaluate.py)."""
-    for name, fill in (("--deletion-fill", deletion_fill), ("--insertion-fill", insertion_fill)):
+def evaluation_metrics(metric: str | Sequence[str] | None = None, *, masks: bool = False, curves: bool = True,
+                       sanity: bool = True) -> list[str]:
+    """The metrics to compute: the names given ("all": every metric; localisation ones only with masks), or the
+    default set (plus localisation when masks are given); --no-curves / --no-sanity leave those out."""
+    names = [metric] if isinstance(metric, str) else list(metric or [])
+    if not names:
+        names = list(DEFAULT_METRICS) + (list(MASK_METRICS) if masks else [])
+    expanded = []
+    for name in names:
+        if name == "all":
+            expanded += [m for m in METRICS if masks or m not in MASK_METRICS]
+        elif name not in METRICS:
+            raise DeepprobeError(f"unknown metric {name!r}; choose from {', '.join(METRICS)}, or all")
+        elif name in MASK_METRICS and not masks:
+            raise DeepprobeError(f"metric {name} needs a binary mask per image: give --masks DIR (same file stems "
+                                 f"as the images) or a manifest with a mask column")
+        else:
+            expanded.append(name)
+    chosen = [m for m in dict.fromkeys(expanded) if (curves or m not in CURVE_METRICS) and (sanity or m != "sanity")]
+    if not chosen:
+        raise DeepprobeError("nothing to do: every metric asked for is switched off (--no-curves / --no-sanity)")
+    return chosen
+
+
+def resolve_options(settings: dict) -> Options:
+    """Options from keyword settings named like its fields (and the CLI flags), with the values checked."""
+    known = {f.name for f in dataclasses.fields(Options)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise DeepprobeError(f"unknown evaluate setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    opts = dataclasses.replace(Options(), **settings)
+    check_options(opts)
+    return opts
+
+
+def check_options(opts: Options, source: str | None = None) -> None:
+    """Values a user can get wrong that would only fail deep inside a metric, reported before any work (numbers:
+    the RANGES of options/evaluate.py; `source` names where they came from, as `check_ranges` does)."""
+    check_ranges("evaluate", dataclasses.asdict(opts), source)
+    for name, fill in (("--deletion-fill", opts.deletion_fill), ("--insertion-fill", opts.insertion_fill)):
         if fill not in FILLS:
             raise DeepprobeError(f"{name} must be one of {', '.join(FILLS)}, got {fill!r}")
-    if not (curves or sanity):
-        raise DeepprobeError("nothing to do: both the curves and the sanity check are off")
+    if opts.perturb_baseline not in PERTURB_BASELINES:
+        raise DeepprobeError(f"--perturb-baseline must be one of {', '.join(PERTURB_BASELINES)}, "
+                             f"got {opts.perturb_baseline!r}")
+    for name in ("road_percentages", "infidelity_patches"):
+        if not getattr(opts, name):
+            raise DeepprobeError(f"--{name.replace('_', '-')} needs at least one value")
 
 
-def work_per_image(probe, methods: Sequence[str], steps: int = Options.steps, curves: bool = Options.curves,
-                   sanity: bool = Options.sanity) -> int:
-    """Progress units one photo costs (images through the network for the curves, maps for the sanity check)."""
-    units = len(methods)  # the original maps
-    if curves:
-        units += (len(methods) + len(BASELINES)) * 2 * (steps + 1)
-    if sanity:
-        units += len(methods) * (1 + len(randomization_groups(probe.inner)))
-    return units
+# ------------------------------------------------------------------------------------------ tensors
+@dataclass
+class EvaluateResult:
+    """Per-image scores of one evaluation on tensors: scores[name][metric] for each method and baseline."""
+
+    methods: list[str]
+    metrics: list[str]
+    targets: torch.Tensor  # (N,) class indices explained
+    probabilities: torch.Tensor  # (N,) the target's softmax probability on the clean photo
+    seeds: list[int]
+    scores: dict[str, dict[str, MetricScores]] = field(default_factory=dict)
+    maps: dict[str, torch.Tensor] = field(default_factory=dict)  # (N,H,W) in [0,1], methods and baselines
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.scores)
+
+    def values(self) -> dict[str, dict[str, list[float]]]:
+        """values[name][metric] = per-image numbers (nan where undefined)."""
+        return {name: {m: [float(v) for v in s.values] for m, s in per.items()} for name, per in self.scores.items()}
+
+    def summary(self) -> dict:
+        """{"metrics": {name: {metric: {"mean", "ci95", "n"}}}, "ranking": {metric: ...}}, as `deepprobe evaluate`."""
+        return summarize(self.values())
+
+    # ---- the curves and numbers of the first release, read from `scores`
+    def _by_name(self, metric: str, what: str) -> dict[str, torch.Tensor]:
+        return {name: getattr(per[metric], what) for name, per in self.scores.items() if metric in per}
+
+    @property
+    def fractions(self) -> torch.Tensor:
+        for metric in CURVE_METRICS:
+            for per in self.scores.values():
+                if metric in per:
+                    return torch.tensor(per[metric].axis)
+        return torch.empty(0)
+
+    @property
+    def deletion(self) -> dict[str, torch.Tensor]:  # (N, steps+1) target probability per map
+        return self._by_name("deletion", "curve")
+
+    @property
+    def insertion(self) -> dict[str, torch.Tensor]:
+        return self._by_name("insertion", "curve")
+
+    @property
+    def deletion_auc(self) -> dict[str, torch.Tensor]:  # (N,); lower is better
+        return self._by_name("deletion", "values")
+
+    @property
+    def insertion_auc(self) -> dict[str, torch.Tensor]:  # (N,); higher is better
+        return self._by_name("insertion", "values")
+
+    @property
+    def sanity(self) -> dict[str, torch.Tensor]:  # method -> (N, groups+1) Spearman with the original map
+        return self._by_name("sanity", "curve")
+
+    @property
+    def sanity_layers(self) -> list[str]:  # "none", then the groups randomized, logits first
+        for per in self.scores.values():
+            if "sanity" in per:
+                return list(per["sanity"].axis)
+        return []
 
 
-def evaluate(probe, x: torch.Tensor, method: str | Sequence[str] = Options().method[0], *, target=Options.target,
-             layer: str | None = Options.layer, steps: int = Options.steps, batch_size: int = Options.batch_size,
-             deletion_fill: str = Options.deletion_fill, insertion_fill: str = Options.insertion_fill,
-             random_cell: int = Options.random_cell, curves: bool = Options.curves, sanity: bool = Options.sanity,
-             seed: int = 0, method_options: dict[str, dict] | None = None,
-             callback: Callable[[int], None] | None = None) -> EvaluateResult:
-    """Deletion/insertion AUCs of each method's maps against a random and an edge map, and the cascading
-    randomization sanity check, on (N,3,H,W) photos in [0,1]. `target` None explains each predicted class;
-    `method_options` maps a method to its keyword options; `callback(k)` hears progress (see `work_per_image`).
-    The probe's own weights are never changed (the sanity check randomizes a deep copy)."""
-    check_ranges("evaluate", locals())
-    methods = evaluation_methods(method)
-    check_options(deletion_fill, insertion_fill, curves, sanity)
-    method_options = method_options or {}
-    x = x.to(probe.device).float()
+def evaluate(probe, data, method: str | Sequence[str] | None = None, *, methods: Sequence[str] | None = None,
+             metrics: str | Sequence[str] | None = None, target=None, layer: str | None = None,
+             masks=None, seed: int = 0, seeds: Sequence[int] | None = None,
+             method_options: dict[str, dict] | None = None, callback: Callable[[int], None] | None = None,
+             limit: int | None = None, sample: int | None = None, **settings):
+    """Score explanation maps with the metrics of `options.evaluate.METRICS`.
+
+    `data`: (N,3,H,W) photos in [0,1] -> EvaluateResult (per-image scores, curves and maps, in memory); or a
+    DATA argument (folder tree, flat folder, glob, image files, .csv/.jsonl manifest; `limit`, `sample`) ->
+    `evaluate_data.DataEvaluation`, streamed in chunks of `batch_size`. `method`/`methods`: explanation methods
+    (default gradcam); `metrics`: names or "all" (default: the default set); `target` None explains each
+    predicted class; `masks`: (N,H,W) binary tensor, or for DATA a folder of masks with the images' stems;
+    `method_options` maps a method to its keyword options; `settings`: any Options field (steps, batch_size,
+    features_in_step, ...). The probe's own weights are never changed (the sanity check randomizes a copy)."""
+    if method is not None and methods is not None:
+        raise DeepprobeError("give the methods once (method or methods)")
+    check_ranges("evaluate", {"limit": limit, "sample": sample})
+    opts = resolve_options(settings)
+    chosen = evaluation_methods(methods if methods is not None else (method or opts.method))
+    wanted = evaluation_metrics(metrics, masks=masks is not None, curves=opts.curves, sanity=opts.sanity)
+    if not isinstance(data, torch.Tensor):
+        from .evaluate_data import evaluate_data
+
+        return evaluate_data(probe, data, chosen, wanted, opts, target=target, layer=layer, masks=masks, seed=seed,
+                             method_options=method_options, limit=limit, sample=sample, callback=callback)
+    if limit is not None or sample is not None:
+        raise DeepprobeError("limit and sample select from a DATA argument; slice the tensor instead")
+    x = data.to(probe.device).float()
+    if masks is not None and not isinstance(masks, torch.Tensor):
+        raise DeepprobeError("masks for photos given as a tensor must be a (N,H,W) tensor (a folder goes with DATA)")
+    if masks is not None and tuple(masks.shape) != (x.shape[0], *x.shape[-2:]):
+        raise DeepprobeError(f"masks must be (N,H,W) = {(x.shape[0], *x.shape[-2:])}, got {tuple(masks.shape)}")
     targets = resolve_targets(probe, x, target)
+    per_image = as_seeds(seed if seeds is None else seeds, x.shape[0])
     probs = probe.predict(x).gather(1, targets.view(-1, 1))[:, 0]
-    pixels = x.shape[-2] * x.shape[-1]
-    result = EvaluateResult(methods=methods, targets=targets.cpu(), probabilities=probs.cpu(),
-                            fractions=fractions(pixels, steps).float(),
-                            settings=dict(steps=steps, deletion_fill=deletion_fill, insertion_fill=insertion_fill,
-                                          random_cell=random_cell, seed=seed, layer=layer,
-                                          fill_mean=list(probe.preprocess.mean)))
+    maps, scores = score_batch(probe, x, targets, per_image, chosen, wanted, opts, layer=layer,
+                               method_options=method_options, masks=masks, seed=seed, callback=callback)
+    return EvaluateResult(chosen, wanted, targets.cpu(), probs.cpu(), per_image, scores,
+                          {k: v.cpu() for k, v in maps.items()}, settings=settings_record(opts, probe, seed, layer))
 
-    def explainer(name: str) -> Callable:
-        return lambda pr, xx: explain(pr, xx, name, target=targets, layer=layer, **method_options.get(name, {}))
 
-    for name in methods:
-        result.maps[name] = explainer(name)(probe, x)
-        if callback is not None:
-            callback(x.shape[0])
-    if curves:
-        result.maps["random"] = random_map(x, seed, random_cell)
-        result.maps["edge"] = edge_map(x)
-        names = [*methods, *BASELINES]
-        deletion, insertion = deletion_insertion(probe.net, x, [result.maps[n] for n in names], targets, steps,
-                                                 deletion_fill, insertion_fill, batch_size, seed,
-                                                 probe.preprocess.mean, callback)
-        for i, name in enumerate(names):
-            result.deletion[name], result.insertion[name] = deletion[i].cpu(), insertion[i].cpu()
-            result.deletion_auc[name] = auc(deletion[i], result.fractions).cpu()
-            result.insertion_auc[name] = auc(insertion[i], result.fractions).cpu()
-    if sanity:
-        for name in methods:
-            layers, corr = cascading_randomization(probe, x, explainer(name), result.maps[name], seed, callback)
-            result.sanity_layers, result.sanity[name] = layers, corr.cpu()
-    result.maps = {k: v.cpu() for k, v in result.maps.items()}
-    return result
+def settings_record(opts: Options, probe, seed: int, layer: str | None) -> dict:
+    """The settings that change a number, as plain values (for sidecars and run configurations)."""
+    skip = {"method", "metric", "target", "layer", "masks", "curves", "sanity"}
+    out = {k: v for k, v in dataclasses.asdict(opts).items() if k not in skip}
+    return {**out, "seed": seed, "layer": layer, "fill_mean": list(probe.preprocess.mean)}

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from ..engine.transforms import gaussian_blur, luma
 from ..errors import DeepprobeError
 from ..options.evaluate import BLUR_SIGMA, EDGE_SIGMA, FILLS, RANDOM_CELL
+from .metrics.core import as_seeds, forward_scores, generators, ranks
 
 
 # ------------------------------------------------------------------------------------------ images and maps
@@ -35,12 +36,12 @@ def fill_image(x: torch.Tensor, fill: str, mean: Sequence[float] = (0.5, 0.5, 0.
     raise DeepprobeError(f"unknown fill {fill!r}; choose one of {', '.join(FILLS)}")
 
 
-def random_map(x: torch.Tensor, seed: int = 0, cell: int = RANDOM_CELL) -> torch.Tensor:
-    """(N,H,W) uniform noise on a grid of `cell`-px cells, bilinearly upsampled (cell 1: per pixel), from a seeded
-    CPU generator so it is the same on every device."""
+def random_map(x: torch.Tensor, seed: int | Sequence[int] = 0, cell: int = RANDOM_CELL) -> torch.Tensor:
+    """(N,H,W) uniform noise on a grid of `cell`-px cells, bilinearly upsampled (cell 1: per pixel), from seeded
+    CPU generators (one per image: `seed` + i, or a seed per image) so it is the same on every device."""
     n, _, h, w = x.shape
-    gen = torch.Generator().manual_seed(seed)
-    noise = torch.rand(n, 1, max(1, round(h / cell)), max(1, round(w / cell)), generator=gen)
+    noise = torch.stack([torch.rand(1, max(1, round(h / cell)), max(1, round(w / cell)), generator=g)
+                         for g in generators(as_seeds(seed, n), "cpu", stream=6)])
     if cell > 1:
         noise = F.interpolate(noise, size=(h, w), mode="bilinear", align_corners=False)
     return noise[:, 0].to(x.device)
@@ -57,19 +58,10 @@ def edge_map(x: torch.Tensor, sigma: float = EDGE_SIGMA) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------ ranks and curves
-def pixel_ranks(maps: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """(N,H,W) maps -> (N,H*W) int32 rank of each pixel, 0 = highest value; ties are broken at random (seeded).
-
-    Why random ties: a CAM is exactly zero on much of the photo; a stable sort would delete those pixels top row
-    first, a scan order that has nothing to do with the map.
-    """
-    n, p = maps.shape[0], maps[0].numel()
-    gen = torch.Generator().manual_seed(seed)
-    perm = torch.rand(n, p, generator=gen).argsort(1).to(maps.device)
-    shuffled = maps.flatten(1).float().gather(1, perm)
-    order = perm.gather(1, shuffled.argsort(dim=1, descending=True, stable=True))
-    positions = torch.arange(p, device=maps.device, dtype=torch.int32).expand(n, p)
-    return torch.empty(n, p, dtype=torch.int32, device=maps.device).scatter_(1, order, positions)
+def pixel_ranks(maps: torch.Tensor, seed: int | Sequence[int] = 0) -> torch.Tensor:
+    """(N,H,W) maps -> (N,H*W) int32 rank of each pixel, 0 = highest value; ties broken at random, seeded per
+    image (see `metrics.core.ranks` for why)."""
+    return ranks(maps.flatten(1).float(), as_seeds(seed, maps.shape[0])).int()
 
 
 def step_counts(pixels: int, steps: int) -> torch.Tensor:
@@ -79,7 +71,6 @@ def step_counts(pixels: int, steps: int) -> torch.Tensor:
     return torch.round(torch.linspace(0, pixels, steps + 1, dtype=torch.float64)).long()
 
 
-@torch.no_grad()
 def perturbation_curves(net: Callable[[torch.Tensor], torch.Tensor], bank: torch.Tensor, ranks: torch.Tensor,
                         curves: Sequence[tuple[int, int, int]], targets: torch.Tensor, steps: int,
                         batch_size: int = 32, callback: Callable[[int], None] | None = None) -> torch.Tensor:
@@ -94,18 +85,15 @@ def perturbation_curves(net: Callable[[torch.Tensor], torch.Tensor], bank: torch
     counts = step_counts(h * w, steps).to(ranks.device)
     table = torch.tensor(list(curves), device=bank.device).view(-1, 3)
     per_curve = steps + 1
-    total = len(table) * n * per_curve
-    out = torch.empty(total, device=bank.device)
-    for chunk in torch.arange(total, device=bank.device).split(max(1, batch_size)):
-        ci, rest = chunk // (n * per_curve), chunk % (n * per_curve)
+
+    def build(job: torch.Tensor):
+        ci, rest = job // (n * per_curve), job % (n * per_curve)
         ii, si = rest // per_curve, rest % per_curve
         start, end, rank = table[ci].unbind(1)
         moved = (ranks[rank, ii] < counts[si, None]).view(-1, 1, h, w)
-        images = torch.where(moved, bank[end, ii], bank[start, ii])
-        logits = net(images).float()
-        out[chunk] = torch.softmax(logits, 1).gather(1, targets[ii].view(-1, 1))[:, 0]
-        if callback is not None:
-            callback(len(chunk))
+        return torch.where(moved, bank[end, ii], bank[start, ii]), targets[ii]
+
+    out = forward_scores(net, len(table) * n * per_curve, build, "probability", batch_size, bank.device, callback)
     return out.view(len(table), n, per_curve)
 
 
@@ -121,15 +109,19 @@ def auc(curves: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def deletion_insertion(net, x: torch.Tensor, maps: Sequence[torch.Tensor], targets: torch.Tensor, steps: int,
                        deletion_fill: str = "mean", insertion_fill: str = "blur", batch_size: int = 32,
-                       seed: int = 0, mean: Sequence[float] = (0.5, 0.5, 0.5), callback: Callable[[int], None] | None = None
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deletion and insertion curves of several (N,H,W) maps of the same photos x (N,3,H,W).
+                       seed: int | Sequence[int] = 0, mean: Sequence[float] = (0.5, 0.5, 0.5),
+                       callback: Callable[[int], None] | None = None, deletion: bool = True, insertion: bool = True
+                       ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Deletion and insertion curves of several (N,H,W) maps of the same photos x (N,3,H,W); `seed`: one per
+    image (or a first seed) for the random tie-breaking.
 
-    Returns (deletion, insertion), each (len(maps), N, steps+1) target probabilities; one batched loop runs both.
+    Returns (deletion, insertion), each (len(maps), N, steps+1) target probabilities (None when not asked for);
+    one batched loop runs both.
     """
     m = len(maps)
-    ranks = torch.stack([pixel_ranks(mp, seed) for mp in maps])  # (M,N,P)
+    seeds = as_seeds(seed, x.shape[0])
+    ranks_ = torch.stack([pixel_ranks(mp, seeds) for mp in maps])  # (M,N,P)
     bank = torch.stack([x, fill_image(x, deletion_fill, mean), fill_image(x, insertion_fill, mean)])  # photo, deleted, canvas
-    curves = [(0, 1, r) for r in range(m)] + [(2, 0, r) for r in range(m)]  # deletion: photo -> fill; insertion
-    out = perturbation_curves(net, bank, ranks, curves, targets.to(x.device), steps, batch_size, callback)
-    return out[:m], out[m:]
+    curves = ([(0, 1, r) for r in range(m)] if deletion else []) + ([(2, 0, r) for r in range(m)] if insertion else [])
+    out = perturbation_curves(net, bank, ranks_, curves, targets.to(x.device), steps, batch_size, callback)
+    return (out[:m] if deletion else None), (out[-m:] if insertion else None)

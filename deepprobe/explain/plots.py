@@ -1,4 +1,4 @@
-"""Plots of an evaluation as PIL images: deletion/insertion curves and the randomization sanity curve.
+"""Plots of an evaluation as PIL images: mean curves per metric, the methods x metrics table, the sanity curve.
 
 Drawn with matplotlib's object API on an Agg canvas (no pyplot, no global figure state, no display needed).
 Inputs are plain lists of numbers, so the plots can be redrawn from a JSON sidecar.
@@ -6,6 +6,7 @@ Inputs are plain lists of numbers, so the plots can be redrawn from a JSON sidec
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from PIL import Image
 
@@ -33,27 +34,90 @@ def _style(name: str, index: int) -> dict:
     return BASELINE_STYLE.get(name, dict(color=COLORS[index % len(COLORS)], linestyle="-", linewidth=2))
 
 
-def curves_plot(fractions: Sequence[float], deletion: Mapping[str, Sequence[float]],
-                insertion: Mapping[str, Sequence[float]], deletion_auc: Mapping[str, float],
-                insertion_auc: Mapping[str, float], title: str = "") -> Image.Image:
-    """Two panels: mean target probability vs fraction of pixels deleted / inserted, one line per map."""
-    fig = _figure(9.0, 3.8)
-    axes = fig.subplots(1, 2)
-    for ax, curves, areas, what, better in ((axes[0], deletion, deletion_auc, "deleted", "lower"),
-                                            (axes[1], insertion, insertion_auc, "inserted", "higher")):
-        for i, (name, ys) in enumerate(curves.items()):
-            ax.plot(list(fractions), list(ys), label=f"{name} (AUC {areas[name]:.3f})", **_style(name, i))
-        ax.set_xlabel(f"fraction of pixels {what}")
-        ax.set_ylabel("target probability (mean)")
-        ax.set_title(f"{'deletion' if what == 'deleted' else 'insertion'}: {better} AUC is better", fontsize=10)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(bottom=0)
+@dataclass
+class Panel:
+    """One curve panel: a line per map (name -> y values over `xs`), each labelled with its number."""
+
+    title: str
+    xlabel: str
+    ylabel: str
+    xs: Sequence
+    curves: Mapping[str, Sequence[float]]
+    numbers: Mapping[str, float] = field(default_factory=dict)  # shown in the legend, e.g. the AUC
+    number_name: str = ""
+
+
+def curves_plot(panels: Sequence[Panel], title: str = "") -> Image.Image:
+    """Mean curves of every map, one panel per curve metric (up to three per row)."""
+    cols = min(3, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig = _figure(4.6 * cols, 3.6 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False).flatten()
+    for ax, panel in zip(axes, panels):
+        numeric = all(isinstance(v, (int, float)) for v in panel.xs)
+        xs = list(panel.xs) if numeric else list(range(len(panel.xs)))
+        for i, (name, ys) in enumerate(panel.curves.items()):
+            number = panel.numbers.get(name)
+            label = name if number is None else f"{name} ({panel.number_name} {number:.3g})"
+            ax.plot(xs, list(ys), label=label, **_style(name, i))
+        if not numeric:
+            ax.set_xticks(xs)
+            ax.set_xticklabels([str(v) for v in panel.xs], rotation=40, ha="right", fontsize=7)
+        ax.set_xlabel(panel.xlabel)
+        ax.set_ylabel(panel.ylabel)
+        ax.set_title(panel.title, fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper right" if what == "deleted" else "lower right")
+        ax.legend(fontsize=7)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _to_image(fig)
+
+
+def table_plot(rows: Sequence[str], columns: Sequence[str], means: Mapping[str, Mapping[str, float | None]],
+               halves: Mapping[str, Mapping[str, float | None]], higher: Mapping[str, bool],
+               best: Mapping[str, Sequence[str]], title: str = "") -> Image.Image:
+    """Methods x metrics: mean +- half the 95% interval; each column shaded from worst (light) to best (dark),
+    bold where a method is best or not significantly worse than the best (`best[metric]`)."""
+    import numpy as np
+
+    fig = _figure(1.6 + 1.45 * len(columns), 0.9 + 0.42 * len(rows))
+    ax = fig.subplots()
+    ax.set_axis_off()
+    shade = np.zeros((len(rows), len(columns)))
+    for j, metric in enumerate(columns):
+        column = [means[r].get(metric) for r in rows]
+        known = [v for v in column if v is not None]
+        lo, hi = (min(known), max(known)) if known else (0.0, 1.0)
+        for i, v in enumerate(column):
+            if v is not None and hi > lo:
+                shade[i, j] = (v - lo) / (hi - lo) if higher[metric] else (hi - v) / (hi - lo)
+    cells = [[_cell(means[r].get(m), halves[r].get(m)) for m in columns] for r in rows]
+    colours = [[(1 - 0.45 * shade[i, j], 1 - 0.2 * shade[i, j], 1 - 0.45 * shade[i, j]) for j in range(len(columns))]
+               for i in range(len(rows))]
+    headers = [f"{m}\n{'↑' if higher[m] else '↓'}" for m in columns]
+    table = ax.table(cellText=cells, cellColours=colours, rowLabels=list(rows), colLabels=headers, loc="center",
+                     cellLoc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    table.scale(1, 1.6)
+    for (i, j), cell in table.get_celld().items():
+        if i == 0:
+            cell.set_height(cell.get_height() * 1.6)
+        elif j >= 0 and rows[i - 1] in best.get(columns[j], ()):
+            cell.get_text().set_fontweight("bold")
+    ax.set_title(title or "mean ± half the 95% interval; bold: best or not significantly worse", fontsize=9)
+    fig.tight_layout()
+    return _to_image(fig)
+
+
+def _cell(mean: float | None, half: float | None) -> str:
+    if mean is None:
+        return "n/a"
+    text = f"{mean:.3g}"
+    return f"{text} ± {half:.2g}" if half is not None else text
 
 
 def sanity_plot(layers: Sequence[str], correlations: Mapping[str, Sequence[float]],

@@ -137,21 +137,30 @@ def cascading_randomization(probe, x: torch.Tensor, explainer: Callable[[object,
     `callback(k)` hears after each step how many images' maps were computed.
     """
     originals = explainer(probe, x) if originals is None else originals
+    names, corr = cascade_many(probe, x, {"map": explainer}, {"map": originals}, seed, callback)
+    return names, corr["map"]
+
+
+def cascade_many(probe, x: torch.Tensor, explainers: dict[str, Callable[[object, torch.Tensor], torch.Tensor]],
+                 originals: dict[str, torch.Tensor], seed: int = 0, callback: Callable[[int], None] | None = None
+                 ) -> tuple[list[str], dict[str, torch.Tensor]]:
+    """The cascade for several maps at once: one copy of the network, randomized once per step, every explainer
+    run on it (the same seed gives every map the same random weights as a cascade of its own would)."""
     work = copy_probe(probe)
     groups = randomization_groups(work.inner)
-    names, columns = ["none"], []
+    names, columns = ["none"], {key: [] for key in explainers}
     # the probe's own GPU ("cuda" alone means the current one, e.g. the LOCAL_RANK-th under torchrun)
     devices = ([torch.cuda.current_device() if work.device.index is None else work.device.index]
                if work.device.type == "cuda" else [])
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)  # reset_parameters draws from the global generator: fork it, seed it
         generator = torch.Generator().manual_seed(seed)
-        for step, (name, modules) in enumerate([("none", [])] + groups):
+        for name, modules in [("none", [])] + groups:
             if modules:
                 randomize_(modules, generator)
                 names.append(name)
-            maps = explainer(work, x)
-            columns.append(spearman(maps, originals))
-            if callback is not None:
-                callback(x.shape[0])
-    return names, torch.stack(columns, 1)
+            for key, explainer in explainers.items():
+                columns[key].append(spearman(explainer(work, x), originals[key]))
+                if callback is not None:
+                    callback(x.shape[0])
+    return names, {key: torch.stack(cols, 1) for key, cols in columns.items()}

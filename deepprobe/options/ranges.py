@@ -4,7 +4,8 @@ Each `deepprobe/options/NAME.py` holds, beside its `Options` defaults, `RANGES =
 interval strings with `[`/`]` closed and `(`/`)` open ends, `inf` allowed. List fields are checked per element.
 A range that depends on another option (eps <= 1 only for the L-inf norm) comes from an optional hook in the
 same module, `related_ranges(values) -> {"field": ("interval", "why")}`, given every option's value.
-An out-of-range value fails with one line naming the option, the range and the value.
+An out-of-range value fails with one line naming the option, the range and the value. A field whose flag is not
+`--field-name` (a repeatable flag named in the singular) is named in the module's optional `FLAGS = {field: flag}`.
 """
 from __future__ import annotations
 
@@ -75,9 +76,9 @@ def options_module(spec: str | type | ModuleType) -> ModuleType:
     return importlib.import_module(f"deepprobe.options.{spec}")
 
 
-def _label(name: str, source: str | None) -> str:
+def _label(name: str, source: str | None, flags: Mapping[str, str] | None = None) -> str:
     if source == COMMAND_LINE:
-        return "--" + name.replace("_", "-")
+        return (flags or {}).get(name) or "--" + name.replace("_", "-")
     return f"{source}: {name}" if source else name
 
 
@@ -85,12 +86,13 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _check(name: str, value: Any, text: str, source: str | None, why: str = "") -> None:
+def _check(name: str, value: Any, text: str, source: str | None, why: str = "",
+           flags: Mapping[str, str] | None = None) -> None:
     interval = parse_interval(text)
     for item in value if isinstance(value, (list, tuple)) else [value]:
         if _number(item) and item not in interval:
             shown = f"{item:g}" if isinstance(item, float) else str(item)
-            raise RangeError(f"{_label(name, source)} must be in {interval.text}{f' {why}' if why else ''}, got {shown}")
+            raise RangeError(f"{_label(name, source, flags)} must be in {interval.text}{f' {why}' if why else ''}, got {shown}")
 
 
 def check_ranges(spec: str | type | ModuleType, values: Mapping[str, Any], source: str | None = None,
@@ -101,9 +103,10 @@ def check_ranges(spec: str | type | ModuleType, values: Mapping[str, Any], sourc
     from (a recipe path, COMMAND_LINE) for the error line. related: also check ranges that depend on other
     options, which needs every option's value (missing ones are taken from the Options defaults)."""
     module = options_module(spec)
+    flags = getattr(module, "FLAGS", None)
     for name, text in getattr(module, "RANGES", {}).items():
         if name in values and values[name] is not None:
-            _check(name, values[name], text, source)
+            _check(name, values[name], text, source, flags=flags)
     hook = getattr(module, "related_ranges", None)
     if related and hook is not None:
         options_cls = getattr(module, "Options", None)
@@ -111,4 +114,4 @@ def check_ranges(spec: str | type | ModuleType, values: Mapping[str, Any], sourc
         merged = {**defaults, **{k: v for k, v in values.items() if v is not None}}
         for name, (text, why) in hook(merged).items():
             if merged.get(name) is not None:
-                _check(name, merged[name], text, source, why)
+                _check(name, merged[name], text, source, why, flags)

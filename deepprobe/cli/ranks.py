@@ -1,0 +1,21 @@
+"""One process of a torchrun job as a command sees it: join the group, take this rank's device, let rank 0 speak."""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def ranked(run) -> Iterator["distributed.Context"]:  # noqa: F821 - deepprobe.distributed, imported lazily
+    """Join torchrun's process group (a no-op alone), put this rank on its own device before `run.bundle()`,
+    silence every rank but 0 (one bar, one table, one JSON summary), and leave the group at the end."""
+    from .. import distributed
+
+    ctx = distributed.init(run.common.device)
+    try:
+        run.common.device = ctx.device
+        if not ctx.is_main:
+            run.common.quiet, run.common.json = True, False
+        yield ctx
+    finally:
+        distributed.shutdown(ctx)

@@ -1,0 +1,147 @@
+"""`deepprobe evaluate DATA`: a data-set run on robust-data's runner. results.jsonl has one line per image x method
+x metric, summary.json the means/intervals/ranking; the Python API returns the same numbers; a run cut short
+resumes to the same summary; masks come from a folder (by stem) or a manifest column; a 2-process torchrun
+(gloo, slow) gives the same summary as one process."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+import deepprobe as dp
+from deepprobe.cli import app
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+ROOT = EXAMPLES.parent
+NAMES = ("cat", "coffee", "rocket")
+CHEAP = ["-M", "gradcam", "--metric", "deletion", "--metric", "sparseness", "--metric", "pointing-game",
+         "--steps", "2", "--batch-size", "1", "--seed", "4", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """Three photos at the model's 224 px (kept as they are) and a mask for each: the central square."""
+    root = tmp_path_factory.mktemp("data")
+    (root / "photos").mkdir()
+    (root / "masks").mkdir()
+    for name in NAMES:
+        photo = Image.open(EXAMPLES / f"{name}.jpg").convert("RGB")
+        side = min(photo.size)
+        photo.crop((0, 0, side, side)).resize((224, 224)).save(root / "photos" / f"{name}.png")
+        mask = Image.new("L", (224, 224), 0)
+        mask.paste(255, (56, 56, 168, 168))
+        mask.save(root / "masks" / f"{name}.png")
+    return root
+
+
+def cli(*args):
+    return CliRunner().invoke(app, ["evaluate", *args])
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def reference(folder, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("one") / "run"
+    res = cli(str(folder / "photos"), *CHEAP, "--masks", str(folder / "masks"), "--out", str(out), "--json")
+    assert res.exit_code == 0, res.output
+    (out / "stdout.json").write_text(res.stdout.strip().splitlines()[-1])
+    return out
+
+
+def test_data_run_writes_one_line_per_image_method_metric(reference):
+    rows = lines(reference / "results.jsonl")
+    assert len(rows) == 3 * 3 * 3  # images x (gradcam, random, edge) x metrics
+    assert {(r["method"], r["metric"]) for r in rows} == {(m, k) for m in ("gradcam", "random", "edge")
+                                                          for k in ("deletion", "sparseness", "pointing-game")}
+    first = rows[0]
+    assert {"index", "path", "label", "target", "target_name", "probability", "method", "metric", "value"} <= set(first)
+    assert len(next(r for r in rows if r["metric"] == "deletion")["curve"]) == 3
+    summary = json.loads((reference / "summary.json").read_text())
+    printed = json.loads((reference / "stdout.json").read_text())["evaluation"]
+    assert summary["metrics"] == printed["metrics"] and summary["n"] == 3
+    for metric in ("deletion", "sparseness", "pointing-game"):
+        values = [r["value"] for r in rows if r["method"] == "gradcam" and r["metric"] == metric]
+        assert summary["metrics"]["gradcam"][metric]["mean"] == pytest.approx(sum(values) / 3, abs=1e-6)
+    assert summary["ranking"]["deletion"]["test"].startswith("Wilcoxon")
+    assert {p.name for p in reference.iterdir()} >= {"results.jsonl", "summary.json", "config.json",
+                                                      "evaluate_curves.png", "evaluate_table.png"}
+
+
+def test_python_api_returns_the_same_numbers(reference, folder, lite0):
+    ours = dp.evaluate(lite0, str(folder / "photos"), methods=["gradcam"],
+                       metrics=["deletion", "sparseness", "pointing-game"], masks=str(folder / "masks"), steps=2,
+                       batch_size=1, seed=4)
+    summary = json.loads((reference / "summary.json").read_text())
+    assert ours.summary["metrics"] == summary["metrics"] and len(ours.records) == 3
+
+
+def test_a_run_cut_short_resumes_to_the_same_summary(reference, folder, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("config.json", "parts"):  # the first two of three chunks finished, then the process died
+        src = reference / name
+        if src.is_dir():
+            (out / name).mkdir()
+            part = (src / "rank0.jsonl").read_text().splitlines(keepends=True)
+            (out / name / "rank0.jsonl").write_text("".join(part[:2]) + part[2][:40])  # and a torn line
+        else:
+            (out / name).write_text(src.read_text())
+    res = cli(str(folder / "photos"), *CHEAP, "--masks", str(folder / "masks"), "--out", str(out), "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["done_before"] == 2  # finished chunks were not redone
+    mine, theirs = (json.loads((d / "summary.json").read_text()) for d in (out, reference))
+    assert mine["metrics"] == theirs["metrics"] and mine["ranking"] == theirs["ranking"]
+    assert lines(out / "results.jsonl") == lines(reference / "results.jsonl")
+    # another configuration into the same folder is refused, and nothing there changes
+    res = cli(str(folder / "photos"), *CHEAP, "--steps", "3", "--masks", str(folder / "masks"), "--out", str(out))
+    assert res.exit_code == 2 and "another configuration" in res.stderr
+    assert json.loads((out / "summary.json").read_text())["metrics"] == theirs["metrics"]
+
+
+def test_a_manifest_can_name_the_masks(folder, tmp_path):
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("path,mask\n" + "".join(f"{folder}/photos/{n}.png,{folder}/masks/{n}.png\n"
+                                                  for n in NAMES[:2]))
+    res = cli(str(manifest), "-M", "gradcam", "--metric", "pointing-game", "--metric", "relevance-mass",
+              "--no-baselines", "--out", str(tmp_path / "run"), "--json", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    metrics = json.loads(res.stdout.strip().splitlines()[-1])["evaluation"]["metrics"]
+    assert set(metrics) == {"gradcam"} and metrics["gradcam"]["relevance-mass"]["n"] == 2
+
+
+def test_a_missing_mask_is_one_line_and_nothing_is_written(folder, tmp_path):
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for name in NAMES[:2]:
+        (masks / f"{name}.png").write_bytes((folder / "masks" / f"{name}.png").read_bytes())
+    res = cli(str(folder / "photos"), *CHEAP, "--masks", str(masks), "--out", str(tmp_path / "run"))
+    assert res.exit_code == 2, res.output
+    assert res.stderr.strip().count("\n") == 0 and "no mask for" in res.stderr and "rocket" in res.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_equals_one_process(reference, folder, tmp_path):
+    out = tmp_path / "two"
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "deepprobe", "evaluate", str(folder / "photos"), *CHEAP, "--masks",
+                          str(folder / "masks"), "--out", str(out), "--json"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    printed = [line for line in res.stdout.splitlines() if line.startswith("{")]
+    assert len(printed) == 1  # only rank 0 speaks
+    assert all((out / "parts" / f"rank{r}.jsonl").read_text().strip() for r in (0, 1))  # both ranks worked
+    mine, theirs = (json.loads((d / "summary.json").read_text()) for d in (out, reference))
+    assert mine["metrics"] == theirs["metrics"] and mine["ranking"] == theirs["ranking"]
+    assert lines(out / "results.jsonl") == lines(reference / "results.jsonl")
