@@ -184,15 +184,11 @@ def _config(run, bundle, dataset, methods, metrics, opts: Options) -> dict:
 
 
 def _skipper(run, ctx, dataset_mode: bool):
-    from rich.markup import escape
+    from .ranks import skip_note
 
-    def skip(item, reason: str) -> None:
-        if not dataset_mode:
-            run.fail(str(item.path), reason)  # a photo named on the command line: the run exits 1
-            return
-        who = f"[rank {ctx.rank}] " if ctx.world > 1 else ""
-        err_console.print(f"[yellow]{who}skipped[/yellow] {escape(str(item.path))}: {escape(reason)}")
-    return skip
+    def fail(item, reason: str) -> None:  # a photo named on the command line: the run exits 1
+        run.fail(str(item.path), reason)
+    return skip_note(ctx) if dataset_mode else fail
 
 
 def _report(run, bundle, methods, metrics, opts, outcome, dataset, axes, dataset_mode: bool) -> int:

@@ -19,3 +19,15 @@ def ranked(run) -> Iterator["distributed.Context"]:  # noqa: F821 - deepprobe.di
         yield ctx
     finally:
         distributed.shutdown(ctx)
+
+
+def skip_note(ctx):
+    """The data runner's `skip` hook: one line per unreadable image, naming the rank under torchrun."""
+    from rich.markup import escape
+
+    from .common import err_console
+
+    def note(item, reason: str) -> None:
+        who = f"[rank {ctx.rank}] " if ctx.world > 1 else ""
+        err_console.print(f"[yellow]{who}skipped[/yellow] {escape(str(item.path))}: {escape(reason)}")
+    return note

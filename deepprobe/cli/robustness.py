@@ -67,20 +67,16 @@ def robustness_cmd(run, ctx: typer.Context,
 
 
 def _measure(run, data: list[str], opts: Options) -> int:
-    from .. import distributed
     from ..data import open_dataset, select
     from ..data.runner import Hooks, run_dataset
     from ..models.bundle import require_classifier
     from ..techniques.robustness import BatchAttack, make_plan
+    from .ranks import ranked, skip_note
 
     plan = make_plan(opts.attack, opts.eps, opts.norm, opts.steps, opts.restarts, opts.targets, opts.queries)
-    ctx = distributed.init(run.common.device)
-    try:
-        run.common.device = ctx.device
-        if not ctx.is_main:  # one voice: rank 0 prints bars, notes, tables and the JSON summary
-            run.common.quiet, run.common.json = True, False
+    with ranked(run) as ctx:
         bundle = run.bundle()
-        require_classifier(bundle)
+        require_classifier(bundle, "robustness")
         dataset = select(open_dataset(data, bundle.labels, bundle.num_classes, bundle.spec),
                          limit=opts.limit, sample=opts.sample, seed=run.common.seed)
         _notes(run, dataset)
@@ -92,7 +88,7 @@ def _measure(run, data: list[str], opts: Options) -> int:
             outcome = run_dataset(dataset, attack, batch_size=opts.batch_size, seed=run.common.seed,
                                   out=run.out_dir, config=config, force=run.common.force,
                                   preprocess=bundle.preprocess, workers=opts.workers, ctx=ctx,
-                                  hooks=Hooks(start=bar.start, progress=bar.advance, skip=_skip_note(ctx),
+                                  hooks=Hooks(start=bar.start, progress=bar.advance, skip=skip_note(ctx),
                                               chunk_done=examples.save),
                                   also_remove=(EXAMPLES,), invocation=run.record())
         # every session of a resumed run shares the first one's id, so `deepprobe report` shows one run
@@ -100,8 +96,6 @@ def _measure(run, data: list[str], opts: Options) -> int:
         if not ctx.is_main:
             return run.finish()
         return _report(run, bundle, dataset, plan, config, outcome, ctx)
-    finally:
-        distributed.shutdown(ctx)
 
 
 def _config(run, bundle, dataset, plan, opts: Options) -> dict:
@@ -122,15 +116,6 @@ def _notes(run, dataset) -> None:
     if not run.common.quiet:  # also with --json: the notes go to stderr
         for note in notes:
             err_console.print(f"[yellow]note:[/yellow] {note}")
-
-
-def _skip_note(ctx):
-    from rich.markup import escape
-
-    def note(item, reason: str) -> None:
-        who = f"[rank {ctx.rank}] " if ctx.world > 1 else ""
-        err_console.print(f"[yellow]{who}skipped[/yellow] {escape(str(item.path))}: {escape(reason)}")
-    return note
 
 
 class _Bar:
