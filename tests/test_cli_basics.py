@@ -131,3 +131,21 @@ def test_models_and_layers_list_what_users_pick_from():
     layers = json.loads(run_cli("layers", "--json", "--grep", "blocks.").stdout)["layers"]
     shapes = {row["name"]: row["shape"] for row in layers}
     assert shapes["blocks.3"] == [1, 80, 14, 14] and shapes["blocks.6"] == [1, 320, 7, 7]
+
+
+def test_help_paragraphs_are_reflowed_not_broken_where_the_source_wraps():
+    """Rich keeps every newline of a docstring: the source's wrapping must not break --help mid-sentence."""
+    import inspect
+
+    from deepprobe.cli.common import reflow
+    from deepprobe.cli.evaluate import evaluate_cmd
+
+    doc = inspect.cleandoc(evaluate_cmd.__doc__)
+    wrapped = next(line for line in doc.splitlines()[2:] if line and not line.endswith("."))  # a mid-sentence break
+    res = CliRunner().invoke(app, ["evaluate", "--help"], env={"COLUMNS": "400"}, terminal_width=400)
+    assert res.exit_code == 0
+    lines = [line.strip() for line in res.output.splitlines()]
+    assert wrapped.strip() in res.output  # the words are there...
+    assert wrapped.strip() not in lines, "a source line break survived into --help"  # ...not as a line of their own
+    assert reflow("Title.\n\nOne\nparagraph.\n- item one\n- item two\n\nNext.") == \
+        "Title.\n\nOne paragraph.\n- item one\n- item two\n\nNext."

@@ -307,10 +307,29 @@ def command(app: typer.Typer, name: str, *, uses_model: bool = True, help: str |
 
         wrapper.__signature__ = inspect.Signature(own + common_params)
         del wrapper.__wrapped__
-        app.command(name, help=help or func.__doc__, **typer_kwargs)(wrapper)
+        app.command(name, help=reflow(help or func.__doc__), **typer_kwargs)(wrapper)
         return func
 
     return decorate
+
+
+def reflow(doc: str | None) -> str | None:
+    """A docstring as --help text: Rich keeps every newline, so the source's hard-wrapped lines would break
+    mid-sentence at any terminal width. Lines of a paragraph are joined; blank lines and list items ("- ")
+    keep their breaks."""
+    if not doc:
+        return doc
+    paragraphs = []
+    for block in inspect.cleandoc(doc).split("\n\n"):
+        lines = [line.strip() for line in block.splitlines()]
+        out: list[str] = []
+        for line in lines:
+            if out and not line.startswith(("- ", "* ")):
+                out[-1] += " " + line
+            else:
+                out.append(line)
+        paragraphs.append("\n".join(out))
+    return "\n\n".join(paragraphs)
 
 
 def _resolve_options(name: str, options_cls, recipe_name: str | None, kwargs: dict):
