@@ -70,9 +70,9 @@ def _save(run, bundle, path: Path, result, opts: Options, table) -> None:
     name = f"{safe_stem(path)}_fool_{name_slug(result.goal.replace('->', 'to'))}"
     out = run.save_image(result.images[0], f"{name}.png", result=record)
     # Independent check on the file as written: a fresh read, the model's own preprocessing, one forward pass.
-    success, share, after = result.judge(bundle.load_image(out))
+    success, share, after, notes = result.judge(bundle.load_image(out))
     record.update(success=bool(success[0]), share=round(float(share[0]), 6), after=after[0].as_dict(),
-                  checked_on="saved PNG", output=str(out))
+                  checked_on="saved PNG", output=str(out), **(notes[0] if notes else {}))
     delta = (result.images[0] - result.original[0]).cpu()
     scale = amplification(float(delta.abs().max()), opts.amplify)
     tiles = [_draw(bundle, result.original[0], result.before[0]), (0.5 + scale * delta).clamp(0, 1),

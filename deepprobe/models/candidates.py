@@ -9,6 +9,13 @@ candidate probabilities moves detections smoothly -- what attacks (DAG, TOG) and
 forward pass (`deepprobe.engine.forward`) and stops before the post-processing. A detector from another source
 plugs in by putting its own `CandidateSpec` in `bundle.notes["candidates"]`, or by a `candidate_spec()` method of
 its adapter module (DETR: every query's softmax over the classes, no-object last).
+
+`CandidateSpec.boxes`, where a family has it, says where each candidate lies, in the input image's pixels, so
+that an attack can act only on the candidates on given objects (DAG's relabelling: the proposals on the
+objects to relabel). R-CNN: the RPN proposals, mapped back through the model's internal resize; RetinaNet and
+SSD: their anchors / default boxes, mapped back likewise; DETR: each query's predicted box (its adapter).
+FCOS has none: its candidates are points, whose stride-sized anchors overlap no object box by any useful IoU,
+so attacks on it act on every candidate, as without boxes.
 """
 from __future__ import annotations
 
@@ -25,6 +32,9 @@ class CandidateSpec:
     layers: tuple[str, ...]  # layer names (relative to bundle.inner) whose outputs hold the class scores
     read: Callable[[dict], list[torch.Tensor]]  # captured outputs -> per image (K, C) class probabilities
     background: int | None  # the background column of softmax heads; None: independent sigmoid scores
+    # (captured outputs, input (H, W)) -> per image (K, 4) xyxy boxes in input pixels, row for row with `read`;
+    # None: the family's candidates have no box to read
+    boxes: Callable[[dict, tuple[int, int]], list[torch.Tensor]] | None = None
 
 
 def _rcnn(acts: dict) -> list[torch.Tensor]:
@@ -32,6 +42,26 @@ def _rcnn(acts: dict) -> list[torch.Tensor]:
     number of RPN proposals each image got."""
     counts = [len(p) for p in acts["rpn"]]
     return list(torch.softmax(acts["roi_heads.box_predictor"].float(), -1).split(counts))
+
+
+def _to_input(boxes: list[torch.Tensor], acts: dict, size: tuple[int, int]) -> list[torch.Tensor]:
+    """Boxes in the resized images torchvision's GeneralizedRCNNTransform made -> boxes in the input images."""
+    from torchvision.models.detection.transform import resize_boxes
+
+    return [resize_boxes(b.detach().float(), tuple(inner), tuple(size))
+            for b, inner in zip(boxes, acts["transform"].image_sizes)]
+
+
+def _rcnn_boxes(acts: dict, size: tuple[int, int]) -> list[torch.Tensor]:
+    """R-CNN: each image's RPN proposals (the rows `_rcnn` reads), in input pixels."""
+    return _to_input(list(acts["rpn"]), acts, size)
+
+
+def _anchor_boxes(acts: dict, size: tuple[int, int]) -> list[torch.Tensor]:
+    """RetinaNet / SSD: the anchors (default boxes), in the head's row order, in input pixels. The anchor
+    generator returns one identical list entry per image; the capture keeps the first (engine.forward)."""
+    anchors = acts["anchor_generator"]
+    return _to_input([anchors] * len(acts["transform"].image_sizes), acts, size)
 
 
 def _sigmoid_head(acts: dict) -> list[torch.Tensor]:
@@ -62,12 +92,15 @@ def candidate_spec(bundle) -> CandidateSpec:
 
     inner = bundle.inner
     if isinstance(inner, tv.FasterRCNN):
-        return CandidateSpec(("rpn", "roi_heads.box_predictor"), _rcnn, background=0)
+        return CandidateSpec(("transform", "rpn", "roi_heads.box_predictor"), _rcnn, background=0,
+                             boxes=_rcnn_boxes)
     if isinstance(inner, tv.FCOS):
         return CandidateSpec(("head",), _fcos, background=None)
     if isinstance(inner, tv.RetinaNet):
-        return CandidateSpec(("head",), _sigmoid_head, background=None)
+        return CandidateSpec(("transform", "head", "anchor_generator"), _sigmoid_head, background=None,
+                             boxes=_anchor_boxes)
     if isinstance(inner, tv.ssd.SSD):
-        return CandidateSpec(("head",), _softmax_head, background=0)
+        return CandidateSpec(("transform", "head", "anchor_generator"), _softmax_head, background=0,
+                             boxes=_anchor_boxes)
     raise DeepprobeError(f"{bundle.spec}: cannot read the candidate boxes of a {type(inner).__name__}; attacks "
                          "and patches support torchvision's Faster/Mask/Keypoint R-CNN, RetinaNet, FCOS and SSD")

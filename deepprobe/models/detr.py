@@ -65,10 +65,12 @@ class DetrDetector(nn.Module):
 
     def candidate_spec(self):
         """For attacks and patches (models/candidates.py): each query is a candidate; its class probabilities
-        are the softmax of DETR's class head, with the no-object column (last) as background."""
+        are the softmax of DETR's class head, with the no-object column (last) as background; its box is the
+        query's predicted box."""
         from .candidates import CandidateSpec
 
-        return CandidateSpec(("class_labels_classifier",), _query_probabilities, background=self.num_classes)
+        return CandidateSpec(("class_labels_classifier", "bbox_predictor"), _query_probabilities,
+                             background=self.num_classes, boxes=_query_boxes)
 
     def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         out = self.raw(x)
@@ -77,6 +79,11 @@ class DetrDetector(nn.Module):
 
 def _query_probabilities(acts: dict) -> list[torch.Tensor]:
     return list(torch.softmax(acts["class_labels_classifier"].float(), -1))
+
+
+def _query_boxes(acts: dict, size: tuple[int, int]) -> list[torch.Tensor]:
+    """Every query's predicted box (bbox_predictor's output, before its sigmoid) in input pixels."""
+    return list(cxcywh_to_xyxy(acts["bbox_predictor"].detach().float().sigmoid(), *size))
 
 
 def detections_of(logits: torch.Tensor, pred_boxes: torch.Tensor, height: int, width: int) -> list[dict]:

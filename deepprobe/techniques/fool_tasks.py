@@ -32,6 +32,10 @@ Callback = Callable[[int, int, float, "E.Forward"], None]
 ClassList = str | int | list | tuple | None
 MARGIN = 0.5  # candidates are pushed below MARGIN * min_score (halved again in each extra round)
 LIFT_TO = 0.8  # relabelling: candidates on their way to the target are lifted to this score
+# relabelling: a candidate is on a box to relabel when its box overlaps it by this IoU (DAG's 0.1 for proposals:
+# loose proposals on the object still carry its class; they are NMS'd into the object's box once relabelled)
+ON_SOURCE = 0.1
+LIFT_ON = IOU_MATCH
 SEGMENT_SUCCESS = 0.99  # a segmenter is fooled when this share of the source pixels reads as the target
 
 
@@ -51,8 +55,9 @@ class TaskAttackResult:
     losses: list[float] = field(default_factory=list)
     stopped: str = "done"
     message: str | None = None
-    # images -> (success, share, after): the same verdict on other images (e.g. the saved PNGs, read back)
+    # images -> (success, share, after, notes): the same verdict on other images (e.g. the saved PNGs, read back)
     judge: Callable | None = field(default=None, repr=False)
+    notes: list[dict] | None = None  # per image, more of the verdict (relabel: "spurious" target boxes)
 
     @property
     def perturbation(self) -> torch.Tensor:
@@ -66,7 +71,8 @@ class TaskAttackResult:
                          "share": round(float(self.share[i]), 6), "before": self.before[i].as_dict(),
                          "after": self.after[i].as_dict(),
                          "linf_255": round(float(delta[i].abs().max()) * 255, 3),
-                         "l2": float(delta[i].norm()), "steps": int(self.steps[i]), "stopped": self.stopped})
+                         "l2": float(delta[i].norm()), "steps": int(self.steps[i]), "stopped": self.stopped,
+                         **(self.notes[i] if self.notes else {})})
         return rows
 
 
@@ -105,11 +111,14 @@ class _BoxGoal:
         drop = {self.background, self.target}
         return torch.tensor([c for c in cols if c not in drop], dtype=torch.long, device=device)
 
-    def loss(self, probs: torch.Tensor, tau: float) -> torch.Tensor:
+    def loss(self, probs: torch.Tensor, tau: float, on: torch.Tensor | None = None) -> torch.Tensor:
         """DAG's sum over the candidates still holding a class to remove: its score minus the wanted one's
-        (log-probabilities on softmax heads, logits on sigmoid heads). Relabelling also lifts every candidate
-        on its way to the target (target score between tau / 5 and LIFT_TO): a box pushed out of the source
-        class must land in the target, not in the background."""
+        (log-probabilities on softmax heads, logits on sigmoid heads).
+
+        Relabelling also lifts the target score of candidates below LIFT_TO: a box pushed out of the source
+        class must land in the target, not in the background. As in DAG, both act only on the candidates `on`
+        the boxes to relabel ((K,) bool, from the candidates' boxes); without boxes (`on` None), on every
+        candidate whose target score is between tau / 5 and LIFT_TO (target boxes may then appear anywhere)."""
         p = probs.clamp(1e-6, 1 - 1e-6)
         cols = self.columns(p.shape[1], p.device)
         have = p[:, cols]
@@ -122,21 +131,29 @@ class _BoxGoal:
         pt = p[:, self.target]
         gap = have.log() - pt.log()[:, None] if self.background is not None \
             else torch.logit(have) - torch.logit(pt)[:, None]
-        lift = (pt > tau / 5) & (pt < LIFT_TO)
+        if on is None:
+            lift = (pt > tau / 5) & (pt < LIFT_TO)
+        else:
+            lift, active = (on >= LIFT_ON) & (pt < LIFT_TO), active & (on >= ON_SOURCE)[:, None]
         return (gap * active).sum() - (torch.logit(pt) * lift).sum() + zero
 
     def left(self, probs: torch.Tensor, tau: float) -> bool:
         cols = self.columns(probs.shape[1], probs.device)
         return bool((probs[:, cols] > tau).any())
 
-    def judge(self, before: Detections, after: Detections) -> tuple[bool, float]:
-        """(met?, share of the original boxes hidden / relabelled) from two sets of kept detections."""
+    def judge(self, before: Detections, after: Detections) -> tuple[bool, float, dict]:
+        """(met?, share of the original boxes hidden / relabelled, notes) from two sets of kept detections.
+
+        Relabelling is met when every box to relabel has a target box on it (IoU >= IOU_MATCH), no box of a
+        source class is left, and no target box appeared away from them (`spurious`: a new target box that
+        overlaps no box to relabel by ON_SOURCE; notes["spurious"] lists them)."""
         from torchvision.ops import box_iou
 
-        wanted = before.of(self.classes) if self.target is None else self._sources(before)
-        remaining = after.of(self.classes) if self.target is None else self._sources(after)
+        wanted = before.of(self.classes) if self.target is None else self.sources(before)
+        remaining = after.of(self.classes) if self.target is None else self.sources(after)
+        notes = {} if self.target is None else {"spurious": self._spurious(before, wanted, after).records()}
         if not len(wanted):
-            return not len(remaining), 1.0
+            return not len(remaining) and not notes.get("spurious"), 1.0, notes
         if self.target is None:
             same = [(box_iou(b[None], remaining.boxes)[0] > IOU_MATCH)[remaining.labels == c].any()
                     if len(remaining) else torch.tensor(False) for b, c in zip(wanted.boxes, wanted.labels)]
@@ -145,11 +162,34 @@ class _BoxGoal:
             relabelled = after.of([self.target])
             done = [bool(len(relabelled)) and bool((box_iou(b[None], relabelled.boxes)[0] >= IOU_MATCH).any())
                     for b in wanted.boxes]
-        return all(done) and not len(remaining), sum(done) / len(done)
+        return all(done) and not len(remaining) and not notes.get("spurious"), sum(done) / len(done), notes
 
-    def _sources(self, found: Detections) -> Detections:
+    def _spurious(self, before: Detections, wanted: Detections, after: Detections) -> Detections:
+        """Target boxes in `after` that were not there `before` and lie off every box to relabel."""
+        new = after.of([self.target])
+        old = before.of([self.target])
+        keep = torch.ones(len(new), dtype=torch.bool)
+        for boxes, overlap in ((old.boxes, IOU_MATCH), (wanted.boxes, ON_SOURCE)):
+            if len(new) and len(boxes):
+                keep &= _iou(new.boxes, boxes).amax(1) < overlap
+        return new.select(keep)
+
+    def on_sources(self, boxes: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+        """(K,) the candidates' (boxes (K,4)) best IoU with a box to relabel (sources (S,4))."""
+        if not len(sources):
+            return torch.zeros(len(boxes), device=boxes.device)
+        return _iou(boxes, sources.to(boxes.device)).amax(1)
+
+    def sources(self, found: Detections) -> Detections:
+        """The boxes to relabel: of a source class, not already the target."""
         keep = found.of(self.classes)
         return keep.select(keep.labels != self.target)
+
+
+def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    from torchvision.ops import box_iou
+
+    return box_iou(a.float(), b.float())
 
 
 def _box_goal(bundle, vanish: ClassList, target, source: ClassList) -> tuple[_BoxGoal, str]:
@@ -177,19 +217,28 @@ def fool_detector(bundle: ModelBundle, x: torch.Tensor, *, vanish: ClassList = N
     spec = candidate_spec(bundle)
     x = _batch(bundle, x)
     before = detect(bundle, x, min_score)
+    # relabelling acts on the candidates on the boxes to relabel (fixed: the clean image's), per forward
+    sources = [goal.sources(b).boxes for b in before] if goal.target is not None and spec.boxes else None
 
     def probs(fwd) -> list[torch.Tensor]:
         return spec.read(fwd.activations)
 
-    def objective(tau: float, _todo) -> E.Objective:
-        return E.Objective(lambda f: torch.stack([goal.loss(p, tau) for p in probs(f)]), f"dag({text})",
-                           layers=spec.layers)
+    def on(fwd, todo) -> list:
+        if sources is None:
+            return [None] * len(fwd.images)
+        boxes = spec.boxes(fwd.activations, tuple(x.shape[-2:]))
+        return [goal.on_sources(b, sources[i]) for b, i in zip(boxes, todo.tolist())]
+
+    def objective(tau: float, todo) -> E.Objective:
+        return E.Objective(lambda f: torch.stack([goal.loss(p, tau, o) for p, o in zip(probs(f), on(f, todo))]),
+                           f"dag({text})", layers=spec.layers)
 
     def judge(images: torch.Tensor, todo=None):
         after = detect(bundle, images, min_score)
         verdict = [goal.judge(before[i], a) for i, a in zip(range(len(before)) if todo is None else todo.tolist(),
                                                             after)]
-        return torch.tensor([v[0] for v in verdict]), torch.tensor([v[1] for v in verdict]), after
+        return (torch.tensor([v[0] for v in verdict]), torch.tensor([v[1] for v in verdict]), after,
+                [v[2] for v in verdict])
 
     def done(tau: float, todo) -> Callable:
         if goal.target is not None:  # relabelled means "a target box on each source box": ask the detector
@@ -252,7 +301,7 @@ def fool_segmenter(bundle: ModelBundle, x: torch.Tensor, *, vanish: ClassList = 
         after = segment(bundle, images)
         share = torch.tensor([float(((a.mask.to(x.device) == t) & p).sum()) / max(1, int(p.sum()))
                               if p.any() else 1.0 for a, p in zip(after, pixels)])
-        return share >= SEGMENT_SUCCESS, share, after
+        return share >= SEGMENT_SUCCESS, share, after, None
 
     return _attack(bundle, x, before, text, objective, done, judge, lambda attempt: kappa * 2 ** attempt,
                    method=method, eps=eps, alpha=alpha,
@@ -323,11 +372,11 @@ def _attack(bundle, x, before, text, objective, done, judge, margin, *, method, 
         if res.stopped in ("interrupted", "nan"):
             stopped, message = res.stopped, res.message
         adv = on_grid(current, x, bound)
-        ok, share, after = judge(adv)
+        ok, share, after, notes = judge(adv)
         if stopped != "done" or bool(ok.all()) or attempt == rounds:
             break
         current = torch.where(ok.to(x.device).view(-1, 1, 1, 1), current, adv)
         todo = torch.nonzero(~ok).flatten().to(x.device)
     return TaskAttackResult(images=adv, original=x, success=ok, share=share, before=before, after=after,
                             goal=text, method=method, steps=used, losses=losses, stopped=stopped, message=message,
-                            judge=judge)
+                            judge=judge, notes=notes)
