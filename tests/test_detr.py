@@ -229,3 +229,20 @@ def test_fool_vanish_hides_detr_boxes_on_the_saved_png(detr_dir, detr, scene, tm
     assert record["success"]
     # an independent check of the file as saved
     assert len(dp.classify(detr, detr.load_image(record["output"]), min_score=0.2)[0]) == 0
+
+
+def test_detr_candidates_carry_their_query_boxes(detr, scene):
+    """A relabel acts on the queries whose box lies on a box to relabel: the candidates' boxes are the queries'
+    boxes as detected, row for row with their class probabilities, in input pixels (not DETR's resized input)."""
+    from deepprobe.engine import forward
+    from deepprobe.models.candidates import candidate_spec
+
+    x = torch.nn.functional.interpolate(scene, size=(SIZE * 2, SIZE * 3), mode="bilinear")  # DETR: 64 x 96 inside
+    spec = candidate_spec(detr)
+    fwd = forward(detr, x, spec.layers, need_logits=False)
+    boxes, probs = spec.boxes(fwd.activations, tuple(x.shape[-2:]))[0], spec.read(fwd.activations)[0]
+    with torch.no_grad():
+        out = detr.net(x)[0]  # the bundle's own forward: normalized, then DetrDetector
+    assert boxes.shape == (len(probs), 4)
+    assert torch.allclose(boxes[out["queries"]], out["boxes"], atol=1e-3)
+    assert torch.allclose(probs[out["queries"], :-1].amax(1), out["scores"], atol=1e-5)
