@@ -13,9 +13,9 @@ its adapter module (DETR: every query's softmax over the classes, no-object last
 `CandidateSpec.boxes`, where a family has it, says where each candidate lies, in the input image's pixels, so
 that an attack can act only on the candidates on given objects (DAG's relabelling: the proposals on the
 objects to relabel). R-CNN: the RPN proposals, mapped back through the model's internal resize; RetinaNet and
-SSD: their anchors / default boxes, mapped back likewise; DETR: each query's predicted box (its adapter).
-FCOS has none: its candidates are points, whose stride-sized anchors overlap no object box by any useful IoU,
-so attacks on it act on every candidate, as without boxes.
+SSD: their anchors / default boxes, mapped back likewise; FCOS: each point's predicted box (its candidates are
+points, whose stride-sized anchors overlap no object box by any useful IoU); DETR: each query's predicted box
+(its adapter). A spec without boxes (a detector from elsewhere) makes attacks act on every candidate.
 """
 from __future__ import annotations
 
@@ -64,6 +64,19 @@ def _anchor_boxes(acts: dict, size: tuple[int, int]) -> list[torch.Tensor]:
     return _to_input([anchors] * len(acts["transform"].image_sizes), acts, size)
 
 
+def _fcos_boxes(coder) -> Callable[[dict, tuple[int, int]], list[torch.Tensor]]:
+    """FCOS: each point's predicted box (its regression decoded from its anchor, clipped as FCOS does)."""
+    from torchvision.ops import clip_boxes_to_image
+
+    def boxes(acts: dict, size: tuple[int, int]) -> list[torch.Tensor]:
+        points = acts["anchor_generator"]  # in the resized image, as the regression is
+        codes = acts["head"]["bbox_regression"].detach().float()
+        decoded = [clip_boxes_to_image(coder.decode(c, points), tuple(s))
+                   for c, s in zip(codes, acts["transform"].image_sizes)]
+        return _to_input(decoded, acts, size)
+    return boxes
+
+
 def _sigmoid_head(acts: dict) -> list[torch.Tensor]:
     """RetinaNet: sigmoid of the classification head's logits over every anchor."""
     return list(torch.sigmoid(acts["head"]["cls_logits"].float()))
@@ -95,7 +108,8 @@ def candidate_spec(bundle) -> CandidateSpec:
         return CandidateSpec(("transform", "rpn", "roi_heads.box_predictor"), _rcnn, background=0,
                              boxes=_rcnn_boxes)
     if isinstance(inner, tv.FCOS):
-        return CandidateSpec(("head",), _fcos, background=None)
+        return CandidateSpec(("transform", "head", "anchor_generator"), _fcos, background=None,
+                             boxes=_fcos_boxes(inner.box_coder))
     if isinstance(inner, tv.RetinaNet):
         return CandidateSpec(("transform", "head", "anchor_generator"), _sigmoid_head, background=None,
                              boxes=_anchor_boxes)
