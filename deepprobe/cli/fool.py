@@ -63,10 +63,11 @@ def fool_cmd(run, images: list[str] = typer.Argument(None, help="Images (files, 
     A targeted attack goes on until the target reaches --confidence (0.9) within the budget.
     Success, class and probabilities are measured on the saved PNG, re-read from disk.
 
-    Detectors: --vanish CLASS|all hides boxes, --target CLASS relabels them (of --source classes); segmenters:
-    --target CLASS turns the --source classes' pixels into it, --vanish CLASS into background. DAG (Xie et al.
-    2017) by default, or --method pgd inside --eps (TOG). Writes NAME_fool_GOAL.png and a panel with the boxes
-    or classes before and after; success is checked on the saved PNG.
+    Detectors: --vanish CLASS|all hides boxes, --target CLASS relabels them (of --source classes: a target box
+    on each, none of them left, no new target box elsewhere); segmenters: --target CLASS turns the --source
+    classes' pixels into it, --vanish CLASS into background. DAG (Xie et al. 2017) by default, or --method pgd
+    inside --eps (TOG). Writes NAME_fool_GOAL.png and a panel with the boxes or classes before and after;
+    success is checked on the saved PNG.
 
     CLIP (hf:DIR): the classes are the --text/--labels prompts, and --target-text names the prompt to reach."""
     opts = run.options
