@@ -126,8 +126,9 @@ class _BoxGoal:
         (log-probabilities on softmax heads, logits on sigmoid heads).
 
         Relabelling also lifts the target score of candidates below LIFT_TO: a box pushed out of the source
-        class must land in the target, not in the background. As in DAG, both act only on the candidates `on`
-        the boxes to relabel ((K,) bool, from the candidates' boxes); without boxes (`on` None), on every
+        class must land in the target, not in the background. As in DAG, both act only on the candidates on
+        the boxes to relabel: `on` is each candidate's best IoU with one ((K,), `on_sources`); the source is
+        pushed at IoU >= ON_SOURCE, the target lifted at IoU >= LIFT_ON. Without boxes (`on` None): on every
         candidate whose target score is between tau / 5 and LIFT_TO (target boxes may then appear anywhere)."""
         p = probs.clamp(1e-6, 1 - 1e-6)
         cols = self.columns(p.shape[1], p.device)
