@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ...device import fast_layout
 from ...errors import DeepprobeError
 
 BASELINES = ("black", "white", "mean")  # Quantus's perturb_baseline names that hold one value per image
@@ -140,7 +141,7 @@ def forward_scores(net: Callable[[torch.Tensor], torch.Tensor], total: int,
     out = torch.empty(total, device=device)
     for chunk in torch.arange(total, device=device).split(max(1, batch_size)):
         images, targets = build(chunk)
-        out[chunk] = pick(net(images), targets, score)
+        out[chunk] = pick(net(fast_layout(images)), targets, score)
         if callback is not None:
             callback(len(chunk))
     return out
@@ -149,7 +150,8 @@ def forward_scores(net: Callable[[torch.Tensor], torch.Tensor], total: int,
 @torch.no_grad()
 def clean_scores(net, x: torch.Tensor, targets: torch.Tensor, score: str, batch_size: int = 32) -> torch.Tensor:
     """The unperturbed images' scores, (N,)."""
-    return torch.cat([pick(net(xb), tb, score) for xb, tb in zip(x.split(batch_size), targets.split(batch_size))])
+    return torch.cat([pick(net(fast_layout(xb)), tb, score)
+                      for xb, tb in zip(x.split(batch_size), targets.split(batch_size))])
 
 
 def trapezoid_unit(curve: torch.Tensor) -> torch.Tensor:
