@@ -145,3 +145,27 @@ def test_two_process_torchrun_equals_one_process(reference, folder, tmp_path):
     mine, theirs = (json.loads((d / "summary.json").read_text()) for d in (out, reference))
     assert mine["metrics"] == theirs["metrics"] and mine["ranking"] == theirs["ranking"]
     assert lines(out / "results.jsonl") == lines(reference / "results.jsonl")
+
+
+def test_target_label_explains_each_images_own_label(folder, tmp_path, lite0):
+    """Class folders name the class to explain: the cat photo filed under "ostrich" is explained as an ostrich
+    (its probability is the ostrich's, far below the predicted class's), the coffee photo under its own class."""
+    import shutil
+
+    coffee_class = lite0.class_name(int(lite0.predict(lite0.load_image(folder / "photos" / "coffee.png")).argmax()))
+    tree = tmp_path / "tree"
+    for name, label in (("cat", "ostrich"), ("coffee", coffee_class)):
+        (tree / label).mkdir(parents=True)
+        shutil.copy(folder / "photos" / f"{name}.png", tree / label / f"{name}.png")
+    out = tmp_path / "run"
+    res = cli(str(tree), "-M", "gradcam", "--metric", "sparseness", "--target", "label", "--no-baselines",
+              "--device", "cpu", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    rows = {Path(r["path"]).stem: r for r in lines(out / "results.jsonl")}
+    assert rows["cat"]["target_name"] == "ostrich" and rows["cat"]["label"] == rows["cat"]["target"]
+    cat_probs = lite0.predict(lite0.load_image(folder / "photos" / "cat.png"))[0]
+    assert rows["cat"]["probability"] == pytest.approx(float(cat_probs[rows["cat"]["target"]]), abs=1e-4)
+    assert rows["cat"]["probability"] < float(cat_probs.max()) / 10
+    assert rows["coffee"]["target_name"] == coffee_class
+    flat = cli(str(folder / "photos"), "--target", "label", "--metric", "sparseness", "--out", str(tmp_path / "x"))
+    assert flat.exit_code == 2 and "needs labels" in flat.stderr and len(flat.stderr.strip().splitlines()) == 1

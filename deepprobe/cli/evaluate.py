@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from ..errors import DeepprobeError
-from ..options.evaluate import DEFAULT_METHODS, DEFAULT_METRICS, FILLS, METRICS, PERTURB_BASELINES, Options
+from ..options.evaluate import (DEFAULT_METHODS, DEFAULT_METRICS, FILLS, LABEL_TARGET, METRICS, PERTURB_BASELINES,
+                                Options)
 from . import app
 from .common import command, err_console, opt, out_console
 from .prompts import apply_prompts, labels_option, text_option
@@ -28,8 +29,9 @@ def evaluate_cmd(run, inputs: list[str] = typer.Argument(..., metavar="IMAGES...
                                          help=f"Metric; repeat for several, or `all`: {', '.join(METRICS)} "
                                               f"(default: {', '.join(DEFAULT_METRICS)}; localisation metrics "
                                               f"join when masks are given)."),
-                 target: str = opt(Options, "target", help="Class to explain (name or index); default: each "
-                                                           "image's predicted class."),
+                 target: str = opt(Options, "target", help="Class to explain (name or index), or `label`: each "
+                                                           "image's own label (DATA with class folders or a "
+                                                           "manifest); default: each image's predicted class."),
                  layer: str = opt(Options, "layer", help="Layer for CAM methods (see `deepprobe layers`)."),
                  masks: str = opt(Options, "masks", help="Folder of binary object masks, one per image with the "
                                                          "same file stem (pointing-game, relevance-mass, "
@@ -120,7 +122,7 @@ def _evaluate(run, inputs: list[str], opts: Options, dataset_mode: bool,
     from ..data.runner import Hooks
     from ..data.sources import flat_files
     from ..explain.evaluate import check_options, evaluation_methods, evaluation_metrics
-    from ..explain.evaluate_data import BatchScorer, mask_source, open_data
+    from ..explain.evaluate_data import BatchScorer, check_label_target, mask_source, open_data
     from ..explain.scoring import curve_axes, work_per_image
     from ..models.bundle import require_classifier
     from .inputs import image_paths
@@ -134,7 +136,7 @@ def _evaluate(run, inputs: list[str], opts: Options, dataset_mode: bool,
         bundle = run.bundle()
         apply_prompts(run, bundle, *prompts)  # CLIP: the classes are the --text / --labels prompts
         require_classifier(bundle, "evaluate")
-        if opts.target is not None:
+        if opts.target not in (None, LABEL_TARGET):
             bundle.class_index(opts.target)
         if opts.layer is not None:
             bundle.layer(opts.layer)
@@ -143,6 +145,7 @@ def _evaluate(run, inputs: list[str], opts: Options, dataset_mode: bool,
                                 run.common.seed)
         else:
             dataset = flat_files([str(p) for p in image_paths(run, inputs)])
+        check_label_target(opts.target, dataset)
         if source is not None:
             source.check([item.path for item in dataset.items])
         for note in dataset.notes if run.show_progress or run.common.json else ():

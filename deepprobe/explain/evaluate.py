@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import DeepprobeError
-from ..options.evaluate import DEFAULT_METRICS, FILLS, MASK_METRICS, METRICS, PERTURB_BASELINES, Options
+from ..options.evaluate import (DEFAULT_METRICS, FILLS, LABEL_TARGET, MASK_METRICS, METRICS, PERTURB_BASELINES,
+                                Options)
 from ..options.ranges import check_ranges
 from .maps import method_function, resolve_targets
 from .metrics.core import MetricScores, as_seeds
@@ -180,6 +181,9 @@ def evaluate(probe, data, method: str | Sequence[str] | None = None, *, methods:
                              method_options=method_options, limit=limit, sample=sample, callback=callback)
     if limit is not None or sample is not None:
         raise DeepprobeError("limit and sample select from a DATA argument; slice the tensor instead")
+    if isinstance(target, str) and target == LABEL_TARGET:
+        raise DeepprobeError(f"target={LABEL_TARGET!r} reads the labels of a DATA argument; for tensors give the "
+                             "class indices (a (N,) tensor) as target")
     x = data.to(probe.device).float()
     if masks is not None and not isinstance(masks, torch.Tensor):
         raise DeepprobeError("masks for photos given as a tensor must be a (N,H,W) tensor (a folder goes with DATA)")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DeepprobeError
-from ..options.evaluate import METRICS, Options
+from ..options.evaluate import LABEL_TARGET, METRICS, Options
 from .masks import MaskSource, manifest_masks
 
 ROUND = 6
@@ -64,7 +64,7 @@ class BatchScorer:
                  masks: MaskSource | None = None, seed: int = 0,
                  callback: Callable[[int], None] | None = None):
         self.probe, self.methods, self.metrics, self.opts = probe, list(methods), list(metrics), opts
-        self.target = probe.class_index(target) if target is not None else None
+        self.target = probe.class_index(target) if target not in (None, LABEL_TARGET) else target
         self.layer, self.method_options, self.masks = layer, method_options, masks
         self.seed, self.callback = seed, callback
 
@@ -77,8 +77,14 @@ class BatchScorer:
         x = batch.images.to(probe.device).float()
         with torch.no_grad():
             probs_all = probe.predict(x)
-        targets = probs_all.argmax(1) if self.target is None else torch.full((len(x),), self.target,
-                                                                              device=x.device)
+        if self.target == LABEL_TARGET:
+            if batch.labels is None:
+                raise DeepprobeError(label_target_error())
+            targets = batch.labels.to(x.device)
+        elif self.target is None:
+            targets = probs_all.argmax(1)
+        else:
+            targets = torch.full((len(x),), self.target, device=x.device)
         probs = probs_all.gather(1, targets.view(-1, 1))[:, 0].cpu()
         masks = self.masks.load([item.path for item in batch.items], probe.preprocess) if self.masks else None
         _, scores = score_batch(probe, x, targets, batch.seeds, self.methods, self.metrics, self.opts,
@@ -96,6 +102,19 @@ def mask_source(data, masks) -> MaskSource | None:
         if by_path:
             return MaskSource(by_path=by_path)
     return None
+
+
+def label_target_error() -> str:
+    return (f"--target {LABEL_TARGET} explains each image's labelled class: DATA needs labels (class folders or a "
+            "manifest with a label column); a flat folder's images have none")
+
+
+def check_label_target(target, dataset) -> None:
+    """Refuse --target label before any work when the data set has no labels."""
+    from ..data import PREDICTIONS
+
+    if target == LABEL_TARGET and dataset.labeling == PREDICTIONS:
+        raise DeepprobeError(label_target_error())
 
 
 def open_data(probe, data, limit: int | None, sample: int | None, seed: int):
@@ -116,6 +135,7 @@ def evaluate_data(probe, data, methods: Sequence[str], metrics: Sequence[str], o
     from ..data.runner import Hooks
 
     dataset = open_data(probe, data, limit, sample, seed)
+    check_label_target(target, dataset)
     source = mask_source(data, masks)
     if source is not None:
         source.check([item.path for item in dataset.items])

@@ -58,7 +58,7 @@ ROAD_PERCENTAGES = tuple(float(p) for p in range(1, 100, 2))
 class Options:
     method: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))  # explanation methods to evaluate
     metric: list[str] = field(default_factory=list)  # metrics (names of METRICS, or "all"); empty: DEFAULT_METRICS
-    target: str | None = None  # class name or index; default: each photo's predicted class
+    target: str | None = None  # class name or index, or "label" (DATA: each image's own label); default: predicted
     layer: str | None = None  # layer for CAM methods; default: the last spatial layer
     masks: str | None = None  # folder of binary masks, one per image with the same file stem (localisation)
     baselines: bool = True  # also score a random map and an edge map, as references
@@ -88,6 +88,7 @@ class Options:
     workers: int = 0  # DATA: DataLoader processes reading images ahead
 
 
+LABEL_TARGET = "label"  # --target label: explain each image's labelled class (class folders, manifests)
 FLAGS = {"road_percentages": "--road-percentage", "infidelity_patches": "--infidelity-patch"}  # repeatable flags
 RANGES = {
     "steps": "[1, inf)",
