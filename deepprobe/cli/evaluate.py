@@ -309,10 +309,12 @@ def _table(run, bundle, summary: dict, images: int) -> None:
     """Methods (and baselines) x metrics in the terminal (not with --quiet/--json)."""
     if not run.show_progress:
         return
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"evaluate · {bundle.spec} · {images} image(s) on {bundle.device}",
-                  caption=f"mean ± half the 95% interval; bold: best, or not significantly worse ({summary['ranking'] and next(iter(summary['ranking'].values()))['test']})")
+    table = Table(title=f"evaluate · {bundle.spec} · {images} image(s) on {bundle.device}")
+    test = next(iter(summary["ranking"].values()))["test"] if summary["ranking"] else "paired test"
+    note = f"mean ± half the 95% interval; bold: best, or not significantly worse ({test})"
     leaders = _leaders(summary)
     metrics = summary["metric_names"]
     table.add_column("map")
@@ -327,3 +329,4 @@ def _table(run, bundle, summary: dict, images: int) -> None:
             row.append(f"[bold]{text}[/bold]" if name in leaders.get(metric, ()) else text)
         table.add_row(*row)
     out_console.print(table)
+    out_console.print(f"[dim]{escape(note)}[/dim]")  # below the table, at the terminal's width (a caption wraps to the table's)
