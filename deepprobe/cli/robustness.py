@@ -240,9 +240,7 @@ def _table(run, bundle, summary: dict, plan) -> None:
         return "" if value is None else f"{value:.1%} [dim]({bounds[0]:.0%}–{bounds[1]:.0%})[/dim]"
 
     measure = "prediction robustness" if summary["labels"] == "predictions" else "accuracy"
-    table = Table(title=f"robustness · {bundle.spec} · {summary['n']} images on {bundle.device}",
-                  caption=f"{measure}, Wilson 95% interval in brackets; clean: "
-                          f"{pct(summary['clean_accuracy'], summary['ci95']['clean_accuracy'])}")
+    table = Table(title=f"robustness · {bundle.spec} · {summary['n']} images on {bundle.device}")
     table.add_column("eps")
     for stage in plan.stages:
         table.add_column(f"after {stage}", justify="right")
@@ -257,6 +255,9 @@ def _table(run, bundle, summary: dict, plan) -> None:
                       *[f"{stages[s]:.1%}" if stages[s] is not None else "" for s in plan.stages],
                       pct(summary["robust_accuracy"][key], summary["ci95"]["robust_accuracy"][key]), shown)
     out_console.print(table)
+    # below the table at the terminal's width (a caption would wrap to the table's)
+    out_console.print(f"{measure}, Wilson 95% interval in brackets; clean: "
+                      f"{pct(summary['clean_accuracy'], summary['ci95']['clean_accuracy'])}")
     rate = f" · {summary['images_per_s']:.3g} images/s" if summary.get("images_per_s") else ""
     out_console.print(f"[dim]{summary['n_skipped']} skipped · {summary['wall_s']:.1f} s{rate} · "
                       f"{run.out_dir / 'summary.json'}[/dim]")
