@@ -43,6 +43,17 @@ class Detections:
         wanted = torch.tensor(sorted(set(int(c) for c in classes)), dtype=self.labels.dtype)
         return self.select(torch.isin(self.labels, wanted))
 
+    def still_in(self, later: Detections) -> list[bool]:
+        """Per box: is it still there in `later` (a box of the same class overlapping it by more than IOU_MATCH)?
+        What "hidden" means for vanishing attacks and patches."""
+        from torchvision.ops import box_iou
+
+        if not len(later):
+            return [False] * len(self)
+        overlaps = box_iou(self.boxes.float(), later.boxes.float().to(self.boxes.device)) > IOU_MATCH
+        same_class = self.labels.view(-1, 1) == later.labels.to(self.labels.device).view(1, -1)
+        return (overlaps & same_class).any(1).tolist()
+
     def records(self) -> list[dict]:
         return [{"class": name, "index": int(label), "score": round(float(score), 6),
                  "box": [round(float(v), 2) for v in box]}

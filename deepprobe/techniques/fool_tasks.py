@@ -164,9 +164,7 @@ class _BoxGoal:
         if not len(wanted):
             return not len(remaining) and not notes.get("spurious"), 1.0, notes
         if self.target is None:
-            same = [(_iou(b[None], remaining.boxes)[0] > IOU_MATCH)[remaining.labels == c].any()
-                    if len(remaining) else torch.tensor(False) for b, c in zip(wanted.boxes, wanted.labels)]
-            done = [not bool(s) for s in same]
+            done = [not kept for kept in wanted.still_in(remaining)]
         else:
             relabelled = after.of([self.target])
             done = [bool(len(relabelled)) and bool((_iou(b[None], relabelled.boxes)[0] >= IOU_MATCH).any())

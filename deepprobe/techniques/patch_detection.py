@@ -19,7 +19,7 @@ from ..errors import DeepprobeError
 from ..io import quantize
 from ..models import ModelBundle
 from ..models.candidates import candidate_spec
-from ..models.outputs import IOU_MATCH, Detections, detect
+from ..models.outputs import Detections, detect
 from ..models.tasks import DETECTION, require_task
 from .fool_tasks import _class_list
 from .patch import random_patch
@@ -116,8 +116,6 @@ def apply_vanish_patch(bundle: ModelBundle, images: torch.Tensor, patch: torch.T
     """Paste `patch` on every box of `vanish` that the detector finds in `images` and detect again on the 8-bit
     result. placement "random": the training distribution (seeded); None: centred, upright, at `size`."""
     require_task(bundle, "a vanishing patch", DETECTION)
-    from torchvision.ops import box_iou
-
     classes = _class_list(bundle, vanish)
     images = images.to(bundle.device)
     before = _boxes(bundle, images, classes, min_score)
@@ -133,8 +131,7 @@ def apply_vanish_patch(bundle: ModelBundle, images: torch.Tensor, patch: torch.T
         if not len(b):
             hidden.append(0.0)
             continue
-        seen = [bool(len(a)) and bool(((box_iou(box[None], a.boxes)[0] > IOU_MATCH) & (a.labels == c)).any())
-                for box, c in zip(b.boxes, b.labels)]
+        seen = b.still_in(a)
         hidden.append(1 - sum(seen) / len(seen))
     return AppliedVanishPatch(images=patched, before=before, after=after, hidden=torch.tensor(hidden),
                               placements=rows)
