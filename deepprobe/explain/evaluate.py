@@ -189,9 +189,10 @@ def evaluate(probe, data, method: str | Sequence[str] | None = None, *, methods:
         raise DeepprobeError("masks for photos given as a tensor must be a (N,H,W) tensor (a folder goes with DATA)")
     if masks is not None and tuple(masks.shape) != (x.shape[0], *x.shape[-2:]):
         raise DeepprobeError(f"masks must be (N,H,W) = {(x.shape[0], *x.shape[-2:])}, got {tuple(masks.shape)}")
-    targets = resolve_targets(probe, x, target)
+    clean = probe.predict(x)  # one clean pass: the predicted classes and the targets' probabilities
+    targets = clean.argmax(1) if target is None else resolve_targets(probe, x, target)
     per_image = as_seeds(seed if seeds is None else seeds, x.shape[0])
-    probs = probe.predict(x).gather(1, targets.view(-1, 1))[:, 0]
+    probs = clean.gather(1, targets.view(-1, 1))[:, 0]
     maps, scores = score_batch(probe, x, targets, per_image, chosen, wanted, opts, layer=layer,
                                method_options=method_options, masks=masks, seed=seed, callback=callback)
     return EvaluateResult(chosen, wanted, targets.cpu(), probs.cpu(), per_image, scores,
