@@ -1,0 +1,65 @@
+"""A tiny random torchvision ViT and the same network as a timm ViT (weights copied tensor for tensor).
+
+Why both: the reference libraries explain torchvision's VisionTransformer (LXT's ViT patches, torch-cam's LeGrad)
+while deepprobe's transformer explainers read timm's; one function in two layouts lets a test hold deepprobe's
+map on the timm model against the reference's map on the torchvision model. No ViT weights are bundled, so the
+weights are random (seeded): the comparisons are of algorithms, not of what a trained ViT looks at.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+SIZE, PATCH, DIM, DEPTH, HEADS, MLP, CLASSES = 32, 8, 32, 3, 4, 64, 5
+
+
+def torchvision_vit(seed: int = 0) -> nn.Module:
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(seed)
+    net = VisionTransformer(image_size=SIZE, patch_size=PATCH, num_layers=DEPTH, num_heads=HEADS, hidden_dim=DIM,
+                            mlp_dim=MLP, num_classes=CLASSES).eval()
+    with torch.no_grad():  # torchvision zero-inits the head and small position embeddings: give them content
+        net.heads.head.weight.normal_(0, 0.2)
+        net.heads.head.bias.normal_(0, 0.1)
+        net.encoder.pos_embedding.normal_(0, 0.5)
+        net.class_token.normal_(0, 0.5)
+    return net
+
+
+def timm_twin(tv: nn.Module) -> nn.Module:
+    """The timm VisionTransformer that computes exactly what torchvision's `tv` computes."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    net = VisionTransformer(img_size=SIZE, patch_size=PATCH, num_classes=CLASSES, embed_dim=DIM, depth=DEPTH,
+                            num_heads=HEADS, mlp_ratio=MLP / DIM, qkv_bias=True).eval()
+    state = {"patch_embed.proj.weight": tv.conv_proj.weight, "patch_embed.proj.bias": tv.conv_proj.bias,
+             "cls_token": tv.class_token, "pos_embed": tv.encoder.pos_embedding,
+             "norm.weight": tv.encoder.ln.weight, "norm.bias": tv.encoder.ln.bias,
+             "head.weight": tv.heads.head.weight, "head.bias": tv.heads.head.bias}
+    for i, layer in enumerate(tv.encoder.layers):
+        b = f"blocks.{i}."
+        state.update({
+            b + "norm1.weight": layer.ln_1.weight, b + "norm1.bias": layer.ln_1.bias,
+            b + "attn.qkv.weight": layer.self_attention.in_proj_weight,
+            b + "attn.qkv.bias": layer.self_attention.in_proj_bias,
+            b + "attn.proj.weight": layer.self_attention.out_proj.weight,
+            b + "attn.proj.bias": layer.self_attention.out_proj.bias,
+            b + "norm2.weight": layer.ln_2.weight, b + "norm2.bias": layer.ln_2.bias,
+            b + "mlp.fc1.weight": layer.mlp[0].weight, b + "mlp.fc1.bias": layer.mlp[0].bias,
+            b + "mlp.fc2.weight": layer.mlp[3].weight, b + "mlp.fc2.bias": layer.mlp[3].bias})
+    net.load_state_dict({k: v.detach().clone() for k, v in state.items()})
+    return net
+
+
+def bundle(net: nn.Module, spec: str = "test:vit"):
+    """A ModelBundle over `net` with mean = std = 0.5 normalization (as deepprobe's model sources build them)."""
+    from deepprobe.models.bundle import ModelBundle
+    from deepprobe.models.preprocess import Normalized, Preprocess
+
+    wrapped = Normalized(net, (0.5,) * 3, (0.5,) * 3).eval()
+    for p in wrapped.parameters():
+        p.requires_grad_(False)
+    return ModelBundle(net=wrapped, labels=[f"class {i}" for i in range(CLASSES)], spec=spec,
+                       device=torch.device("cpu"),
+                       preprocess=Preprocess(crop=(SIZE, SIZE), resize=None, mean=(0.5,) * 3, std=(0.5,) * 3))
