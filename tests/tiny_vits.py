@@ -63,3 +63,32 @@ def bundle(net: nn.Module, spec: str = "test:vit"):
     return ModelBundle(net=wrapped, labels=[f"class {i}" for i in range(CLASSES)], spec=spec,
                        device=torch.device("cpu"),
                        preprocess=Preprocess(crop=(SIZE, SIZE), resize=None, mean=(0.5,) * 3, std=(0.5,) * 3))
+
+
+def hf_twin(tv: nn.Module) -> nn.Module:
+    """The Hugging Face ViTForImageClassification that computes exactly what torchvision's `tv` computes."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(image_size=SIZE, patch_size=PATCH, hidden_size=DIM, num_hidden_layers=DEPTH,
+                       num_attention_heads=HEADS, intermediate_size=MLP, num_labels=CLASSES, layer_norm_eps=1e-6,
+                       hidden_act="gelu")
+    net = ViTForImageClassification(config).eval()
+    d = DIM
+    state = {"vit.embeddings.patch_embeddings.projection.weight": tv.conv_proj.weight,
+             "vit.embeddings.patch_embeddings.projection.bias": tv.conv_proj.bias,
+             "vit.embeddings.cls_token": tv.class_token, "vit.embeddings.position_embeddings": tv.encoder.pos_embedding,
+             "vit.layernorm.weight": tv.encoder.ln.weight, "vit.layernorm.bias": tv.encoder.ln.bias,
+             "classifier.weight": tv.heads.head.weight, "classifier.bias": tv.heads.head.bias}
+    for i, layer in enumerate(tv.encoder.layers):
+        b, attn = f"vit.layers.{i}.", layer.self_attention
+        for j, name in enumerate(("q_proj", "k_proj", "v_proj")):
+            state[b + f"attention.{name}.weight"] = attn.in_proj_weight[j * d:(j + 1) * d]
+            state[b + f"attention.{name}.bias"] = attn.in_proj_bias[j * d:(j + 1) * d]
+        state.update({
+            b + "attention.o_proj.weight": attn.out_proj.weight, b + "attention.o_proj.bias": attn.out_proj.bias,
+            b + "layernorm_before.weight": layer.ln_1.weight, b + "layernorm_before.bias": layer.ln_1.bias,
+            b + "layernorm_after.weight": layer.ln_2.weight, b + "layernorm_after.bias": layer.ln_2.bias,
+            b + "mlp.fc1.weight": layer.mlp[0].weight, b + "mlp.fc1.bias": layer.mlp[0].bias,
+            b + "mlp.fc2.weight": layer.mlp[3].weight, b + "mlp.fc2.bias": layer.mlp[3].bias})
+    net.load_state_dict({k: v.detach().clone() for k, v in state.items()})
+    return net

@@ -6,8 +6,8 @@ from pathlib import Path
 import typer
 
 from ..errors import DeepprobeError
-from ..options.explain import (CAM_METHODS, CLASS_FREE, DEFAULT_METHODS, LAYER_METHODS, METHOD_OPTIONS, Options,
-                               default_methods, method_kwargs)
+from ..options.explain import (BLOCK_METHODS, CAM_METHODS, CLASS_FREE, COMPOSITES, DEFAULT_METHODS, LAYER_METHODS,
+                               METHOD_OPTIONS, Options, default_methods, method_kwargs)
 from . import app
 from .common import command, opt, out_console
 from .prompts import apply_prompts, labels_option, text_option
@@ -15,18 +15,25 @@ from .prompts import apply_prompts, labels_option, text_option
 
 @command(app, "explain")
 def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to explain (files, folders or globs)."),
-                method: list[str] = opt(Options, "method", help="gradcam, gradcam++, hirescam, saliency, ig, "
-                                        "smoothgrad, occlusion, guided-backprop (any model); rollout, chefer, "
-                                        "attention (vision transformers). Repeat for several; default "
+                method: list[str] = opt(Options, "method", help="Cost per image in brackets (F = one forward "
+                                        "pass, B = one backward pass, C = channels of the layer: 1280 at Lite0's "
+                                        "bn2). Any model: gradcam, gradcam++, hirescam, xgradcam, layercam [F+B], "
+                                        "eigencam [F, class-free], scorecam, ablationcam [F per channel: C+1 F, "
+                                        "slow; --internal-batch at once], fullgrad [F+B], saliency, guided-backprop "
+                                        "[F+B], ig [--steps x (F+B)], smoothgrad [--samples x (F+B)], occlusion "
+                                        "[F per window]. CNNs: lrp (Zennit, --composite) [F+B with rules]. Vision "
+                                        "transformers: rollout, attention [F], chefer, attnlrp (LXT) [F+B], legrad "
+                                        "[F + a short B per block]. Repeat for several; default "
                                         f"{', '.join(DEFAULT_METHODS)} (hirescam on detectors)."),
                 target: list[str] = opt(Options, "target", help="Class to explain (name or index); repeat for "
                                                                 "several. Default: each image's predicted class."),
                 layer: str = opt(Options, "layer", help="CAM layer (see `deepprobe layers`; default: the last "
-                                                        "spatial map, printed); for attention: a block index."),
+                                                        "spatial map, printed); attention: a block index; legrad: "
+                                                        "the first block averaged (default: the last 4)."),
                 batch_size: int = opt(Options, "batch_size", help="Images per batch."),
                 steps: int = opt(Options, "steps", help="ig: interpolation steps from the black baseline."),
-                internal_batch: int = opt(Options, "internal_batch", help="ig/smoothgrad/occlusion: most "
-                                                                          "forward passes run together (memory)."),
+                internal_batch: int = opt(Options, "internal_batch", help="ig/smoothgrad/occlusion/scorecam/"
+                                          "ablationcam: most forward passes run together (memory)."),
                 samples: int = opt(Options, "samples", help="smoothgrad: noisy copies averaged."),
                 noise: str = opt(Options, "noise", help="smoothgrad: noise std as a fraction of the pixel range."),
                 window: int = opt(Options, "window", help="occlusion: window size in pixels (0 = 1/7 of the "
@@ -36,11 +43,16 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
                 discard_ratio: str = opt(Options, "discard_ratio", help="rollout: share of the lowest attentions "
                                                                         "dropped per row (CLS column kept)."),
                 head: int = opt(Options, "head", help="attention: show this head instead of the mean."),
+                composite: str = opt(Options, "composite", help=f"lrp: Zennit's composite, {'|'.join(COMPOSITES)}."),
+                conv_gamma: str = opt(Options, "conv_gamma", help="attnlrp: Gamma of the convolutions (patch "
+                                                                  "embedding)."),
+                lin_gamma: str = opt(Options, "lin_gamma", help="attnlrp: Gamma of the MLP and head linear layers "
+                                                                "(0: plain gradient x input)."),
                 alpha: str = opt(Options, "alpha", help="Opacity of the heat map over the photo."),
                 min_score: str = opt(Options, "min_score", help="Detectors: explain each box at or above this "
                                                                 "score."),
                 text: list[str] = text_option(), labels: str = labels_option()):
-    """Explain each image's decision with one or more methods (Grad-CAM, captum, ViT attention).
+    """Explain each image's decision with one or more methods (the CAM family, captum, LRP, ViT attention).
 
     Writes per image and class NAME_METHOD_CLASS.png
     (heat map over the photo, captioned with method, class, probability and layer), NAME_METHOD_CLASS.npy (the
@@ -109,9 +121,11 @@ def _check(opts: Options) -> None:
         raise DeepprobeError(f"--alpha must be in [0, 1], got {opts.alpha:g}")
     if opts.layer and not any(m in LAYER_METHODS for m in methods):
         raise DeepprobeError(f"--layer applies to {', '.join(LAYER_METHODS)} only")
-    if opts.layer and "attention" in methods and any(m in CAM_METHODS for m in methods):
-        raise DeepprobeError("--layer is a module name for CAMs but a block index for attention: "
+    if opts.layer and any(m in BLOCK_METHODS for m in methods) and any(m in CAM_METHODS for m in methods):
+        raise DeepprobeError(f"--layer is a module name for CAMs but a block index for {', '.join(BLOCK_METHODS)}: "
                              "run them as separate commands")
+    if opts.composite not in COMPOSITES:
+        raise DeepprobeError(f"--composite must be one of {', '.join(COMPOSITES)}, got {opts.composite!r}")
 
 
 class _Explainer:
@@ -207,7 +221,7 @@ class _Explainer:
                 caption = caption.replace("\n", " · ", 1) + f"\nwords: {words.line()}"
             pic = overlay(photo, heat_np, alpha=self.opts.alpha)
             entry = {"method": method, "layer": self.cam_layer if method in CAM_METHODS else
-                     (self.opts.layer if method == "attention" else None),
+                     (self.opts.layer if method in BLOCK_METHODS else None),
                      "options": {k: getattr(self.opts, k) for k in METHOD_OPTIONS.get(method, ())}}
             out = self.run.save_image(captioned(pic, caption), f"{name}.png", result={**record, **entry, "methods": None})
             npy = self.run.save_file(lambda p, a=heat_np: np.save(p, a), f"{name}.npy", sidecar=False)

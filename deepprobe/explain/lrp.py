@@ -119,8 +119,10 @@ def lrp(probe, x: torch.Tensor, targets: torch.Tensor, layer: str | None = None,
 
 
 def cap_both_ends(maps: torch.Tensor, top: float = CLIP_TOP) -> torch.Tensor:
-    """Clamp each (h,w) map to +-its (1 - top) quantile of |value|: a few spikes would otherwise take the whole
-    [0,1] range after min-max scaling (as captum's visualizer caps outliers)."""
+    """Clamp each (h,w) map to +-its (1 - top) quantile of |value|, in units of that quantile (so [-1, 1]): a few
+    spikes would otherwise take the whole [0,1] range after min-max scaling (as captum's visualizer caps
+    outliers), and relevance can be tiny (biases absorb most of it) next to the scaler's epsilon."""
     flat = maps.flatten(1).float()
-    cap = torch.quantile(flat.abs(), 1.0 - top, dim=1, keepdim=True).clamp(min=1e-12)
-    return torch.maximum(torch.minimum(flat, cap), -cap).view_as(maps)
+    cap = torch.quantile(flat.abs(), 1.0 - top, dim=1, keepdim=True)
+    cap = torch.where(cap > 0, cap, flat.abs().amax(1, keepdim=True)).clamp(min=torch.finfo(flat.dtype).tiny)
+    return (flat / cap).clamp(-1.0, 1.0).view_as(maps)

@@ -83,7 +83,9 @@ def uncovered(net: nn.Module) -> list[tuple[str, str]]:
             if q in _TIMM_RESNET_BLOCKS | _ZENNIT_RESNET_BLOCKS and getattr(module, "se", None) is not None:
                 bad.append((f"{name}.se", qualname(module.se)))
             continue
-        bad.append((name or "(the model)", type(module).__name__))
+        if module is net:
+            return [("the model", type(module).__name__)]  # e.g. a detector: its heads are not layers LRP knows
+        bad.append((name, type(module).__name__))
     return bad
 
 

@@ -61,7 +61,8 @@ METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "lrp": ("composite",),
     "attnlrp": ("conv_gamma", "lin_gamma"),
 }
-LAYER_METHODS = CAM_METHODS + ("attention",)  # methods that read --layer (a module name; a block index for attention)
+BLOCK_METHODS = ("attention", "legrad")  # methods whose --layer is a block index
+LAYER_METHODS = CAM_METHODS + BLOCK_METHODS  # methods that read --layer (a module name, or a block index)
 
 
 def method_kwargs(opts: Options, method: str, cam_layer: str | None) -> dict:
