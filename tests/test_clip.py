@@ -192,10 +192,11 @@ def test_chefer_equals_the_rules_applied_by_hand(clip_dir, clip, pairs):
                           to_input_size(images, (SIZE, SIZE)), atol=1e-5)
 
 
-def test_chefer_lands_on_the_object_the_prompt_names(clip, pairs):
+@pytest.mark.parametrize("method", ["chefer", "attnlrp"])
+def test_chefer_and_attnlrp_land_on_the_object_the_prompt_names(clip, pairs, method):
     x, classes, masks = pairs
     for j in (0, 1):  # the left object, then the right one
-        maps = dp.explain(clip, x, "chefer", target=classes[:, j])
+        maps = dp.explain(clip, x, method, target=classes[:, j])
         own, other = mass_on(maps, masks[:, j]), mass_on(maps, masks[:, 1 - j])
         assert (own > other).float().mean() >= 0.9, (j, own, other)
 

@@ -287,6 +287,10 @@ def test_attnlrp_equals_lxt_on_torchvision_timm_and_hugging_face_vits(lxt_refere
     for probe in (tiny_vits.bundle(tv), tiny_vits.bundle(tiny_vits.timm_twin(tv)), hf_bundle):
         ours, logits = attnlrp_relevance(probe, x, targets)
         torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-6 * float(reference.abs().max()))
+        ours_left = [n for n, m in probe.net.named_modules() if {"forward", "original_forward"} & set(vars(m))
+                     or any(getattr(h, "__module__", "").startswith(("zennit", "deepprobe", "lxt"))
+                            for h in m._forward_hooks.values())]  # (transformers installs hooks of its own)
+        assert not ours_left, ours_left  # patches and hooks undone
     xn = ((x - 0.5) / 0.5).requires_grad_(True)
     (grad,) = torch.autograd.grad(tv(xn).gather(1, targets[:, None]).sum(), xn)
     assert (xn * grad - reference).abs().max() > 0.5 * reference.abs().max()
@@ -342,3 +346,17 @@ def test_cli_lrp_panel_with_a_composite_and_one_line_errors(tmp_path):
                               "--out", str(tmp_path / "bad")])
     assert res.exit_code == 2 and "--composite must be one of epsilon-plus-flat" in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------ evaluate
+def test_evaluate_scores_lrp_with_its_composite_beside_the_cams(lite0, small_photos):
+    """`evaluate` scores LRP (with a composite given as a method option) beside Grad-CAM and Eigen-CAM; the LRP maps
+    it scores are the maps `explain` gives."""
+    import deepprobe as dp
+
+    result = dp.evaluate(lite0, small_photos, methods=["lrp", "gradcam", "eigencam"], metrics=["deletion", "sparseness"],
+                         method_options={"lrp": {"composite": "epsilon-gamma-box"}}, steps=2, baselines=False)
+    for method in ("lrp", "gradcam", "eigencam"):
+        scores = result.scores[method]
+        assert scores["deletion"].values.shape == (2,) and torch.isfinite(scores["sparseness"].values).all()
+    torch.testing.assert_close(result.maps["lrp"], explain(lite0, small_photos, "lrp", composite="epsilon-gamma-box"))

@@ -13,12 +13,14 @@ from torch import nn
 SIZE, PATCH, DIM, DEPTH, HEADS, MLP, CLASSES = 32, 8, 32, 3, 4, 64, 5
 
 
-def torchvision_vit(seed: int = 0) -> nn.Module:
+def torchvision_vit(seed: int = 0, size: int = SIZE, patch: int = PATCH, dim: int = DIM, depth: int = DEPTH,
+                    heads: int = HEADS, mlp: int = MLP, classes: int = CLASSES) -> nn.Module:
+    """Random weights, seeded (benchmarks build a ViT-S/16 with the same function)."""
     from torchvision.models.vision_transformer import VisionTransformer
 
     torch.manual_seed(seed)
-    net = VisionTransformer(image_size=SIZE, patch_size=PATCH, num_layers=DEPTH, num_heads=HEADS, hidden_dim=DIM,
-                            mlp_dim=MLP, num_classes=CLASSES).eval()
+    net = VisionTransformer(image_size=size, patch_size=patch, num_layers=depth, num_heads=heads, hidden_dim=dim,
+                            mlp_dim=mlp, num_classes=classes).eval()
     with torch.no_grad():  # torchvision zero-inits the head and small position embeddings: give them content
         net.heads.head.weight.normal_(0, 0.2)
         net.heads.head.bias.normal_(0, 0.1)
@@ -31,8 +33,10 @@ def timm_twin(tv: nn.Module) -> nn.Module:
     """The timm VisionTransformer that computes exactly what torchvision's `tv` computes."""
     from timm.models.vision_transformer import VisionTransformer
 
-    net = VisionTransformer(img_size=SIZE, patch_size=PATCH, num_classes=CLASSES, embed_dim=DIM, depth=DEPTH,
-                            num_heads=HEADS, mlp_ratio=MLP / DIM, qkv_bias=True).eval()
+    dim = tv.hidden_dim
+    net = VisionTransformer(img_size=tv.image_size, patch_size=tv.patch_size, num_classes=tv.num_classes,
+                            embed_dim=dim, depth=len(tv.encoder.layers), num_heads=tv.encoder.layers[0].num_heads,
+                            mlp_ratio=tv.mlp_dim / dim, qkv_bias=True).eval()
     state = {"patch_embed.proj.weight": tv.conv_proj.weight, "patch_embed.proj.bias": tv.conv_proj.bias,
              "cls_token": tv.class_token, "pos_embed": tv.encoder.pos_embedding,
              "norm.weight": tv.encoder.ln.weight, "norm.bias": tv.encoder.ln.bias,
@@ -52,7 +56,7 @@ def timm_twin(tv: nn.Module) -> nn.Module:
     return net
 
 
-def bundle(net: nn.Module, spec: str = "test:vit"):
+def bundle(net: nn.Module, spec: str = "test:vit", size: int = SIZE):
     """A ModelBundle over `net` with mean = std = 0.5 normalization (as deepprobe's model sources build them)."""
     from deepprobe.models.bundle import ModelBundle
     from deepprobe.models.preprocess import Normalized, Preprocess
@@ -62,7 +66,7 @@ def bundle(net: nn.Module, spec: str = "test:vit"):
         p.requires_grad_(False)
     return ModelBundle(net=wrapped, labels=[f"class {i}" for i in range(CLASSES)], spec=spec,
                        device=torch.device("cpu"),
-                       preprocess=Preprocess(crop=(SIZE, SIZE), resize=None, mean=(0.5,) * 3, std=(0.5,) * 3))
+                       preprocess=Preprocess(crop=(size, size), resize=None, mean=(0.5,) * 3, std=(0.5,) * 3))
 
 
 def hf_twin(tv: nn.Module) -> nn.Module:

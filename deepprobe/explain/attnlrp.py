@@ -182,10 +182,10 @@ def _gamma_composite(lxt, model: nn.Module, conv_gamma: float, lin_gamma: float)
     conv, dense = gamma(gamma=float(conv_gamma)), gamma(gamma=float(lin_gamma))
     inside = {id(m) for a in model.modules() if _is_attention(a) for m in a.modules() if m is not a}
 
-    def rule(_ctx, _name, module):
-        if isinstance(module, nn.Conv2d):
+    def rule(_ctx, _name, module):  # Gamma 0 is the plain gradient x input: no hook, no extra passes
+        if isinstance(module, nn.Conv2d) and conv_gamma:
             return conv
-        if isinstance(module, nn.Linear) and id(module) not in inside:
+        if isinstance(module, nn.Linear) and id(module) not in inside and lin_gamma:
             return dense
         return None
 

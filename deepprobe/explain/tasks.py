@@ -154,6 +154,10 @@ def check_method(bundle, method: str) -> None:
     """One line when a method has no meaning on this model's task."""
     from .detr import is_detr
 
+    if method == "lrp":
+        from .lrp import check_model
+
+        check_model(bundle)  # a detector's region heads: one line before any work
     if method in TASK_METHODS or (method == "chefer" and is_detr(bundle)):
         return
     extra = " (and chefer on DETR)" if bundle.task == DETECTION else ""
