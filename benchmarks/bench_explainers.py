@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -33,7 +31,7 @@ import deepprobe as dp
 from deepprobe.explain import explain
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import tiny_vits  # noqa: E402  (the torchvision ViT and its timm twin)
+import tiny_vits  # noqa: E402  (the torchvision ViT, its timm twin, LXT's recipe)
 
 
 def _median_seconds(fn, device, repeats: int) -> float:
@@ -124,42 +122,6 @@ def cnn_rows(args, only) -> list[tuple[str, float, str, float, float, str]]:
     return rows
 
 
-def _lxt_torchvision(tv: nn.Module, xn: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """LXT's recipe for torchvision ViTs (examples/vit_torch.py), applied to the classes and undone after."""
-    from zennit.composites import LayerMapComposite
-    from zennit.core import BasicHook
-    from zennit.rules import Gamma
-
-    from deepprobe.explain.attnlrp import lxt_rules
-
-    lxt = lxt_rules()
-    path = os.path.join(os.path.dirname(lxt.patches.__file__), "models", "vit_torch.py")
-    spec = importlib.util.spec_from_file_location("lxt_vit_torch", path)
-    vit_torch = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(vit_torch)
-    classes = (nn.GELU, nn.LayerNorm, nn.MultiheadAttention)
-    saved = {(c, n): c.__dict__.get(n) for c in classes for n in ("forward", "original_forward")}
-    saved_hook = {n: BasicHook.__dict__[n] for n in ("forward", "backward")}
-    try:
-        for target, patch in vit_torch.cp_LRP.items():
-            patch(target)
-        lxt.zennit_patches.monkey_patch_zennit()
-        composite = LayerMapComposite([(nn.Conv2d, Gamma(0.25)), (nn.Linear, Gamma(0.05))])
-        inp = xn.detach().requires_grad_(True)
-        with composite.context(tv):
-            tv(inp).gather(1, targets[:, None]).sum().backward()
-        return (inp * inp.grad).detach()
-    finally:
-        for (c, n), v in saved.items():
-            if v is None:
-                if n in c.__dict__:
-                    delattr(c, n)
-            else:
-                setattr(c, n, v)
-        for n, v in saved_hook.items():
-            setattr(BasicHook, n, v)
-
-
 def vit_rows(args, only) -> list[tuple[str, float, str, float, float, str]]:
     from torchcam.methods import LeGrad
 
@@ -187,7 +149,7 @@ def vit_rows(args, only) -> list[tuple[str, float, str, float, float, str]]:
     rows = []
     if not only or "attnlrp" in only:
         ours = lambda: attnlrp_relevance(ours_tv, x, targets)[0]  # noqa: E731
-        ref = lambda: _lxt_torchvision(tv, xn, targets)  # noqa: E731
+        ref = lambda: tiny_vits.lxt_reference(tv, xn, targets)  # noqa: E731
         agree = float((ours() - ref()).abs().max() / ref().abs().max())
         rows.append(("attnlrp (ViT-S/16)", _median_seconds(ours, device, args.repeats), "LXT 2.1 (its ViT recipe)",
                      _median_seconds(ref, device, args.repeats), base, f"max diff {agree:.1e} of the range"))

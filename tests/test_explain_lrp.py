@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib.util
-import os
 import sys
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from typer.testing import CliRunner
 from deepprobe.cli import app
 from deepprobe.errors import DeepprobeError
 from deepprobe.explain import explain
-from deepprobe.explain.attnlrp import attnlrp_relevance, lxt_rules
+from deepprobe.explain.attnlrp import attnlrp_relevance
 from deepprobe.explain.lrp import lrp_relevance
 from deepprobe.explain.lrp_canonizers import batch_norm_pairs
 from deepprobe.models.preprocess import LogitsOf, Normalized
@@ -233,49 +231,16 @@ def test_lrp_names_what_it_does_not_cover(lite0):
 # ------------------------------------------------------------------------------------------ AttnLRP
 @pytest.fixture(scope="module")
 def lxt_reference():
-    """LXT's own AttnLRP of the tiny torchvision ViT, its recipe as in LXT's examples/vit_torch.py: LXT's patch map
-    for torchvision's ViT and its Zennit patch, applied to the classes (as LXT does) and undone after."""
-    from torchvision.models import vision_transformer  # noqa: F401  (the classes LXT patches)
-    from zennit.composites import LayerMapComposite
-    from zennit.core import BasicHook
-    from zennit.rules import Gamma
-
-    lxt = lxt_rules()
-    path = os.path.join(os.path.dirname(lxt.patches.__file__), "models", "vit_torch.py")
-    spec = importlib.util.spec_from_file_location("lxt_vit_torch", path)  # lxt.efficient.models' __init__
-    vit_torch = importlib.util.module_from_spec(spec)  # imports LLM patches that transformers 5 breaks
-    spec.loader.exec_module(vit_torch)
-    classes = (nn.GELU, nn.LayerNorm, nn.MultiheadAttention)
-    saved = {(c, n): c.__dict__.get(n) for c in classes for n in ("forward", "original_forward")}
-    saved_hook = {n: BasicHook.__dict__[n] for n in ("forward", "backward")}
+    """LXT's own AttnLRP of the tiny torchvision ViT (tiny_vits.lxt_reference: LXT's recipe, undone after)."""
     tv = tiny_vits.torchvision_vit()
     for p in tv.parameters():
         p.requires_grad_(False)
     torch.manual_seed(1)
     x = torch.rand(4, 3, tiny_vits.SIZE, tiny_vits.SIZE)
-    xn = ((x - 0.5) / 0.5).requires_grad_(True)
-    targets = tv(xn.detach()).argmax(1)
-    try:
-        for target, patch in vit_torch.cp_LRP.items():
-            patch(target)
-        lxt.zennit_patches.monkey_patch_zennit()
-        composite = LayerMapComposite([(nn.Conv2d, Gamma(0.25)), (nn.Linear, Gamma(0.05))])
-        composite.register(tv)
-        try:
-            tv(xn).gather(1, targets[:, None]).sum().backward()
-        finally:
-            composite.remove()
-    finally:
-        for (c, n), v in saved.items():
-            if v is None:
-                if n in c.__dict__:
-                    delattr(c, n)
-            else:
-                setattr(c, n, v)
-        for n, v in saved_hook.items():
-            setattr(BasicHook, n, v)
-    assert nn.LayerNorm.forward is saved[(nn.LayerNorm, "forward")]
-    return tv, x, targets, (xn * xn.grad).detach()
+    targets = tv((x - 0.5) / 0.5).argmax(1)
+    reference = tiny_vits.lxt_reference(tv, (x - 0.5) / 0.5, targets)
+    assert nn.LayerNorm.forward.__module__ == "torch.nn.modules.normalization"  # LXT's class patches undone
+    return tv, x, targets, reference
 
 
 def test_attnlrp_equals_lxt_on_torchvision_timm_and_hugging_face_vits(lxt_reference):

@@ -96,3 +96,45 @@ def hf_twin(tv: nn.Module) -> nn.Module:
             b + "mlp.fc2.weight": layer.mlp[3].weight, b + "mlp.fc2.bias": layer.mlp[3].bias})
     net.load_state_dict({k: v.detach().clone() for k, v in state.items()})
     return net
+
+
+def lxt_reference(tv: nn.Module, xn: torch.Tensor, targets: torch.Tensor, conv_gamma: float = 0.25,
+                  lin_gamma: float = 0.05) -> torch.Tensor:
+    """LXT's own AttnLRP of torchvision's ViT `tv` at normalized inputs `xn`, as LXT's examples/vit_torch.py does
+    it: LXT's patch map for torchvision's ViT and its Zennit patch, applied to the classes (LXT's way) and undone
+    after; relevance = input x gradient."""
+    import importlib.util
+    import os
+
+    from zennit.composites import LayerMapComposite
+    from zennit.core import BasicHook
+    from zennit.rules import Gamma
+
+    from deepprobe.explain.attnlrp import lxt_rules
+
+    lxt = lxt_rules()
+    path = os.path.join(os.path.dirname(lxt.patches.__file__), "models", "vit_torch.py")
+    spec = importlib.util.spec_from_file_location("lxt_vit_torch", path)  # lxt.efficient.models' __init__
+    vit_torch = importlib.util.module_from_spec(spec)  # imports LLM patches that transformers 5 breaks
+    spec.loader.exec_module(vit_torch)
+    classes = (nn.GELU, nn.LayerNorm, nn.MultiheadAttention)
+    saved = {(c, n): c.__dict__.get(n) for c in classes for n in ("forward", "original_forward")}
+    saved_hook = {n: BasicHook.__dict__[n] for n in ("forward", "backward")}
+    inp = xn.detach().clone().requires_grad_(True)
+    try:
+        for target, patch in vit_torch.cp_LRP.items():
+            patch(target)
+        lxt.zennit_patches.monkey_patch_zennit()
+        composite = LayerMapComposite([(nn.Conv2d, Gamma(conv_gamma)), (nn.Linear, Gamma(lin_gamma))])
+        with composite.context(tv):
+            tv(inp).gather(1, targets[:, None]).sum().backward()
+    finally:
+        for (c, n), v in saved.items():
+            if v is None:
+                if n in c.__dict__:
+                    delattr(c, n)
+            else:
+                setattr(c, n, v)
+        for n, v in saved_hook.items():
+            setattr(BasicHook, n, v)
+    return (inp * inp.grad).detach()

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..errors import DeepprobeError
 from .attention_capture import _inner, _timm_attention_modules, _timm_grid, _unfused, patch_tokens_to_grid
+from .transformer import block_index
 
 BLOCKS = 4  # blocks averaged by default: the last four (torch-cam's documented example)
 
@@ -22,14 +23,7 @@ def _chosen(count: int, layer) -> range:
     """--layer for legrad: the first block averaged (negative counts from the end); default the last four."""
     if layer in (None, ""):
         return range(max(0, count - BLOCKS), count)
-    try:
-        first = int(layer)
-    except (TypeError, ValueError):
-        raise DeepprobeError(f"legrad takes --layer as the first block to average (0..{count - 1} or -1), "
-                             f"got {layer!r}") from None
-    if not -count <= first < count:
-        raise DeepprobeError(f"legrad block {first} out of range: the model has {count} blocks")
-    return range(first % count, count)
+    return range(block_index(layer, count, "legrad"), count)
 
 
 def _project(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
