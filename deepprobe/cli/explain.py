@@ -1,6 +1,7 @@
 """`deepprobe explain`: heat maps of what a network looked at, for CNNs (CAMs, captum) and vision transformers."""
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import typer
@@ -11,6 +12,9 @@ from ..options.explain import (BLOCK_METHODS, CAM_METHODS, CLASS_FREE, COMPOSITE
 from . import app
 from .common import command, opt, out_console
 from .prompts import apply_prompts, labels_option, text_option
+
+# CLIP: methods that also score the words of each prompt -> "module:function" in deepprobe.explain
+WORD_METHODS = {"chefer": "clip:text_relevance", "attnlrp": "attnlrp:attnlrp_text_relevance"}
 
 
 @command(app, "explain")
@@ -63,8 +67,8 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
     NAME_METHOD_boxK_CLASS.png/.npy. Segmenters: the map of each --target class (default: the largest one) over
     the pixels the model gives it: NAME_METHOD_CLASS.png/.npy. Both with a panel when several methods run.
 
-    CLIP (hf:DIR): every --text/--labels prompt is explained (or only the --target ones); `chefer` then also
-    scores each word of the prompt (Chefer's bi-modal rule on the text tower), printed and saved.
+    CLIP (hf:DIR): every --text/--labels prompt is explained (or only the --target ones); `chefer` and `attnlrp`
+    then also score each word of the prompt (their rules on the text tower), printed and saved.
     DETR (hf:DIR): `chefer` is Chefer's encoder-decoder relevance of each box's query."""
     from ..explain import method_function
     from ..explain.detr import is_detr
@@ -137,9 +141,9 @@ class _Explainer:
         self.run, self.bundle, self.opts, self.targets = run, bundle, opts, targets
         self.cam_layer: str | None = opts.layer if any(m in CAM_METHODS for m in opts.method) else None
         self.table = Table(title=f"explain · {bundle.spec} · {', '.join(opts.method)} on {bundle.device}")
-        # CLIP with chefer: the words of each prompt are scored too (bi-modal relevance on the text tower)
-        self.words = bundle.task == "image-text" and "chefer" in opts.method
-        columns = ("image", "class", "probability", "predicted", "output") + (("words (chefer)",) if self.words else ())
+        # CLIP with chefer or attnlrp: the words of each prompt are scored too, by the same rules on the text tower
+        self.words = [m for m in opts.method if m in WORD_METHODS] if bundle.task == "image-text" else []
+        columns = ("image", "class", "probability", "predicted", "output") + tuple(f"words ({m})" for m in self.words)
         for column in columns:
             self.table.add_column(column)
 
@@ -171,13 +175,13 @@ class _Explainer:
             from ..explain.transformer import attention_heads
 
             heads = attention_heads(self.bundle, x, layer=self.opts.layer).cpu()
-        words = {}
-        if self.words:
-            from ..explain.clip import text_relevance
-
+        words = {}  # (method, target) -> per image TextRelevance
+        for method in self.words:
+            module, _, name = WORD_METHODS[method].partition(":")
+            score_words = getattr(importlib.import_module(f"deepprobe.explain.{module}"), name)
             for target in self.targets:
-                words[target] = text_relevance(self.bundle, x, predicted if target is None else
-                                               torch.full_like(predicted, target))
+                words[(method, target)] = score_words(self.bundle, x, predicted if target is None else
+                                                      torch.full_like(predicted, target))
         photos = x.detach().cpu()
         for i, path in enumerate(paths):
             for target in self.targets:
@@ -185,7 +189,7 @@ class _Explainer:
                 per_method = {m: maps[(m, None if m in CLASS_FREE else target)][i] for m in self.opts.method}
                 self._write(path, photos[i], per_method, cls, probs[i] if probs is not None else None,
                             int(predicted[i]) if predicted is not None else None, target is None,
-                            words[target][i] if words else None)
+                            {m: words[(m, target)][i] for m in self.words})
             if heads is not None:
                 self._write_heads(path, photos[i], heads[i])
 
@@ -197,7 +201,7 @@ class _Explainer:
         return f"{what}\n{self.bundle.class_name(cls)}{p}"
 
     def _write(self, path: Path, photo, per_method: dict, cls: int, prob, pred: int | None, is_pred: bool,
-               words=None) -> None:
+               words: dict | None = None) -> None:
         import numpy as np
 
         from ..io import name_slug, safe_stem
@@ -209,20 +213,23 @@ class _Explainer:
                   "probability": round(float(prob[cls]), 6) if prob is not None else None,
                   "predicted": self.bundle.class_name(pred) if pred is not None else None,
                   "target_is_predicted": is_pred, "methods": {}}
-        if words is not None:
-            record["text_relevance"] = words.as_dict()
+        words = words or {}
+        if "chefer" in words:
+            record["text_relevance"] = words["chefer"].as_dict()
         tiles, captions = [photo], [f"input · predicted {record['predicted']}"
                                     + (f" {float(prob[pred]):.1%}" if prob is not None else "")]
         for method, heat in per_method.items():
             heat_np = heat.numpy().astype(np.float32)
             name = f"{stem}_{name_slug(method.replace('+', 'p'))}_{name_slug(class_name)}"
             caption = self._caption(method, cls, prob)
-            if words is not None and method == "chefer":  # captions hold two lines: the words take the second
-                caption = caption.replace("\n", " · ", 1) + f"\nwords: {words.line()}"
+            if method in words:  # captions hold two lines: the words take the second
+                caption = caption.replace("\n", " · ", 1) + f"\nwords: {words[method].line()}"
             pic = overlay(photo, heat_np, alpha=self.opts.alpha)
             entry = {"method": method, "layer": self.cam_layer if method in CAM_METHODS else
                      (self.opts.layer if method in BLOCK_METHODS else None),
                      "options": {k: getattr(self.opts, k) for k in METHOD_OPTIONS.get(method, ())}}
+            if method in words:
+                entry["text_relevance"] = words[method].as_dict()
             out = self.run.save_image(captioned(pic, caption), f"{name}.png", result={**record, **entry, "methods": None})
             npy = self.run.save_file(lambda p, a=heat_np: np.save(p, a), f"{name}.npy", sidecar=False)
             record["methods"][method] = {**entry, "overlay": str(out), "map": str(npy)}
@@ -237,7 +244,7 @@ class _Explainer:
             record["panel"] = shown = str(out)
         self.run.add_result(record)
         self.table.add_row(path.name, class_name, f"{record['probability']:.1%}" if prob is not None else "-",
-                           record["predicted"] or "-", Path(shown).name, *((words.line(),) if words else ()))
+                           record["predicted"] or "-", Path(shown).name, *(words[m].line() for m in self.words))
 
     def _write_heads(self, path: Path, photo, heads) -> None:
         from ..io import safe_stem

@@ -157,15 +157,23 @@ def attnlrp_rules(probe, conv_gamma: float = _D.conv_gamma, lin_gamma: float = _
     """While open, a forward + backward pass of `probe.net` computes AttnLRP (relevance = input x gradient)."""
     lxt = lxt_rules()
     model = check_model(probe)
-    composite = _gamma_composite(lxt, model, conv_gamma, lin_gamma)
-    patches = _patches(lxt, model)
     head = _clip_head(probe)
-    if head is not None:
-        patches.append((head, {"image_features": _clip_image_features(lxt, head)}))
+    extra = [(head, {"image_features": _clip_image_features(lxt, head)})] if head is not None else []
+    with transformer_rules(lxt, model, probe.net, conv_gamma, lin_gamma, extra):
+        yield
+
+
+@contextlib.contextmanager
+def transformer_rules(lxt, model: nn.Module, root: nn.Module, conv_gamma: float, lin_gamma: float,
+                      extra_patches: list | None = None):
+    """LXT's rules on the layers of `model` (patches, query/key detaching, Gamma hooks registered from `root`),
+    removed when the context closes."""
+    composite = _gamma_composite(lxt, model, conv_gamma, lin_gamma)
+    patches = _patches(lxt, model) + list(extra_patches or [])
     hooks = [m.register_forward_hook(_detach_output(lxt)) for m in _query_key_modules(model)]
     try:
         with _instance_patches(patches), (_eager(model) if _is_hf(model) else contextlib.nullcontext()), \
-                composite.context(probe.net):
+                composite.context(root):
             yield
     finally:
         for h in hooks:
@@ -240,3 +248,53 @@ def attnlrp(probe, x: torch.Tensor, targets: torch.Tensor, layer: str | None = N
         raise DeepprobeError("attnlrp propagates relevance down to the input pixels; --layer does not apply to it")
     relevance, _ = attnlrp_relevance(probe, x, targets, conv_gamma, lin_gamma)
     return cap_both_ends(relevance.sum(1))
+
+
+def attnlrp_text_relevance(probe, x: torch.Tensor, target=None, conv_gamma: float = _D.conv_gamma,
+                           lin_gamma: float = _D.lin_gamma) -> list:
+    """CLIP: per image, the AttnLRP relevance of each token of its target prompt (None: the predicted prompt).
+
+    The text tower under the same rules, the image embedding fixed (the prompt is what is explained): score = the
+    matched image-text logit, with the text embedding's L2 normalization under the identity rule; relevance =
+    token embedding x gradient, summed over the width, for the tokens between start and end (as `chefer`'s words).
+    """
+    from ..models.clip import zero_shot_head
+    from .clip import TextRelevance, pooled_positions
+    from .maps import resolve_targets
+
+    head = zero_shot_head(probe.net)
+    if head is None or not head.prompts:
+        raise DeepprobeError(f"text relevance needs an image-text model with prompts; {probe.spec} has none")
+    lxt = lxt_rules()
+    x = x.to(probe.device)
+    targets = resolve_targets(probe, x, target)
+    texts = [head.prompts[int(t)] for t in targets]
+    model = head.net
+    with torch.no_grad():
+        image = head.image_features((x - probe.net.mean) / probe.net.std)
+    enc = head.tokenize(texts)
+    leaves: list[torch.Tensor] = []
+
+    def as_leaf(_m, _i, out):
+        leaves.append(out.detach().requires_grad_(True))
+        return leaves[-1]
+
+    hook = model.text_model.embeddings.register_forward_hook(as_leaf)
+    try:
+        with transformer_rules(lxt, model, model, conv_gamma, lin_gamma), torch.enable_grad():
+            out = model.text_model(**enc)
+            text = model.text_projection(out.pooler_output).float()
+            text = text / lxt.rules.stop_gradient(text.norm(dim=-1, keepdim=True).clamp(min=1e-12))
+            score = (head.scale() * (image * text).sum(-1)).sum()
+            (grad,) = torch.autograd.grad(score, leaves[-1])
+    finally:
+        hook.remove()
+    tokens = (leaves[-1] * grad).sum(-1).detach()  # (N, T)
+    eot = pooled_positions(enc["input_ids"], getattr(model.config.text_config, "eos_token_id", None))
+    result = []
+    for i, prompt in enumerate(texts):
+        end = int(eot[i])
+        ids = enc["input_ids"][i, 1:end].tolist()
+        result.append(TextRelevance(prompt, [head.tokenizer.decode([t]).strip() for t in ids],
+                                    tokens[i, 1:end].tolist()))
+    return result
