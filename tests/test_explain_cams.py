@@ -163,5 +163,5 @@ def test_new_methods_on_the_tiny_segmenter_and_detector(tiny_tasks):
         assert inside > outside, (method, float(inside), float(outside))
     boxes = explain(det, x, "eigencam")[0]
     assert len(boxes.detections.boxes) >= 1 and boxes.maps.shape[0] == len(boxes.detections.boxes)
-    with pytest.raises(DeepprobeError, match="lrp does not cover FasterRCNN"):
+    with pytest.raises(DeepprobeError, match=r"lrp does not cover FasterRCNN \(python:tests.tiny_tasks:detector\)"):
         explain(det, x, "lrp")

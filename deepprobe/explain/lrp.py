@@ -38,6 +38,10 @@ def check_model(probe) -> None:
     if is_transformer(inner):
         raise DeepprobeError(f"lrp's composites cover CNNs; {probe.spec} has attention layers: use --method attnlrp")
     bad = uncovered(inner)
+    if bad and bad[0][0] == "the model":
+        raise DeepprobeError(f"lrp does not cover {bad[0][1]} ({probe.spec}): its forward is not one deepprobe can read "
+                             "layer by layer (covered: nn.Sequential networks and timm/torchvision CNN families, "
+                             "see the README); use gradcam or the captum methods on this model")
     if bad:
         kinds = list(dict.fromkeys(kind for _, kind in bad))
         where = ", ".join(name for name, _ in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
