@@ -129,12 +129,10 @@ def vit_rows(args, only) -> list[tuple[str, float, str, float, float, str]]:
     from deepprobe.explain.legrad import legrad
 
     device = torch.device(args.device)
-    tv = tiny_vits.torchvision_vit(size=224, patch=16, dim=384, depth=12, heads=6, mlp=1536, classes=1000).to(device)
-    for p in tv.parameters():
-        p.requires_grad_(False)
-    twin = tiny_vits.timm_twin(tv).to(device)
-    ours_tv, ours_timm = tiny_vits.bundle(tv, "torchvision:vit-s", 224), tiny_vits.bundle(twin, "timm:vit-s", 224)
-    ours_tv.device = ours_timm.device = device
+    tv = tiny_vits.torchvision_vit(size=224, patch=16, dim=384, depth=12, heads=6, mlp=1536, classes=1000)
+    twin = tiny_vits.timm_twin(tv)
+    ours_tv = tiny_vits.bundle(tv, "torchvision:vit-s", 224, device)  # moves tv to the device, frozen
+    ours_timm = tiny_vits.bundle(twin, "timm:vit-s", 224, device)
     bundle = dp.load_model("efficientnet_lite0", device=args.device)
     x = photos(bundle, args.batch).to(device)
     xn = (x - 0.5) / 0.5

@@ -56,16 +56,16 @@ def timm_twin(tv: nn.Module) -> nn.Module:
     return net
 
 
-def bundle(net: nn.Module, spec: str = "test:vit", size: int = SIZE):
+def bundle(net: nn.Module, spec: str = "test:vit", size: int = SIZE, device: str | torch.device = "cpu"):
     """A ModelBundle over `net` with mean = std = 0.5 normalization (as deepprobe's model sources build them)."""
     from deepprobe.models.bundle import ModelBundle
     from deepprobe.models.preprocess import Normalized, Preprocess
 
-    wrapped = Normalized(net, (0.5,) * 3, (0.5,) * 3).eval()
+    wrapped = Normalized(net, (0.5,) * 3, (0.5,) * 3).eval().to(device)
     for p in wrapped.parameters():
         p.requires_grad_(False)
     return ModelBundle(net=wrapped, labels=[f"class {i}" for i in range(CLASSES)], spec=spec,
-                       device=torch.device("cpu"),
+                       device=torch.device(device),
                        preprocess=Preprocess(crop=(size, size), resize=None, mean=(0.5,) * 3, std=(0.5,) * 3))
 
 
