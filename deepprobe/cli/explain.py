@@ -25,9 +25,10 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
                                         "eigencam [F, class-free], scorecam, ablationcam [F per channel: C+1 F, "
                                         "slow; --internal-batch at once], fullgrad [F+B], saliency, guided-backprop "
                                         "[F+B], ig [--steps x (F+B)], smoothgrad [--samples x (F+B)], occlusion "
-                                        "[F per window]. CNNs: lrp (Zennit, --composite) [F+B with rules]. Vision "
-                                        "transformers: rollout, attention [F], chefer, attnlrp (LXT) [F+B], legrad "
-                                        "[F + a short B per block]. Repeat for several; default "
+                                        "[F per window]. CNNs: lrp (Zennit, --composite) [F+B with rules, 4-9x F+B]. "
+                                        "Vision transformers: rollout, attention [F], chefer [F+B], attnlrp (LXT) "
+                                        "[F+B with rules, 3-5x F+B], legrad [F + a short B per block]. Repeat for "
+                                        "several; default "
                                         f"{', '.join(DEFAULT_METHODS)} (hirescam on detectors)."),
                 target: list[str] = opt(Options, "target", help="Class to explain (name or index); repeat for "
                                                                 "several. Default: each image's predicted class."),
