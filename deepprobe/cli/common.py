@@ -35,6 +35,8 @@ class Common:
     model: str = DEFAULT_MODEL
     weights: str | None = None
     normalize: str | None = None
+    dataset: str | None = None
+    threat_model: str | None = None
     device: str = "auto"
     amp: bool = False
     seed: int = 0
@@ -56,10 +58,14 @@ def _common_parameters(uses_model: bool, uses_recipe: bool) -> list[inspect.Para
     if uses_model:
         add("model", str, typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model spec (see `deepprobe models`).",
                                        rich_help_panel="Model"))
-        add("weights", str | None, typer.Option(None, "--weights", "-w", help="Local weights file for timm:/torchvision:/python: specs.",
+        add("weights", str | None, typer.Option(None, "--weights", "-w", help="Local weights file for timm:/torchvision:/python: specs; robustbench: also a model_dir.",
                                                 rich_help_panel="Model"))
         add("normalize", str | None, typer.Option(None, "--normalize", help="Override input normalization: imagenet, half, none or 'm,m,m/s,s,s'.",
                                                   rich_help_panel="Model"))
+        add("dataset", str | None, typer.Option(None, "--dataset", help="robustbench: models: the zoo's data set, "
+                                                "cifar10 (default), cifar100 or imagenet.", rich_help_panel="Model"))
+        add("threat_model", str | None, typer.Option(None, "--threat-model", help="robustbench: models: Linf "
+                                                     "(default), L2 or corruptions.", rich_help_panel="Model"))
         add("device", str, typer.Option("auto", "--device", help="auto|cpu|cuda|mps (auto picks CUDA when present).",
                                         rich_help_panel="Model"))
         add("amp", bool, typer.Option(False, "--amp", help="On CUDA: bfloat16 mixed precision in optimizations and "
@@ -123,7 +129,8 @@ class Run:
             seed_everything(self.common.seed)
             with self.status(f"loading {self.common.model}"):
                 self._bundle = load_model(self.common.model, self.common.weights, self.common.device,
-                                          normalize=self.common.normalize)
+                                          normalize=self.common.normalize, dataset=self.common.dataset,
+                                          threat_model=self.common.threat_model)
             if self.common.amp and self._bundle.device.type == "cuda":
                 import torch
 

@@ -34,24 +34,36 @@ SPEC_FORMS = [
     ("hf:DIR (DetrForObjectDetection)", "DETR saved with save_pretrained(); boxes, Chefer maps per object"),
     ("python:module:callable", "calls YOUR code, which returns an nn.Module (it runs with your permissions); "
                                "a list of box dicts or (N,C,H,W) output makes it a detector or segmenter"),
+    ("robustbench:NAME", "a RobustBench model-zoo architecture (--dataset cifar10|cifar100|imagenet, --threat-model "
+                         "Linf|L2|corruptions) with its checkpoint from ./models/<dataset>/<threat>/<NAME>.pt or "
+                         "--weights FILE|DIR, offline (pip install 'deepprobe[robustbench]')"),
 ]
 NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "half": ((0.5,) * 3, (0.5,) * 3),
                   "none": ((0.0,) * 3, (1.0,) * 3)}
 
 
 def load_model(spec: str = DEFAULT_MODEL, weights: str | Path | None = None, device: str | torch.device = "auto",
-               normalize: str | None = None, input_size: int | None = None) -> ModelBundle:
-    """Build the ModelBundle for a spec; `net` takes [0,1] RGB NCHW images and returns logits, in eval mode."""
+               normalize: str | None = None, input_size: int | None = None, dataset: str | None = None,
+               threat_model: str | None = None) -> ModelBundle:
+    """Build the ModelBundle for a spec; `net` takes [0,1] RGB NCHW images and returns logits, in eval mode.
+
+    dataset / threat_model pick a `robustbench:NAME` model's zoo (default cifar10 / Linf, as RobustBench's)."""
     dev = resolve_device(device)
     kind, _, rest = spec.partition(":")
+    if (dataset or threat_model) and kind != "robustbench":
+        raise DeepprobeError("--dataset and --threat-model go with robustbench:NAME models only")
     loaders = {"timm": _timm, "torchvision": _torchvision, "torchscript": _torchscript, "onnx": _onnx,
                "hf": _hf, "python": _python}
     if not rest:
         if spec not in BUNDLED:
             known = ", ".join(BUNDLED)
             raise DeepprobeError(f"unknown model spec {spec!r}: use one of {known}, or a prefixed form "
-                                 "(timm:, torchvision:, torchscript:, onnx:, hf:, python:); see `deepprobe models`")
+                                 "(timm:, torchvision:, torchscript:, onnx:, hf:, python:, robustbench:); see `deepprobe models`")
         net, labels, pre = _bundled(spec, weights)
+    elif kind == "robustbench":
+        from .robustbench import load_robustbench
+
+        net, labels, pre, spec = load_robustbench(rest, weights, dataset, threat_model)
     elif kind in loaders:
         net, labels, pre = loaders[kind](rest, weights)
     else:
