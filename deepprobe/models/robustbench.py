@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import sys
 import types
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -72,6 +73,13 @@ def model_zoo():
     fails (robustbench 1.1.1 imports `autoattack`, a package PyPI does not carry; the zoo needs none of it)."""
     if importlib.util.find_spec("robustbench") is None:
         raise DeepprobeError(f"robustbench: models need the robustbench package: {INSTALL}")
+    with warnings.catch_warnings():  # its imports warn about deprecated timm paths and pkg_resources: not ours
+        warnings.simplefilter("ignore")
+        return _import_zoo()
+
+
+def _import_zoo():
+    """The zoo through the package, or through a bare package module when its top level cannot import."""
     try:
         importlib.import_module("robustbench")
     except ImportError:
