@@ -128,10 +128,10 @@ def _count_outputs(bundle: ModelBundle) -> int | None:
 
 
 def _bundled(name: str, weights: str | Path | None):
-    import timm
+    from .efficientnet_lite import efficientnet_lite  # timm's tf_efficientnet_lite*, without importing timm
 
     module_name, class_name, crop = BUNDLED[name]
-    net = timm.create_model("tf_" + name, pretrained=False)
+    net = efficientnet_lite(name)
     if weights:
         fit_state_dict(net, read_state_dict(weights), Path(weights).name)
     else:
