@@ -130,6 +130,16 @@ def test_empty_and_missing_folders(tmp_path):
     assert res.exit_code == 0 and "No runs found" in (tmp_path / "report.html").read_text()
 
 
+
+def test_paths_print_as_they_are_not_as_markup(tmp_path):
+    """A folder named with brackets is no Rich markup: the error and the summary line show it unchanged."""
+    odd = tmp_path / "runs[red]x"
+    res = runner.invoke(main_app, ["report", str(odd)])
+    assert res.exit_code == 2 and res.stderr.strip() == f"error: {odd}: no such folder"
+    odd.mkdir()
+    res = runner.invoke(main_app, ["report", str(odd)], env={"COLUMNS": "1000"})
+    assert res.exit_code == 0 and res.stdout.strip() == f"0 run(s) from {odd} -> {odd / 'report.html'}"
+
 # ----- a real browser --------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
