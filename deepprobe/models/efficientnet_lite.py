@@ -1,8 +1,8 @@
 """The bundled EfficientNet-Lite0/1/2: timm's `tf_efficientnet_lite*` rebuilt from torch.nn alone.
 
 Why not `timm.create_model`: importing timm imports torchvision (timm.layers needs torchvision.ops), and
-torchvision imports torch._dynamo; together that was ~60% of `deepprobe classify photo.jpg` on top of
-`import torch` (benchmarks/README.md, start-up). This module builds the same network: the same module names,
+torchvision imports torch._dynamo; together they took longer to import than torch itself, most of a one-photo
+`deepprobe classify` (benchmarks/README.md, CLI start-up). This module builds the same network: the same module names,
 classes, order and shapes (so the bundled weights map in the same order and `deepprobe layers` prints the same
 tree), and the same operations, so the logits equal timm's bit for bit (tests/test_models.py checks both against
 timm). TF "same" padding is computed per input size on the strided convolutions, as in timm's Conv2dSame.
