@@ -4,6 +4,7 @@ Nothing here imports torch at module level, so `deepprobe --help` stays fast.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -14,7 +15,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import typer
 from rich.markup import escape
@@ -186,8 +187,7 @@ class Run:
     def fail(self, item: str, reason: str) -> None:
         """Record a per-input failure; the rest of the batch goes on."""
         self.failed.append({"input": str(item), "error": reason})
-        line = reason if str(item) in reason else f"{item}: {reason}"
-        err_console.print(f"[red]error:[/red] {escape(line)}")
+        print_error(reason if str(item) in reason else f"{item}: {reason}")
 
     # ----- the record of the run --------------------------------------------------------------
     def record(self) -> dict[str, Any]:
@@ -248,6 +248,29 @@ def versions() -> dict[str, str]:
     return found
 
 
+def print_error(message: str) -> None:
+    """One red `error:` line on stderr. The message is escaped: a path such as `a[red]b` is printed as it is,
+    not read as Rich markup."""
+    err_console.print(f"[red]error:[/red] {escape(message)}")
+
+
+def exit_on_user_error(exc: DeepprobeError, debug: bool):
+    """A user's mistake ends a command with one error line and exit 2; with --debug, the traceback instead."""
+    if debug:
+        raise exc
+    print_error(str(exc))
+    raise typer.Exit(2) from None
+
+
+@contextlib.contextmanager
+def user_errors(debug: bool) -> Iterator[None]:
+    """`exit_on_user_error` around the body of a command that takes no common options (report, rerun)."""
+    try:
+        yield
+    except DeepprobeError as exc:
+        exit_on_user_error(exc, debug)
+
+
 # "patch train" -> "patch": every registered command with options and the options module it reads (the test
 # that walks every option's range finds the commands here).
 COMMAND_OPTIONS: dict[str, str] = {}
@@ -285,10 +308,7 @@ def command(app: typer.Typer, name: str, *, uses_model: bool = True, help: str |
                 code = func(run, **kwargs)
                 code = run.finish() if code is None else code
             except DeepprobeError as exc:
-                if common.debug:
-                    raise
-                err_console.print(f"[red]error:[/red] {escape(str(exc))}")
-                raise typer.Exit(2) from None
+                exit_on_user_error(exc, common.debug)
             except KeyboardInterrupt:
                 if common.debug:
                     raise
@@ -300,7 +320,7 @@ def command(app: typer.Typer, name: str, *, uses_model: bool = True, help: str |
                 if common.debug:
                     raise
                 message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                err_console.print(f"[red]error:[/red] {type(exc).__name__}: {escape(message)} (run with --debug for details)")
+                print_error(f"{type(exc).__name__}: {message} (run with --debug for details)")
                 raise typer.Exit(1) from None
             if code:
                 raise typer.Exit(code)

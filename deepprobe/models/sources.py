@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..device import resolve_device
+from ..device import keeps_caller_random_state, resolve_device
 from ..errors import DeepprobeError
 from .bundle import ModelBundle
 from .labels import imagenet_labels
@@ -39,6 +39,7 @@ NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "half": ((0.5,) * 3
                   "none": ((0.0,) * 3, (1.0,) * 3)}
 
 
+@keeps_caller_random_state  # building a network draws its initial weights from the global generator
 def load_model(spec: str = DEFAULT_MODEL, weights: str | Path | None = None, device: str | torch.device = "auto",
                normalize: str | None = None, input_size: int | None = None) -> ModelBundle:
     """Build the ModelBundle for a spec; `net` takes [0,1] RGB NCHW images and returns logits, in eval mode."""
@@ -128,10 +129,10 @@ def _count_outputs(bundle: ModelBundle) -> int | None:
 
 
 def _bundled(name: str, weights: str | Path | None):
-    import timm
+    from .efficientnet_lite import efficientnet_lite  # timm's tf_efficientnet_lite*, without importing timm
 
     module_name, class_name, crop = BUNDLED[name]
-    net = timm.create_model("tf_" + name, pretrained=False)
+    net = efficientnet_lite(name)
     if weights:
         fit_state_dict(net, read_state_dict(weights), Path(weights).name)
     else:

@@ -224,7 +224,8 @@ def maximize(probe: ModelBundle, target=None, *, layer: str | None = None, chann
 def fourier_image(units: Sequence[Unit], size: int, decay_power: float, seed: int,
                   device: torch.device | str) -> E.FourierImage:
     """A batch of Fourier images; row i starts from a spectrum seeded by (seed, unit i) alone."""
-    param = E.FourierImage(len(units), size, size, decay_power=decay_power, device=device)
+    # every row is overwritten below; its own generator keeps the first draw off the caller's global one
+    param = E.FourierImage(len(units), size, size, decay_power=decay_power, device=device, generator=torch.Generator())
     with torch.no_grad():
         for i, unit in enumerate(units):
             gen = torch.Generator().manual_seed(zlib.crc32(f"{seed}:{unit.key}".encode()))
