@@ -73,6 +73,13 @@ def test_input_size_reaches_the_model_from_the_cli_the_api_and_recipes(fixed32, 
     assert summary["input_size"] == [32, 32] and summary["arguments"]["input_size"] == "32,32"
     probe = dp.load_model(fixed32, input_size=(32, 32), device="cpu")
     assert probe.input_size == (32, 32) and probe.num_classes == 3
+    # a rerun repeats the size (it is one of the recorded arguments)
+    res = cli("fool", examples / "cat.jpg", "--method", "fgsm", "--model", fixed32, "--input-size", "32",
+              "--out", tmp_path / "fool")
+    assert res.exit_code == 0, res.output
+    res = cli("rerun", tmp_path / "fool" / "cat_fool.json", "--out", tmp_path / "again", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["input_size"] == [32, 32]
 
 
 def test_an_image_at_the_input_size_is_not_resized_and_others_are(tiny, squares, examples):

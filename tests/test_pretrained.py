@@ -260,3 +260,31 @@ def test_models_lists_the_names_in_the_local_caches(caches, attempts):
         "hf:tiny-org/tiny-vit", f"timm:{TIMM}", "torchvision:squeezenet1_1:IMAGENET1K_V1"]
     assert summary["caches"]["torch hub"] == str(caches / "torch" / "hub" / "checkpoints")
     assert f"timm:{TIMM}" in cli("models").stdout and not attempts
+
+
+def test_online_an_uncached_name_is_downloaded_by_the_library_into_its_cache(caches, monkeypatch, tmp_path):
+    """The download itself is torch.hub's (stood in for by a local copy: no network in tests); deepprobe only
+    checks the host can be reached, says what it downloads where, and then loads the file torch.hub wrote."""
+    import torch.hub
+
+    from deepprobe.models import pretrained
+
+    source = tmp_path / "served.pth"
+    state = fill_torchvision(tmp_path / "elsewhere", "squeezenet1_1", "IMAGENET1K_V1")
+    torch.save(state, source)
+    fetched = []
+
+    def download(url, dst, hash_prefix=None, progress=True):
+        fetched.append((url, Path(dst).parent, progress))
+        Path(dst).write_bytes(source.read_bytes())
+
+    monkeypatch.setattr(pretrained, "_unreachable", lambda url: None)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    monkeypatch.setattr(torch.hub, "check_integrity", lambda *a, **k: True, raising=False)
+    res = cli("classify", CAT, "--model", "torchvision:squeezenet1_1", "--json")
+    folder = caches / "torch" / "hub" / "checkpoints"
+    assert res.exit_code == 0, res.output
+    assert fetched and fetched[0][1] == folder and fetched[0][2] is True  # with torch.hub's progress bar
+    assert "downloading the pretrained weights of torchvision:squeezenet1_1" in res.stderr and str(folder) in res.stderr
+    assert (folder / os.path.basename(fetched[0][0])).is_file()
+    assert json.loads(res.stdout)["weights"].startswith("pretrained SqueezeNet1_1_Weights.IMAGENET1K_V1")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -110,7 +111,8 @@ def _download(what: str, where: Path, offline: bool, announce: Announce | None, 
     quiet = are_progress_bars_disabled()
     enable_progress_bars()  # the libraries' own bars (hf.py turns transformers' loading bars off)
     try:
-        yield
+        with contextlib.redirect_stdout(sys.stderr):  # torch.hub prints "Downloading: ..." on stdout (--json's)
+            yield
     except DeepprobeError:
         raise
     except Exception as exc:  # noqa: BLE001 - no network, a refused connection, a missing repository...
@@ -150,12 +152,18 @@ def timm_cfg(name: str):
     """timm's pretrained config for NAME or NAME.TAG (the default tag when none is given), or a clear error."""
     import timm
 
-    cfg = timm.models.get_pretrained_cfg(name)
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except RuntimeError:  # an unknown tag
+        cfg = None
     if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
-        arch = name.split(".")[0]
+        arch, _, tag = name.partition(".")
         tags = timm.list_pretrained(f"{arch}.*")
-        hint = f"; its pretrained tags: {', '.join(tags[:8])}" if tags else "; timm has no pretrained weights for it"
-        raise DeepprobeError(f"timm:{name}: no such pretrained weights{hint} (or use --weights FILE / --random-init)")
+        if tags:
+            raise DeepprobeError(f"timm:{name}: timm has no tag {tag!r} for {arch}; its pretrained tags: "
+                                 + ", ".join(tags[:8]) + (" ..." if len(tags) > 8 else ""))
+        raise DeepprobeError(f"timm:{name}: timm publishes no pretrained weights for {arch}; give --weights FILE "
+                             "(or --random-init for random weights)")
     return cfg
 
 

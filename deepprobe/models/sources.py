@@ -216,11 +216,13 @@ def _classifier_width(state: dict[str, torch.Tensor], net: nn.Module) -> tuple[s
 def _timm(name: str, source: Source):
     import timm
 
-    from .pretrained import timm_labels, timm_pretrained
+    from .pretrained import timm_cfg, timm_labels, timm_pretrained
 
     if not timm.is_model(name):
         close = timm.list_models(f"*{name}*")[:5]
         raise DeepprobeError(f"unknown timm model {name!r}" + (f"; close: {', '.join(close)}" if close else ""))
+    if "." in name:
+        timm_cfg(name)  # an unknown tag fails here with the architecture's tags
     if source.weights or source.random_init:
         net = timm.create_model(name, pretrained=False)
     else:
