@@ -51,7 +51,8 @@ NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "half": ((0.5,) * 3
 @dataclasses.dataclass
 class Source:
     """What a loader is asked for (the spec's text after the prefix comes separately) and, in `origin`, what it
-    reports back: where the weights came from ("pretrained ...", a file, "random weights")."""
+    reports back: where the weights came from ("pretrained ...", a file, "random weights"). A source that needs
+    more (a data set, a threat model) adds its fields here and load_model's keywords that fill them."""
 
     weights: Path | None = None
     random_init: bool = False
