@@ -67,30 +67,6 @@ def _command_paths() -> list[str]:
     return list(walk(typer.main.get_command(app), []))
 
 
-@pytest.fixture
-def attempts(monkeypatch) -> list[str]:
-    """Block every network connection (Unix sockets stay allowed) and record each attempt."""
-    seen: list[str] = []
-    connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
-
-    def refuse(what: str):
-        seen.append(what)
-        raise OSError(f"network access blocked in tests: {what}")
-
-    def guarded(original):
-        def method(sock, address, *args):
-            if sock.family == getattr(socket, "AF_UNIX", None):
-                return original(sock, address, *args)
-            return refuse(f"connect {address!r}")
-        return method
-
-    monkeypatch.setattr(socket.socket, "connect", guarded(connect))
-    monkeypatch.setattr(socket.socket, "connect_ex", guarded(connect_ex))
-    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: refuse(f"getaddrinfo {host!r}"))
-    monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: refuse(f"create_connection {address!r}"))
-    return seen
-
-
 def test_every_command_has_an_offline_run():
     missing = sorted(set(_command_paths()) - set(RUNS))
     assert not missing, f"add a cheap run of each new command to RUNS in tests/test_offline.py: {missing}"

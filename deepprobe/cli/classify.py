@@ -36,7 +36,7 @@ def classify_cmd(run, images: list[str] = typer.Argument(..., help="Image files,
     apply_prompts(run, bundle, text, labels)
     paths = image_paths(run, images)
     rows = []  # classifiers: (file name, [(class, probability)]), laid out by _table to fit the terminal
-    table = Table(title=f"{bundle.spec} on {bundle.device}")  # detectors and segmenters: a row per box / class
+    table = Table(title=f"{bundle.title} on {bundle.device}")  # detectors and segmenters: a row per box / class
     table.add_column("image")
     ranks = bundle.task in (CLASSIFICATION, IMAGE_TEXT)  # class logits (CLIP: over the prompts)
     for column in () if ranks else _COLUMNS[bundle.task]:

@@ -122,7 +122,7 @@ class _Explainer:
 
         self.run, self.bundle, self.opts, self.targets = run, bundle, opts, targets
         self.cam_layer: str | None = opts.layer if any(m in CAM_METHODS for m in opts.method) else None
-        self.table = Table(title=f"explain · {bundle.spec} · {', '.join(opts.method)} on {bundle.device}")
+        self.table = Table(title=f"explain · {bundle.title} · {', '.join(opts.method)} on {bundle.device}")
         # CLIP with chefer: the words of each prompt are scored too (bi-modal relevance on the text tower)
         self.words = bundle.task == "image-text" and "chefer" in opts.method
         columns = ("image", "class", "probability", "predicted", "output") + (("words (chefer)",) if self.words else ())
@@ -216,7 +216,7 @@ class _Explainer:
             captions.append(caption)
         shown = next(iter(record["methods"].values()))["overlay"]
         if len(per_method) > 1:
-            title = f"{path.name} · {self.bundle.spec} · explaining {class_name}"
+            title = f"{path.name} · {self.bundle.title} · explaining {class_name}"
             out = self.run.save_image(panel(tiles, captions, cell=224, title=title),
                                       f"{stem}_{name_slug(class_name)}_panel.png",
                                       result={**record, "panel": True})

@@ -242,7 +242,7 @@ class _Table:
     def __init__(self, bundle, kwargs: dict):
         from rich.table import Table
 
-        self.table = Table(title=f"{bundle.spec} · {kwargs['method']} on {bundle.device}")
+        self.table = Table(title=f"{bundle.title} · {kwargs['method']} on {bundle.device}")
         for column in ("image", "original", "adversarial (saved PNG)", "fooled", "L-inf x255", "L2", "steps"):
             self.table.add_column(column)
 

@@ -7,17 +7,27 @@ local_files_only=True, and attention runs on the eager path so explainers can re
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from ..errors import DeepprobeError
 from .hf_processor import image_preprocess
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, LogitsOf
 
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+(@[\w./-]+)?$")
+
+
+def looks_like_hub_id(text: str) -> bool:
+    """ORG/NAME (optionally @REVISION), as the hub names models; a path that exists is a folder instead."""
+    return bool(_HUB_ID.match(text)) and not text.startswith((".", "/"))
+
+
 def load_hf(path: str):
     """(network, labels, Preprocess) for a save_pretrained folder."""
     folder = Path(path)
     if not (folder / "config.json").is_file():
-        raise DeepprobeError(f"{path} is not a saved Hugging Face model folder (no config.json)")
+        hub = " or a Hugging Face hub id (ORG/NAME)" if not looks_like_hub_id(path) else ""
+        raise DeepprobeError(f"{path} is not a saved Hugging Face model folder (no config.json){hub}")
     try:
         import transformers  # noqa: F401
     except ImportError as exc:

@@ -147,9 +147,16 @@ def layer_shape(probe: ModelBundle, layer: str, size: int) -> tuple[int, int, in
     return int(act.shape[1]), int(act.shape[2]), int(act.shape[3])
 
 
+def native_side(probe: ModelBundle) -> int:
+    """The side of the square images maximize draws when no size is given: the model's input size (its longer
+    side), 224 for a model of any input size."""
+    return max(probe.input_size) if probe.input_size else 224
+
+
 def resolve_units(probe: ModelBundle, target=None, layer: str | None = None, channel=None, neuron=None,
-                  size: int = Options.size) -> list[Unit]:
+                  size: int | None = Options.size) -> list[Unit]:
     """Check what the user asked for and turn it into Units (classes first, then channels)."""
+    size = size or native_side(probe)
     targets = [] if target is None else ([target] if isinstance(target, (int, str)) else list(target))
     channels = parse_channels(channel)
     cell = parse_neuron(neuron)
@@ -189,7 +196,7 @@ def resolve_units(probe: ModelBundle, target=None, layer: str | None = None, cha
 
 def maximize(probe: ModelBundle, target=None, *, layer: str | None = None, channel=None, neuron=None,
              units: Sequence[Unit] | None = None, steps: int = Options.steps, lr: float = Options.lr,
-             size: int = Options.size, decay_power: float = Options.decay_power,
+             size: int | None = Options.size, decay_power: float = Options.decay_power,
              robustness: float = Options.robustness, seed: int = 0, photos: torch.Tensor | None = None,
              photo_names: Sequence[str] | None = None,
              callback: Callable[[int, int, float, E.Forward | None], None] | None = None) -> MaximizeResult:
@@ -200,12 +207,15 @@ def maximize(probe: ModelBundle, target=None, *, layer: str | None = None, chann
     them is reported beside the one reached (`result.natural`), measured at the same size as the result.
     """
     check_ranges("maximize", locals())
+    size = size or native_side(probe)
     units = list(units) if units is not None else resolve_units(probe, target, layer, channel, neuron, size)
     map_sizes = {u.layer: layer_shape(probe, u.layer, size)[1:] for u in units if u.kind == "neuron"}
     objective = E.rowwise([u.objective(map_sizes.get(u.layer)) for u in units])
     param = fourier_image(units, size, decay_power, seed, probe.device)
     generator = torch.Generator().manual_seed(seed)
-    transforms = E.standard_robustness(generator, robustness) if robustness > 0 else []
+    # lucent's pixel sizes suit a 224-px network; a smaller network's objects are smaller by its input's ratio
+    pixels = min(1.0, native_side(probe) / 224)
+    transforms = E.standard_robustness(generator, robustness, pixels) if robustness > 0 else []
     res = E.optimize(probe, param, objective, steps=steps, lr=lr, optimizer="adam", transforms=transforms,
                      callback=callback, check_every=min(10, steps))
     # The best-loss image was scored on a random transform; the last iterate is what the optimization settled on.
