@@ -77,7 +77,7 @@ def test_input_size_reaches_the_model_from_the_cli_the_api_and_recipes(fixed32, 
     res = cli("fool", examples / "cat.jpg", "--method", "fgsm", "--model", fixed32, "--input-size", "32",
               "--out", tmp_path / "fool")
     assert res.exit_code == 0, res.output
-    res = cli("rerun", tmp_path / "fool" / "cat_fool.json", "--out", tmp_path / "again", "--json")
+    res = cli("rerun", tmp_path / "fool" / "cat_fool.json", "--trust", "--out", tmp_path / "again", "--json")
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout.strip().splitlines()[-1])["input_size"] == [32, 32]
 

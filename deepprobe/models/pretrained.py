@@ -32,11 +32,8 @@ def is_offline(explicit: bool | None = None) -> bool:
     """True when downloads are off: `--offline` / offline=True, or HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE set."""
     if explicit is not None:
         return explicit
-    if any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
-        return True
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
+    # the hub client reads the same variables (its constants); importing it would cost a bundled-model start-up
+    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def hf_cache_dir() -> Path:
