@@ -10,9 +10,10 @@ from torch import nn
 from ..device import resolve_device
 from ..errors import DeepprobeError
 from .bundle import ModelBundle
+from .embedding import EmbedderNet
 from .labels import imagenet_labels
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, LogitsOf, Normalized, Preprocess
-from .tasks import CLASSIFICATION, DETECTION, SEGMENTATION, task_of, wrap_by_output
+from .tasks import CLASSIFICATION, DETECTION, EMBEDDING, SEGMENTATION, task_of, wrap_by_output
 from .weights import fit_state_dict, map_in_order, read_state_dict
 
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -32,8 +33,13 @@ SPEC_FORMS = [
     ("hf:DIR", "a Hugging Face image classifier saved with save_pretrained() in a local folder"),
     ("hf:DIR (CLIPModel)", "CLIP saved with its processor; zero-shot over --text/--labels prompts"),
     ("hf:DIR (DetrForObjectDetection)", "DETR saved with save_pretrained(); boxes, Chefer maps per object"),
+    ("timm:NAME --weights FILE (no head)", "a backbone: weights without a classifier, or a tag without one "
+                                           "(vit_small_patch16_224.dino, vit_small_patch14_dinov2): embeddings"),
+    ("hf:DIR (Dinov2Model, ViTModel, CLIPVisionModel, SiglipVisionModel)",
+     "a vision tower or backbone saved with save_pretrained(): embeddings (DINO, DINOv2, CLIP/SigLIP images)"),
     ("python:module:callable", "calls YOUR code, which returns an nn.Module (it runs with your permissions); "
-                               "a list of box dicts or (N,C,H,W) output makes it a detector or segmenter"),
+                               "a list of box dicts or (N,C,H,W) output makes it a detector or segmenter, "
+                               "net.task = 'embedding' an embedder"),
 ]
 NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "half": ((0.5,) * 3, (0.5,) * 3),
                   "none": ((0.0,) * 3, (1.0,) * 3)}
@@ -163,15 +169,32 @@ def _timm(name: str, weights):
     net = timm.create_model(name, pretrained=False)
     if weights:
         state = read_state_dict(weights)
-        width = _classifier_width(state, net)
-        if width and width[1] != net.num_classes:
-            net = timm.create_model(name, pretrained=False, num_classes=width[1])
+        classes = _timm_head_classes(state, net)
+        if classes is not None and classes != net.num_classes:
+            net = timm.create_model(name, pretrained=False, num_classes=classes)
         fit_state_dict(net, state, Path(weights).name)
     cfg = timm.data.resolve_data_config({}, model=net)
     crop = tuple(cfg["input_size"][1:])
     pre = Preprocess(crop=crop, resize=int(crop[0] / cfg.get("crop_pct", 0.875)), mean=tuple(cfg["mean"]),
                      std=tuple(cfg["std"]), interpolation=cfg.get("interpolation", "bicubic"))
+    if net.num_classes == 0:  # no classifier (DINO, DINOv2 tags; a backbone's weights): its pooled features
+        return EmbedderNet(net), None, pre
     return net, (imagenet_labels() if net.num_classes == 1000 else None), pre
+
+
+def _timm_head_classes(state: dict[str, torch.Tensor], net: nn.Module) -> int | None:
+    """Classes a weights file gives a timm model's classifier: 0 for a file without one (a backbone, such as
+    DINO's checkpoints), None when the model names no classifier (then the last linear layer tells)."""
+    name = getattr(net, "pretrained_cfg", {}).get("classifier")
+    name = name[0] if isinstance(name, (list, tuple)) else name
+    if name:
+        weight = state.get(f"{name}.weight")
+        if weight is not None:
+            return int(weight.shape[0])
+        if net.num_classes == 0 or any(k.startswith(name + ".") for k in net.state_dict()):
+            return 0
+    width = _classifier_width(state, net)
+    return width[1] if width else None
 
 
 def _torchvision(name: str, weights):
@@ -241,4 +264,7 @@ def _python(target: str, weights):
         fit_state_dict(net, read_state_dict(weights), Path(weights).name)
     names = getattr(net, "labels", None)  # a factory may name its classes: net.labels = ["cat", "dog"]
     labels = list(names) if isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names) else None
-    return LogitsOf(net), labels, Preprocess(crop=(224, 224), resize=256, mean=(0.0,) * 3, std=(1.0,) * 3)
+    pre = Preprocess(crop=(224, 224), resize=256, mean=(0.0,) * 3, std=(1.0,) * 3)
+    if getattr(net, "task", None) == EMBEDDING:  # (N,D) outputs look like logits: the factory says they are not
+        return EmbedderNet(LogitsOf(net)), None, pre
+    return LogitsOf(net), labels, pre
