@@ -39,6 +39,9 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
                 alpha: str = opt(Options, "alpha", help="Opacity of the heat map over the photo."),
                 min_score: str = opt(Options, "min_score", help="Detectors: explain each box at or above this "
                                                                 "score."),
+                reference: str = typer.Option(None, "--reference", help="Embedders: explain where each image "
+                                              "resembles this one (the cosine similarity of their embeddings).",
+                                              rich_help_panel="Embedders (DINO, CLIP/SigLIP towers)"),
                 text: list[str] = text_option(), labels: str = labels_option()):
     """Explain each image's decision with one or more methods (Grad-CAM, captum, ViT attention).
 
@@ -53,10 +56,16 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
 
     CLIP (hf:DIR): every --text/--labels prompt is explained (or only the --target ones); `chefer` then also
     scores each word of the prompt (Chefer's bi-modal rule on the text tower), printed and saved.
-    DETR (hf:DIR): `chefer` is Chefer's encoder-decoder relevance of each box's query."""
+    DETR (hf:DIR): `chefer` is Chefer's encoder-decoder relevance of each box's query.
+
+    Embedders (a backbone without a head: DINO, DINOv2, CLIP's or SigLIP's image tower): `attention` draws the CLS
+    token's attention of every head (NAME_attention_heads.png, DINO's figure), `rollout` works as on any ViT;
+    with --reference IMG, `similarity` (Chefer on ViTs, Grad-CAM on CNNs; or any other method) maps where each
+    image resembles IMG: NAME_METHOD_vs_REF.png shows both images with their maps and the cosine."""
     from ..explain import method_function
     from ..explain.detr import is_detr
     from ..models.bundle import require_classifier
+    from ..models.tasks import describe_task
     from .inputs import batches, image_paths
 
     opts = run.options
@@ -65,6 +74,12 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
         method_function(name)  # unknown methods fail here, listing the known ones
     bundle = run.bundle()
     prompts = apply_prompts(run, bundle, text, labels)
+    if bundle.task == "embedding":
+        from .explain_embedding import explain_embedder_images
+
+        return explain_embedder_images(run, bundle, images, opts, reference)
+    if reference:
+        raise DeepprobeError(f"--reference applies to embedders; {bundle.spec} is {describe_task(bundle.task)}")
     # DETR is explained through its own attention by default
     opts.method = opts.method or (["chefer"] if is_detr(bundle) else default_methods(bundle.task))
     if bundle.task in ("detection", "segmentation"):
@@ -109,7 +124,7 @@ def _check(opts: Options) -> None:
         raise DeepprobeError(f"--alpha must be in [0, 1], got {opts.alpha:g}")
     if opts.layer and not any(m in LAYER_METHODS for m in methods):
         raise DeepprobeError(f"--layer applies to {', '.join(LAYER_METHODS)} only")
-    if opts.layer and "attention" in methods and any(m in CAM_METHODS for m in methods):
+    if opts.layer and "attention" in methods and any(m in CAM_METHODS + ("similarity",) for m in methods):
         raise DeepprobeError("--layer is a module name for CAMs but a block index for attention: "
                              "run them as separate commands")
 
@@ -226,20 +241,26 @@ class _Explainer:
                            record["predicted"] or "-", Path(shown).name, *((words.line(),) if words else ()))
 
     def _write_heads(self, path: Path, photo, heads) -> None:
-        from ..io import safe_stem
-        from ..render import grid, overlay
-
-        tiles = [overlay(photo, h.numpy(), alpha=self.opts.alpha) for h in heads]
-        block = self.opts.layer if self.opts.layer not in (None, "") else "last"
-        figure = grid([photo] + tiles, ["input"] + [f"head {k}" for k in range(len(tiles))],
-                      columns=min(len(tiles) + 1, 7), cell=160,
-                      title=f"{path.name} · CLS attention per head · block {block}")
-        out = self.run.save_image(figure, f"{safe_stem(path)}_attention_heads.png",
-                                  result={"input": str(path), "heads": len(tiles), "block": block})
-        self.run.add_result({"input": str(path), "attention_heads": str(out), "heads": len(tiles)})
+        write_heads(self.run, path, photo, heads, self.opts)
 
     def show(self) -> None:
         if self.run.show_progress and self.table.row_count:
             out_console.print(self.table)
             if self.cam_layer:
                 out_console.print(f"CAM layer: {self.cam_layer}")
+
+
+def write_heads(run, path: Path, photo, heads, opts: Options) -> None:
+    """NAME_attention_heads.png: the photo and the CLS token's attention of every head, one tile each (DINO's
+    figure), for the block --layer names (default the last)."""
+    from ..io import safe_stem
+    from ..render import grid, overlay
+
+    tiles = [overlay(photo, h.numpy(), alpha=opts.alpha) for h in heads]
+    block = opts.layer if opts.layer not in (None, "") else "last"
+    figure = grid([photo] + tiles, ["input"] + [f"head {k}" for k in range(len(tiles))],
+                  columns=min(len(tiles) + 1, 7), cell=160,
+                  title=f"{path.name} · CLS attention per head · block {block}")
+    out = run.save_image(figure, f"{safe_stem(path)}_attention_heads.png",
+                         result={"input": str(path), "heads": len(tiles), "block": block})
+    run.add_result({"input": str(path), "attention_heads": str(out), "heads": len(tiles)})
