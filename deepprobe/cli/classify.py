@@ -9,9 +9,8 @@ from . import app
 from .common import command, opt, out_console
 from .progress import make_progress
 from .inputs import batches, image_paths
+from .gallery import EMBEDDERS
 from .prompts import apply_prompts, labels_option, text_option
-
-EMBEDDERS = "Embedders (DINO, CLIP/SigLIP towers)"
 
 
 @command(app, "classify")

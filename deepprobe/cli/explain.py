@@ -10,6 +10,7 @@ from ..options.explain import (CAM_METHODS, CLASS_FREE, DEFAULT_METHODS, LAYER_M
                                default_methods, method_kwargs)
 from . import app
 from .common import command, opt, out_console
+from .gallery import EMBEDDERS
 from .prompts import apply_prompts, labels_option, text_option
 
 
@@ -41,7 +42,7 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
                                                                 "score."),
                 reference: str = typer.Option(None, "--reference", help="Embedders: explain where each image "
                                               "resembles this one (the cosine similarity of their embeddings).",
-                                              rich_help_panel="Embedders (DINO, CLIP/SigLIP towers)"),
+                                              rich_help_panel=EMBEDDERS),
                 text: list[str] = text_option(), labels: str = labels_option()):
     """Explain each image's decision with one or more methods (Grad-CAM, captum, ViT attention).
 

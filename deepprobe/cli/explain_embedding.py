@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import DeepprobeError, ImageError
+from ..errors import DeepprobeError
 from ..options.explain import CAM_METHODS, CLASS_FREE, Options, method_kwargs
 from .common import out_console
 
@@ -35,17 +35,10 @@ def embedder_methods(bundle, opts: Options, reference: str | None) -> list[str]:
     return methods
 
 
-def load_reference(bundle, reference: str):
-    """The --reference image at the model's input size, or one clear line."""
-    try:
-        return bundle.load_image(reference)
-    except ImageError as exc:
-        raise DeepprobeError(f"--reference: {exc}") from exc
-
-
 def explain_embedder_images(run, bundle, images: list[str], opts: Options, reference: str | None) -> None:
     from rich.table import Table
 
+    from .gallery import load_reference
     from .inputs import batches, image_paths
 
     opts.method = embedder_methods(bundle, opts, reference)

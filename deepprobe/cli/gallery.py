@@ -1,4 +1,5 @@
-"""`--gallery DIR` (classify, fool on embedders): a folder of images, embedded once per run.
+"""What embedder commands read besides their images: `--gallery DIR` (classify, fool), a folder of images
+embedded once per run, and `--reference IMG` (explain, fool).
 
 Sub-folders are classes (DINO's k-NN votes over them, like an ImageFolder); images directly in DIR, with no
 sub-folders, make an unlabelled gallery (nearest images only). Unreadable files are skipped with a warning.
@@ -9,6 +10,16 @@ from pathlib import Path
 
 from ..errors import DeepprobeError, ImageError
 from .common import err_console
+
+EMBEDDERS = "Embedders (DINO, CLIP/SigLIP towers)"  # the --help panel of their options
+
+
+def load_reference(bundle, reference: str):
+    """The --reference image at the model's input size, or one clear line."""
+    try:
+        return bundle.load_image(reference)
+    except ImageError as exc:
+        raise DeepprobeError(f"--reference: {exc}") from exc
 
 
 def gallery_files(folder: str) -> list[tuple[Path, str | None]]:
