@@ -33,7 +33,7 @@ def fool_embedder_images(run, bundle, images: list[str], reference: str | None, 
     if opts.method not in (None, "pgd"):
         raise DeepprobeError(f"--method {opts.method} does not apply to an embedder: its attack is pgd on the "
                              "cosine similarity")
-    ref = quantize(load_reference(bundle, reference)) if reference else None
+    ref = load_reference(bundle, reference) if reference else None
     paths = image_paths(run, images)
     gallery = read_gallery(run, bundle, gallery_dir, opts.batch_size) if gallery_dir else None
     steps = opts.steps or DEFAULT_STEPS

@@ -8,6 +8,8 @@ maximization) see a tensor like a classifier's logits and never read model-speci
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 
@@ -71,12 +73,24 @@ def _hf_read(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     if hasattr(model, "get_image_features"):  # a whole SigLIP-style model: its image tower and projection
         out = model.get_image_features(pixel_values=pixels)
         return out if isinstance(out, torch.Tensor) else out.pooler_output
-    out = model(pixel_values=pixels)
+    # any input size (dream's octaves): ViT, CLIP and SigLIP interpolate their position embeddings when asked,
+    # DINOv2 always does
+    size_free = {"interpolate_pos_encoding": True} if "interpolate_pos_encoding" in _forward_arguments(model) else {}
+    out = model(pixel_values=pixels, **size_free)
     if getattr(out, "image_embeds", None) is not None:
         return out.image_embeds
     if model.config.model_type in CLS_EMBEDDING or getattr(out, "pooler_output", None) is None:
         return out.last_hidden_state[:, 0]
     return out.pooler_output
+
+
+@functools.cache
+def _arguments_of(forward) -> frozenset[str]:
+    return frozenset(inspect.signature(forward).parameters)
+
+
+def _forward_arguments(model: nn.Module) -> frozenset[str]:
+    return _arguments_of(type(model).forward)
 
 
 def load_hf_embedder(folder: Path, config: dict):

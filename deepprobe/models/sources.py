@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 
 import torch
@@ -167,11 +168,16 @@ def _timm(name: str, weights):
         close = timm.list_models(f"*{name}*")[:5]
         raise DeepprobeError(f"unknown timm model {name!r}" + (f"; close: {', '.join(close)}" if close else ""))
     net = timm.create_model(name, pretrained=False)
-    if weights:
-        state = read_state_dict(weights)
+    state = read_state_dict(weights) if weights else None
+    if state is not None:
         classes = _timm_head_classes(state, net)
         if classes is not None and classes != net.num_classes:
             net = timm.create_model(name, pretrained=False, num_classes=classes)
+    if net.num_classes == 0 and "dynamic_img_size" in inspect.signature(type(net)).parameters:
+        # a ViT backbone takes any input size, interpolating its position embeddings as DINO's own ViT does
+        # (dream's octaves, attention maps at other sizes); at the native size nothing changes
+        net = timm.create_model(name, pretrained=False, num_classes=0, dynamic_img_size=True, dynamic_img_pad=True)
+    if state is not None:
         fit_state_dict(net, state, Path(weights).name)
     cfg = timm.data.resolve_data_config({}, model=net)
     crop = tuple(cfg["input_size"][1:])
