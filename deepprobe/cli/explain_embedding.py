@@ -112,7 +112,7 @@ class _Writer:
             self._write(path, x[i].detach().cpu(), {m: v[i] for m, v in maps.items()},
                         {m: v[i] for m, v in ref_maps.items()}, None if cosines is None else float(cosines[i]))
             if heads is not None:
-                from .explain import write_heads
+                from .explain_heads import write_heads
 
                 write_heads(self.run, path, x[i].detach().cpu(), heads[i], self.opts)
 

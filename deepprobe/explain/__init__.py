@@ -33,6 +33,11 @@ def explain(probe, x: torch.Tensor, method: str = "gradcam", target=None, layer:
         from .embedding import explain_embedder
 
         return explain_embedder(probe, x, method, target=target, layer=layer, **method_options)
+    if method_options.get("reference") is not None:
+        from ..errors import DeepprobeError
+
+        raise DeepprobeError(f"reference= explains the similarity of an embedder's embeddings; {probe.spec} is a "
+                             f"{getattr(probe, 'task', 'classification')} model")
     if getattr(probe, "task", "classification") in ("detection", "segmentation"):  # CLIP ranks its prompts
         from .tasks import explain_task
 

@@ -65,10 +65,10 @@ def feature_attack(bundle, x: torch.Tensor, reference: torch.Tensor | None = Non
     """Move the embeddings of `x` (N,3,H,W in [0,1]) toward those of `reference` ((1,3,H,W) or one per image), or,
     with `away=True` and no reference, away from their own, within an `norm` ball of radius `eps` (default 8/255
     in L-inf), `steps` signed steps of `alpha` (default eps/4). `seed`: one int, or one per image."""
-    require_embedder(bundle, "a feature attack")
     if norm not in NORMS:
         raise DeepprobeError(f"unknown norm {norm!r} (choose from {', '.join(NORMS)})")
     check_ranges("fool", locals())
+    require_embedder(bundle, "a feature attack")
     if (reference is None) != away:
         raise DeepprobeError("give a reference to move toward, or away=True (and no reference) to move away "
                              "from the original")

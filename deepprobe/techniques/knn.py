@@ -101,12 +101,13 @@ def knn_votes(similarities: torch.Tensor, labels: torch.Tensor, classes: int,
     return votes.scatter_add_(1, labels.long(), weights)
 
 
-def knn_classify(bundle, images: torch.Tensor, gallery: Gallery, k: int = Options.neighbors,
+def knn_classify(bundle, images: torch.Tensor, gallery: Gallery, neighbors: int = Options.neighbors,
                  temperature: float = Options.temperature, top: int = Options.top) -> list[KnnPrediction]:
-    """DINO's weighted k-NN classification of (N,3,H,W) images in [0,1] over a labelled gallery."""
-    check_ranges("classify", {"neighbors": k, "temperature": temperature, "top": top})
+    """DINO's weighted k-NN classification of (N,3,H,W) images in [0,1] over a labelled gallery: the `neighbors`
+    most cosine-similar gallery images vote for their class with weight exp(cosine / temperature)."""
+    check_ranges("classify", locals())
     with torch.no_grad():
-        return knn_predict(gallery, embed(bundle, images), k, temperature, top)
+        return knn_predict(gallery, embed(bundle, images), neighbors, temperature, top)
 
 
 def knn_predict(gallery: Gallery, queries: torch.Tensor, k: int = Options.neighbors,
