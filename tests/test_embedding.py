@@ -316,3 +316,24 @@ def test_invert_maximize_dream_and_the_report_on_an_embedder(lite0_backbone, exa
     res = run_cli("models", "--json")
     rows = json.loads(res.stdout)["spec_forms"]
     assert sum(row["task"] == "embedding" for row in rows) >= 2
+
+
+def test_maximize_reads_a_vit_channel_over_its_patch_tokens():
+    """A ViT block gives (N,T,C) tokens: channel c is feature c averaged over the patch tokens (not token c, and
+    not the class token), and optimizing it drives it up."""
+    from deepprobe.techniques.maximize import resolve_units, unit_activations
+
+    bundle = dp.load_model("python:tiny_embedders:vit", device="cpu", input_size=32)
+    units = resolve_units(bundle, layer="blocks.1", channel="1,3", size=48)
+    x = torch.rand(2, 3, 48, 48)
+    seen = {}
+    hook = bundle.inner.blocks[1].register_forward_hook(lambda _m, _i, out: seen.__setitem__("out", out))
+    with torch.no_grad():
+        bundle.net(x)
+    hook.remove()
+    expected = seen["out"][:, 1:, [1, 3]].mean(1).diagonal()  # image i, channel of unit i
+    assert torch.allclose(unit_activations(bundle, units, x), expected, atol=1e-6)
+    result = dp.maximize(bundle, units=units, steps=30, size=48, seed=0)
+    assert result.losses[-1] < result.losses[0]
+    with pytest.raises(DeepprobeError, match="out of range"):
+        resolve_units(bundle, layer="blocks.1", channel="32", size=48)

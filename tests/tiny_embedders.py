@@ -24,7 +24,7 @@ def vit(seed: int = 0):
     from timm.models.vision_transformer import VisionTransformer
 
     torch.manual_seed(seed)
-    net = VisionTransformer(num_classes=0, **VIT).eval()
+    net = VisionTransformer(num_classes=0, dynamic_img_size=True, dynamic_img_pad=True, **VIT).eval()
     net.task = "embedding"
     return net
 
