@@ -204,6 +204,7 @@ class _Explainer:
 
         from ..io import name_slug, safe_stem
         from ..render import captioned, overlay, panel
+        from .explain_outputs import save_map
 
         class_name = self.bundle.class_name(cls)
         stem = safe_stem(path)
@@ -225,9 +226,7 @@ class _Explainer:
             entry = {"method": method, "layer": self.cam_layer if method in CAM_METHODS else
                      (self.opts.layer if method == "attention" else None),
                      "options": {k: getattr(self.opts, k) for k in METHOD_OPTIONS.get(method, ())}}
-            out = self.run.save_image(captioned(pic, caption), f"{name}.png", result={**record, **entry, "methods": None})
-            npy = self.run.save_file(lambda p, a=heat_np: np.save(p, a), f"{name}.npy", sidecar=False)
-            record["methods"][method] = {**entry, "overlay": str(out), "map": str(npy)}
+            record["methods"][method] = save_map(self.run, captioned(pic, caption), name, heat_np, record, entry)
             tiles.append(pic)
             captions.append(caption)
         shown = next(iter(record["methods"].values()))["overlay"]
@@ -242,7 +241,7 @@ class _Explainer:
                            record["predicted"] or "-", Path(shown).name, *((words.line(),) if words else ()))
 
     def _write_heads(self, path: Path, photo, heads) -> None:
-        from .explain_heads import write_heads
+        from .explain_outputs import write_heads
 
         write_heads(self.run, path, photo, heads, self.opts)
 

@@ -112,7 +112,7 @@ class _Writer:
             self._write(path, x[i].detach().cpu(), {m: v[i] for m, v in maps.items()},
                         {m: v[i] for m, v in ref_maps.items()}, None if cosines is None else float(cosines[i]))
             if heads is not None:
-                from .explain_heads import write_heads
+                from .explain_outputs import write_heads
 
                 write_heads(self.run, path, x[i].detach().cpu(), heads[i], self.opts)
 
@@ -131,6 +131,7 @@ class _Writer:
 
         from ..io import name_slug, safe_stem
         from ..render import captioned, overlay, panel
+        from .explain_outputs import save_map
 
         stem = safe_stem(path)
         ref_name = self.reference_path.name if self.reference_path is not None else None
@@ -154,9 +155,7 @@ class _Writer:
                 name = f"{stem}_{name_slug(method)}"
                 caption = label
                 figure = captioned(pic, caption)
-            out = self.run.save_image(figure, f"{name}.png", result={**record, **entry, "methods": None})
-            npy = self.run.save_file(lambda p, a=heat_np: np.save(p, a), f"{name}.npy", sidecar=False)
-            record["methods"][method] = {**entry, "overlay": str(out), "map": str(npy)}
+            record["methods"][method] = save_map(self.run, figure, name, heat_np, record, entry)
             tiles.append(pic)
             captions.append(caption)
         shown = next(iter(record["methods"].values()))["overlay"]
