@@ -24,7 +24,8 @@ from deepprobe.io import quantize
 from deepprobe.models.embedding import embed
 from tiny_embedders import HEADS, PHOTOS, make_gallery, save_headless_lite0, save_hf
 
-HF_ARCHS = ("Dinov2Model", "ViTModel", "CLIPVisionModel", "CLIPVisionModelWithProjection", "SiglipVisionModel")
+HF_ARCHS = ("Dinov2Model", "ViTModel", "CLIPVisionModel", "CLIPVisionModelWithProjection", "SiglipVisionModel",
+            "SiglipModel")
 
 
 def run_cli(*args: str):
@@ -65,8 +66,8 @@ def test_a_dino_style_backbone_checkpoint_loads_as_an_embedder(tmp_path):
     torch.manual_seed(0)
     backbone = timm.create_model("vit_tiny_patch16_224", num_classes=0).eval()
     save_file(backbone.state_dict(), str(tmp_path / "dino.safetensors"))
-    x = torch.rand(2, 3, 224, 224)
-    for spec in ("timm:vit_tiny_patch16_224", "timm:vit_tiny_patch16_224.augreg_in21k"):
+    x = torch.rand(1, 3, 224, 224)
+    for spec in ("timm:vit_tiny_patch16_224", "timm:vit_tiny_patch16_224.augreg_in21k_ft_in1k"):
         bundle = dp.load_model(spec, weights=tmp_path / "dino.safetensors", device="cpu")
         assert bundle.task == "embedding" and bundle.labels is None and bundle.num_classes is None
         mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (bundle.preprocess.mean, bundle.preprocess.std))
@@ -81,7 +82,8 @@ def test_a_dino_style_backbone_checkpoint_loads_as_an_embedder(tmp_path):
 @pytest.mark.parametrize("arch", HF_ARCHS)
 def test_hf_vision_towers_load_as_embedders(arch, tmp_path):
     """hf:DIR gives what each model's users embed with: the CLS token (ViT, DINOv2), the pooled output (CLIP's and
-    SigLIP's towers) or the projected image embeds; attention is captured per head with rows summing to 1."""
+    SigLIP's towers, a whole SigLIP's image features) or the projected image embeds; attention is captured per head
+    with rows summing to 1."""
     import transformers
 
     from deepprobe.explain.attention_capture import capture_attention
@@ -96,7 +98,7 @@ def test_hf_vision_towers_load_as_embedders(arch, tmp_path):
     x = torch.rand(2, 3, *bundle.input_size)
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (bundle.preprocess.mean, bundle.preprocess.std))
     with torch.no_grad():
-        out = model(pixel_values=(x - mean) / std)
+        out = (model.vision_model if arch == "SiglipModel" else model)(pixel_values=(x - mean) / std)
         if arch in ("Dinov2Model", "ViTModel"):
             expected = out.last_hidden_state[:, 0]
         else:

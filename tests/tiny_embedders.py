@@ -39,12 +39,15 @@ def hf_config(arch: str):
         return T.ViTConfig(image_size=32, patch_size=8, **common)
     if arch == "SiglipVisionModel":
         return T.SiglipVisionConfig(image_size=32, patch_size=8, **common)
+    if arch == "SiglipModel":  # the whole model: it embeds images with its image tower
+        text = dict(vocab_size=16, bos_token_id=1, eos_token_id=2, pad_token_id=0, **common)
+        return T.SiglipConfig(text_config=text, vision_config=dict(image_size=32, patch_size=8, **common))
     return T.CLIPVisionConfig(image_size=32, patch_size=8, projection_dim=16, **common)
 
 
 def save_hf(arch: str, folder: Path, seed: int = 0) -> Path:
     """A tiny random `arch` (Dinov2Model, ViTModel, CLIPVisionModel, CLIPVisionModelWithProjection,
-    SiglipVisionModel) saved as a user saves a real checkpoint."""
+    SiglipVisionModel, SiglipModel) saved as a user saves a real checkpoint."""
     import transformers
 
     torch.manual_seed(seed)
