@@ -339,3 +339,26 @@ def test_maximize_reads_a_vit_channel_over_its_patch_tokens():
     assert result.losses[-1] < result.losses[0]
     with pytest.raises(DeepprobeError, match="out of range"):
         resolve_units(bundle, layer="blocks.1", channel="32", size=48)
+
+
+@pytest.mark.cuda
+def test_embedder_commands_on_cuda_match_the_cpu(lite0_backbone, gallery_dir, examples, tmp_path):
+    """benchmarks/gpu_check.sh runs this (`-m cuda`); it skips without a GPU."""
+    model = backbone_args(lite0_backbone)
+    runs = {}
+    for device in ("cuda", "cpu"):
+        out = tmp_path / device
+        common = [*model, "--device", device, "--out", out, "--json"]
+        knn = run_cli("classify", examples / "cat.jpg", "--gallery", gallery_dir, *common)
+        sim = run_cli("explain", examples / "coffee.jpg", "--reference", examples / "cat.jpg", *common)
+        fool = run_cli("fool", examples / "cat.jpg", "--reference", examples / "coffee.jpg", "--steps", "10", *common)
+        assert knn.exit_code == sim.exit_code == fool.exit_code == 0, (knn.output, sim.output, fool.output)
+        runs[device] = [json.loads(r.stdout)["results"][0] for r in (knn, sim, fool)]
+    (gk, gs, gf), (ck, cs, cf) = runs["cuda"], runs["cpu"]
+    assert gk["top"][0]["class"] == ck["top"][0]["class"] == "cat"
+    assert gs["cosine"] == pytest.approx(cs["cosine"], abs=1e-3)
+    import numpy as np
+
+    a, b = (np.load(r["methods"]["similarity"]["map"]) for r in (gs, cs))
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99
+    assert gf["cosine_after"] > gf["cosine_before"] + 0.3 and gf["success"]
