@@ -17,6 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from deepprobe.cli import app
+from tiny_embedders import save_hf
 
 runner = CliRunner()
 CAT, FACE = "examples/cat.jpg", "examples/astronaut.jpg"
@@ -48,6 +49,8 @@ RUNS: dict[str, Callable[[Path], list[str]]] = {
     "age": lambda tmp: [FACE],
     "style": lambda tmp: [CAT, "examples/styles/swirls.jpg", "--size", "32", "--steps", "1"],  # + the judge model
     "explain": lambda tmp: [CAT],
+    # a model kind: an embedder saved with save_pretrained (hf:DIR), every load local_files_only
+    "explain --method attention": lambda tmp: [CAT, "--model", f"hf:{save_hf('Dinov2Model', tmp / 'dinov2')}"],
     "evaluate": lambda tmp: [CAT, "--metric", "deletion", "--steps", "1"],
     "robustness": lambda tmp: [CAT, "--attack", "fgsm", "--eps", "1/255", "--workers", "0"],
     "recipes": lambda tmp: [],

@@ -74,7 +74,8 @@ def test_tiny_command_reruns_pixel_for_pixel(tmp_path, examples, monkeypatch):
     first = Path("o/cat_a-b_2_3.png")
     sidecar = first.with_suffix(".json")
     record = load_sidecar(sidecar)
-    assert record["options"] == {"top": 2, "batch_size": 3, "min_score": 0.5, "alpha": 0.5}
+    assert record["options"] == {"top": 2, "batch_size": 3, "min_score": 0.5, "alpha": 0.5, "neighbors": 20,
+                                 "temperature": 0.07}
 
     rebuilt = command_line(app, record)
     argv = rebuilt.argv

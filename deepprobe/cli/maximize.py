@@ -39,10 +39,11 @@ def maximize_cmd(run,
     opts = run.options
     _check(opts)
     bundle = run.bundle()
-    from ..models.tasks import CLASSIFICATION, require_task
+    from ..models.tasks import CLASSIFICATION, EMBEDDING, require_task
     from ..techniques.maximize import maximize, resolve_units
 
-    require_task(bundle, "maximize", CLASSIFICATION)  # its photos' best batches photos of one size
+    # its photos' best batches photos of one size; an embedder's channels need no classes
+    require_task(bundle, "maximize", CLASSIFICATION, EMBEDDING)
     from ..techniques.maximize import native_side
 
     opts.size = opts.size or native_side(bundle)

@@ -1,7 +1,8 @@
 """`hf:DIR`: a Hugging Face model saved with save_pretrained, recognised by its config.
 
 CLIP (`model_type` clip) becomes a zero-shot classifier over text prompts (models/clip.py), DETR (detr) a
-detector (models/detr.py), anything else an image classifier. Nothing is downloaded: every load passes
+detector (models/detr.py), a vision tower or backbone (`Dinov2Model`, `ViTModel`, `CLIPVisionModel`,
+`SiglipVisionModel`...) an embedder (models/embedding.py), anything else an image classifier. Nothing is downloaded: every load passes
 local_files_only=True, and attention runs on the eager path so explainers can read it.
 """
 from __future__ import annotations
@@ -33,7 +34,8 @@ def load_hf(path: str):
     except ImportError as exc:
         raise DeepprobeError("hf: models need transformers: pip install 'deepprobe[hf]'") from exc
     try:
-        kind = json.loads((folder / "config.json").read_text()).get("model_type")
+        config = json.loads((folder / "config.json").read_text())
+        kind = config.get("model_type")
     except (json.JSONDecodeError, OSError) as exc:
         raise DeepprobeError(f"cannot read {folder / 'config.json'}: {exc}") from exc
     from transformers.utils import logging
@@ -50,6 +52,10 @@ def load_hf(path: str):
             from .detr import load_detr
 
             return load_detr(folder)
+        from .embedding import is_hf_embedder, load_hf_embedder
+
+        if is_hf_embedder(config):
+            return load_hf_embedder(folder, config)
         return _classifier(folder)
     finally:
         logging.set_verbosity(verbosity)

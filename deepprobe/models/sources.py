@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,9 +14,10 @@ from torch import nn
 from ..device import keeps_caller_random_state, resolve_device
 from ..errors import DeepprobeError
 from .bundle import ModelBundle
+from .embedding import EmbedderNet
 from .labels import imagenet_labels
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Grey, LogitsOf, Normalized, Preprocess, takes_grey
-from .tasks import CLASSIFICATION, DETECTION, SEGMENTATION, task_of, wrap_by_output
+from .tasks import CLASSIFICATION, DETECTION, EMBEDDING, SEGMENTATION, task_of, wrap_by_output
 from .weights import fit_state_dict, map_in_order, read_state_dict
 
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -38,9 +40,13 @@ SPEC_FORMS = [
     ("hf:ORG/NAME", "a Hugging Face hub model from the local HF cache (downloaded once when online)"),
     ("hf:DIR (CLIPModel)", "CLIP saved with its processor; zero-shot over --text/--labels prompts"),
     ("hf:DIR (DetrForObjectDetection)", "DETR saved with save_pretrained(); boxes, Chefer maps per object"),
+    ("timm:NAME --weights FILE (no head)", "a backbone: weights without a classifier, or a tag without one "
+                                           "(vit_small_patch16_224.dino, vit_small_patch14_dinov2): embeddings"),
+    ("hf:DIR (Dinov2Model, ViTModel, CLIPVisionModel, SiglipVisionModel)",
+     "a vision tower or backbone saved with save_pretrained(): embeddings (DINO, DINOv2, CLIP/SigLIP images)"),
     ("python:module:callable", "calls YOUR code, which returns an nn.Module (it runs with your permissions); the "
                                "module may declare input_size, mean, std, labels; a list of box dicts or (N,C,H,W) "
-                               "output makes it a detector or segmenter"),
+                               "output makes it a detector or segmenter, net.task = 'embedding' an embedder"),
     ("--random-init", "with timm:/torchvision:/bundled: the architecture with random weights, labelled "
                       "\"random weights\" in every output"),
 ]
@@ -225,22 +231,47 @@ def _timm(name: str, source: Source):
         raise DeepprobeError(f"unknown timm model {name!r}" + (f"; close: {', '.join(close)}" if close else ""))
     if "." in name:
         timm_cfg(name)  # an unknown tag fails here with the architecture's tags
+    state = read_state_dict(source.weights) if source.weights else None
     if source.weights or source.random_init:
         net = timm.create_model(name, pretrained=False)
+        if state is not None:
+            classes = _timm_head_classes(state, net)
+            if classes is not None and classes != net.num_classes:
+                net = timm.create_model(name, pretrained=False, num_classes=classes)
     else:
         net, source.origin = timm_pretrained(name, source.offline, source.announce)
-    if source.weights:
-        state = read_state_dict(source.weights)
-        width = _classifier_width(state, net)
-        if width and width[1] != net.num_classes:
-            net = timm.create_model(name, pretrained=False, num_classes=width[1])
+    if net.num_classes == 0 and "dynamic_img_size" in inspect.signature(type(net)).parameters:
+        # a ViT backbone takes any input size, interpolating its position embeddings as DINO's own ViT does
+        # (dream's octaves, attention maps at other sizes); at the native size nothing changes
+        dynamic = timm.create_model(name, pretrained=False, num_classes=0, dynamic_img_size=True, dynamic_img_pad=True)
+        if state is None and not source.random_init:
+            dynamic.load_state_dict(net.state_dict())  # the pretrained weights just loaded
+        net = dynamic
+    if state is not None:
         fit_state_dict(net, state, source.weights.name)
     cfg = timm.data.resolve_data_config({}, model=net)
     crop = tuple(cfg["input_size"][1:])
     squash = cfg.get("crop_mode") == "squash"  # timm resizes straight to the input size, no centre crop
     pre = Preprocess(crop=crop, resize=None if squash else int(crop[0] / cfg.get("crop_pct", 0.875)),
                      mean=tuple(cfg["mean"]), std=tuple(cfg["std"]), interpolation=cfg.get("interpolation", "bicubic"))
+    if net.num_classes == 0:  # no classifier (DINO, DINOv2 tags; a backbone's weights): its pooled features
+        return EmbedderNet(net), None, pre
     return net, timm_labels(net), pre
+
+
+def _timm_head_classes(state: dict[str, torch.Tensor], net: nn.Module) -> int | None:
+    """Classes a weights file gives a timm model's classifier: 0 for a file without one (a backbone, such as
+    DINO's checkpoints), None when the model names no classifier (then the last linear layer tells)."""
+    name = getattr(net, "pretrained_cfg", {}).get("classifier")
+    name = name[0] if isinstance(name, (list, tuple)) else name
+    if name:
+        weight = state.get(f"{name}.weight")
+        if weight is not None:
+            return int(weight.shape[0])
+        if net.num_classes == 0 or any(k.startswith(name + ".") for k in net.state_dict()):
+            return 0
+    width = _classifier_width(state, net)
+    return width[1] if width else None
 
 
 def _torchvision(spec: str, source: Source):
@@ -345,7 +376,10 @@ def _python(target: str, source: Source):
     pre = Preprocess(crop=(224, 224), resize=256, mean=(0.0,) * 3, std=(1.0,) * 3)
     if "input_size" in declared:
         pre = pre.at_size(declared.pop("input_size"))
-    return LogitsOf(net), labels, dataclasses.replace(pre, **declared)
+    pre = dataclasses.replace(pre, **declared)
+    if getattr(net, "task", None) == EMBEDDING:  # (N,D) outputs look like logits: the factory says they are not
+        return EmbedderNet(LogitsOf(net)), None, pre
+    return LogitsOf(net), labels, pre
 
 
 def python_declarations(module, net: nn.Module, target: str) -> dict:
