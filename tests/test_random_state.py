@@ -67,7 +67,17 @@ def _robustness(get):
             for r in result.records]
 
 
+def _tiny32(get):
+    return F.interpolate(get("cat"), size=(32, 32), mode="area")
+
+
+def _gallery(get):
+    pair = torch.cat([_tiny32(get), _tiny32(get).flip(-1)])
+    return dp.build_gallery(get("embedder"), pair, ["cat", "flipped"], ["a", "b"])
+
+
 LITE0, TASKS = ("lite0", "cat", "examples"), ("detector", "segmenter", "shapes")
+EMBED = ("embedder", "cat")
 CASES = {
     "load_model": ((), lambda get: dp.load_model("efficientnet_lite0", device="cpu").inner.classifier.weight),
     "read_image": (LITE0, lambda get: dp.read_image(get("examples") / "cat.jpg")),
@@ -102,6 +112,12 @@ CASES = {
     "age": (LITE0, lambda get: dp.age(_astronaut(get), 60, steps=1, rounds=1).chips),
     "text_relevance": (("clip",), lambda get: dp.text_relevance(get("clip"), torch.rand(
         1, 3, 48, 48, generator=torch.Generator()))[0].scores),
+    "embed": (EMBED, lambda get: dp.embed(get("embedder"), _tiny32(get))),
+    "build_gallery": (EMBED, lambda get: _gallery(get).embeddings),
+    "knn_classify": (EMBED, lambda get: dp.knn_classify(get("embedder"), _tiny32(get), _gallery(get),
+                                                         neighbors=2)[0].scores),
+    "feature_attack": (EMBED, lambda get: dp.feature_attack(get("embedder"), _tiny32(get), away=True, steps=2,
+                                                             seed=5).images),
     "prompts_from_labels": ((), lambda get: dp.prompts_from_labels(["cat"])),
 }
 # SmoothGrad draws captum's noise from the caller's generator, by design (as a torch function would): it may differ
@@ -129,6 +145,8 @@ def fixtures(request, tiny_tasks):
                 from tests.tiny_tasks import two_shapes
 
                 made[name] = two_shapes()[0]
+            elif name == "embedder":
+                made[name] = dp.load_model("python:tests.tiny_embedders:vit", device="cpu", input_size=32)
             elif name == "clip":
                 made[name] = _tiny_clip(request.getfixturevalue("tmp_path_factory").mktemp("clip"))
             else:
