@@ -35,6 +35,12 @@ _EXPORTS = {
     "prompts_from_labels": "deepprobe.models.clip:prompts_from_labels",
     "evaluate": "deepprobe.explain.evaluate:evaluate",
     "robustness": "deepprobe.techniques.robustness:robustness",
+    "Prompt": "deepprobe.models.sam:Prompt",
+    "segment_prompts": "deepprobe.models.sam_masks:segment_prompts",
+    "fool_prompt": "deepprobe.techniques.fool_prompt:fool_prompt",
+    "estimate_depth": "deepprobe.models.depth:estimate_depth",
+    "fool_depth": "deepprobe.techniques.fool_depth:fool_depth",
+    "depth_robustness": "deepprobe.techniques.depth_robustness:depth_robustness",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -10,6 +10,7 @@ from .common import command, opt, out_console
 from .progress import make_progress
 from .inputs import batches, image_paths
 from .prompts import apply_prompts, labels_option, text_option
+from .regions import box_option, point_option, refuse_spatial, region_option
 
 
 @command(app, "classify")
@@ -19,13 +20,19 @@ def classify_cmd(run, images: list[str] = typer.Argument(..., help="Image files,
                                                                    "segmenters: one at a time)."),
                  min_score: str = opt(Options, "min_score", help="Detectors: boxes at or above this score."),
                  alpha: str = opt(Options, "alpha", help="Segmenters: opacity of the class colours."),
-                 text: list[str] = text_option(), labels: str = labels_option()):
+                 text: list[str] = text_option(), labels: str = labels_option(),
+                 point: list[str] = point_option(), box: list[str] = box_option(),
+                 region: str = region_option("whose mean depth to report")):
     """Print the top-k classes of each image with their probabilities.
 
     On a detector: every box at or above --min-score (class, score, xyxy) and NAME_detections.png with the boxes
     drawn; on a segmenter: the classes present with their share of the image and NAME_segmentation.png with a
     colour per class. Both with JSON sidecars. On CLIP (hf:DIR): zero-shot probabilities over the --text /
-    --labels prompts."""
+    --labels prompts.
+
+    On Segment Anything (hf:DIR): per --point/--box prompt SAM's three masks with their predicted IoU scores
+    (NAME_sam_K_PROMPT.png and _masks.npy); on a depth estimator: NAME_depth.png (depth in colour),
+    NAME_depth_panel.png (photo | depth) and NAME_depth.npy."""
     from rich.table import Table
 
     from ..models.tasks import CLASSIFICATION, IMAGE_TEXT
@@ -34,6 +41,15 @@ def classify_cmd(run, images: list[str] = typer.Argument(..., help="Image files,
     opts = run.options
     bundle = run.bundle()
     apply_prompts(run, bundle, text, labels)
+    refuse_spatial(bundle, point, box, region)
+    if bundle.task == "promptable-segmentation":
+        from .sam_tasks import classify_prompts
+
+        return classify_prompts(run, bundle, images, point, box, opts.alpha)
+    if bundle.task == "depth":
+        from .depth_tasks import classify_depth
+
+        return classify_depth(run, bundle, images, region)
     paths = image_paths(run, images)
     rows = []  # classifiers: (file name, [(class, probability)]), laid out by _table to fit the terminal
     table = Table(title=f"{bundle.spec} on {bundle.device}")  # detectors and segmenters: a row per box / class

@@ -11,6 +11,7 @@ from ..options.explain import (CAM_METHODS, CLASS_FREE, DEFAULT_METHODS, LAYER_M
 from . import app
 from .common import command, opt, out_console
 from .prompts import apply_prompts, labels_option, text_option
+from .regions import box_option, point_option, refuse_spatial, region_option
 
 
 @command(app, "explain")
@@ -39,7 +40,9 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
                 alpha: str = opt(Options, "alpha", help="Opacity of the heat map over the photo."),
                 min_score: str = opt(Options, "min_score", help="Detectors: explain each box at or above this "
                                                                 "score."),
-                text: list[str] = text_option(), labels: str = labels_option()):
+                text: list[str] = text_option(), labels: str = labels_option(),
+                point: list[str] = point_option(), box: list[str] = box_option(),
+                region: str = region_option("whose depth to explain (default: the whole image)")):
     """Explain each image's decision with one or more methods (Grad-CAM, captum, ViT attention).
 
     Writes per image and class NAME_METHOD_CLASS.png
@@ -53,7 +56,11 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
 
     CLIP (hf:DIR): every --text/--labels prompt is explained (or only the --target ones); `chefer` then also
     scores each word of the prompt (Chefer's bi-modal rule on the text tower), printed and saved.
-    DETR (hf:DIR): `chefer` is Chefer's encoder-decoder relevance of each box's query."""
+    DETR (hf:DIR): `chefer` is Chefer's encoder-decoder relevance of each box's query.
+
+    Segment Anything (hf:DIR): per --point/--box prompt, what drives the mask SAM chooses (its logits summed
+    over the mask): NAME_METHOD_sam_K.png/.npy. Depth estimators: what drives the mean depth of --region
+    (default: the whole image): NAME_METHOD_depth_REGION.png/.npy. HiResCAM by default on both."""
     from ..explain import method_function
     from ..explain.detr import is_detr
     from ..models.bundle import require_classifier
@@ -67,6 +74,15 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
     prompts = apply_prompts(run, bundle, text, labels)
     # DETR is explained through its own attention by default
     opts.method = opts.method or (["chefer"] if is_detr(bundle) else default_methods(bundle.task))
+    refuse_spatial(bundle, point, box, region)
+    if bundle.task == "promptable-segmentation":
+        from .sam_tasks import explain_prompts
+
+        return explain_prompts(run, bundle, images, opts, point, box)
+    if bundle.task == "depth":
+        from .depth_tasks import explain_depth
+
+        return explain_depth(run, bundle, images, opts, region)
     if bundle.task in ("detection", "segmentation"):
         from .explain_tasks import explain_task_images
 

@@ -30,7 +30,8 @@ def models_cmd(run):
 
 # spec forms whose task is not simply "classification"
 _FORM_TASKS = {"python:module:callable": "by its output", "hf:DIR (CLIPModel)": "image-text",
-               "hf:DIR (DetrForObjectDetection)": "detection"}
+               "hf:DIR (DetrForObjectDetection)": "detection", "hf:DIR (SamModel)": "promptable-segmentation",
+               "hf:DIR (DepthAnythingForDepthEstimation)": "depth"}
 _TASK_MEANING = {"detection": "--weights FILE; COCO names for 91 classes",
                  "segmentation": "--weights FILE; VOC names for 21 classes"}
 

@@ -1,8 +1,9 @@
 """`hf:DIR`: a Hugging Face model saved with save_pretrained, recognised by its config.
 
 CLIP (`model_type` clip) becomes a zero-shot classifier over text prompts (models/clip.py), DETR (detr) a
-detector (models/detr.py), anything else an image classifier. Nothing is downloaded: every load passes
-local_files_only=True, and attention runs on the eager path so explainers can read it.
+detector (models/detr.py), SAM (sam) a promptable segmenter (models/sam.py), Depth Anything (depth_anything)
+a depth estimator (models/depth_anything.py), anything else an image classifier. Nothing is downloaded: every
+load passes local_files_only=True, and attention runs on the eager path so explainers can read it.
 """
 from __future__ import annotations
 
@@ -40,6 +41,14 @@ def load_hf(path: str):
             from .detr import load_detr
 
             return load_detr(folder)
+        if kind == "sam":
+            from .sam import load_sam
+
+            return load_sam(folder)
+        if kind == "depth_anything":
+            from .depth_anything import load_depth_anything
+
+            return load_depth_anything(folder)
         return _classifier(folder)
     finally:
         logging.set_verbosity(verbosity)

@@ -32,8 +32,11 @@ SPEC_FORMS = [
     ("hf:DIR", "a Hugging Face image classifier saved with save_pretrained() in a local folder"),
     ("hf:DIR (CLIPModel)", "CLIP saved with its processor; zero-shot over --text/--labels prompts"),
     ("hf:DIR (DetrForObjectDetection)", "DETR saved with save_pretrained(); boxes, Chefer maps per object"),
+    ("hf:DIR (SamModel)", "Segment Anything saved with its SamProcessor; masks for --point/--box prompts"),
+    ("hf:DIR (DepthAnythingForDepthEstimation)", "Depth Anything saved with its image processor; depth maps"),
     ("python:module:callable", "calls YOUR code, which returns an nn.Module (it runs with your permissions); "
-                               "a list of box dicts or (N,C,H,W) output makes it a detector or segmenter"),
+                               "a list of box dicts, (N,C,H,W) or (N,H,W) output makes it a detector, segmenter "
+                               "or depth estimator"),
 ]
 NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "half": ((0.5,) * 3, (0.5,) * 3),
                   "none": ((0.0,) * 3, (1.0,) * 3)}
