@@ -86,9 +86,9 @@ def test_prompt_coordinates_are_mapped_as_sam_processor_maps_them(size, sam_dir)
     height, width = size
     photo = Image.new("RGB", (width, height))
     point, box = [0.37 * width, 0.81 * height], [0.1 * width, 0.2 * height, 0.9 * width, 0.7 * height]
-    for processor, longest in ((SamProcessor.from_pretrained(sam_dir), SAM_SIZE),
-                               (SamProcessor(image_processor=type(SamProcessor.from_pretrained(sam_dir).image_processor)()),
-                                1024)):
+    tiny = SamProcessor.from_pretrained(sam_dir)
+    real = SamProcessor(image_processor=type(tiny.image_processor)())  # SAM's defaults: 1024
+    for processor, longest in ((tiny, SAM_SIZE), (real, 1024)):
         theirs = processor(images=photo, input_points=[[point]], input_boxes=[[box]], return_tensors="pt")
         assert list(theirs["reshaped_input_sizes"][0]) == list(model_frame(height, width, longest))
         ours_point = to_model_coords(torch.tensor(point, dtype=torch.float64), height, width, longest)

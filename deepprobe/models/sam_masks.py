@@ -38,7 +38,8 @@ class PromptMasks:
     def records(self) -> list[dict]:
         total = self.masks[0].numel()
         return [{"candidate": k, "iou_score": round(float(s), 6), "area": round(float(m.sum()) / total, 6),
-                 "box": mask_box(m), "chosen": k == self.chosen} for k, (m, s) in enumerate(zip(self.masks, self.scores))]
+                 "box": mask_box(m), "chosen": k == self.chosen}
+                for k, (m, s) in enumerate(zip(self.masks, self.scores))]
 
     def as_dict(self) -> dict:
         return {"prompt": self.prompt.describe(), "chosen": self.chosen, "masks": self.records()}

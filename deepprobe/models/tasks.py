@@ -93,7 +93,8 @@ class SegmenterNet(nn.Module):
 
 
 class DepthNet(nn.Module):
-    """A depth estimator that returns (N, H, W) depth at the input's size (a (N,1,H,W) or smaller map is resized).
+    """A depth estimator that returns (N, H, W) depth at the input's size (a (N,1,H,W) map is squeezed, a smaller one
+    resized).
 
     `larger_is_nearer`: the output grows as things come nearer (inverse depth / disparity, what Depth Anything's
     relative models predict); False for metric depth. A user's network may say so with an attribute of that name.

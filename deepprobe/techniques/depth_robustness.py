@@ -100,7 +100,8 @@ class DepthBatchAttack:
             d0 = bundle.net(x).float()
         truth = [None] * len(x)
         if self.depth_maps is not None:
-            truth = [resize_reference(read_depth_map(self.depth_maps, item.path), d0.shape[-2:]) for item in batch.items]
+            truth = [resize_reference(read_depth_map(self.depth_maps, item.path), d0.shape[-2:])
+                     for item in batch.items]
         reference = [t if t is not None else d for t, d in zip(truth, d0)]
         records = [{"reference": REFERENCES[t is not None], "eps": {},
                     "clean_abs_rel": None if t is None else round(abs_rel(d, t, self.relative), 6)}

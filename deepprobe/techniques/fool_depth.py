@@ -23,7 +23,7 @@ from ..models.depth import DepthMap, Region, depth_net, region_mask, region_mean
 from ..models.tasks import DEPTH, require_task
 from ..options.fool import DEFAULT_FACTOR, FOUNDATION_STEPS
 from ..options.ranges import check_ranges
-from .fool_tasks import TaskAttackResult, _attack, _batch
+from .fool_tasks import TaskAttackResult, as_batch, attack_rounds
 
 MARGIN = 0.02  # aim for log(factor) + MARGIN (doubled in each extra round): 8-bit rounding must not undo it
 KEEP = 1.0  # weight of the rest of the image's relative change in the loss
@@ -37,7 +37,7 @@ def fool_depth(bundle: ModelBundle, x: torch.Tensor, region: Region, *, nearer: 
     False) on each image of a (N,3,H,W) batch in [0,1]; success when the saved image's region reaches it."""
     check_ranges("fool", {"eps": eps, "alpha": alpha, "steps": steps, "rounds": rounds, "factor": factor})
     require_task(bundle, "fool_depth", DEPTH)
-    x = _batch(bundle, x)
+    x = as_batch(bundle, x)
     mask = region_mask(region, int(x.shape[-2]), int(x.shape[-1]), x.device)
     larger_is_nearer = depth_net(bundle.net).larger_is_nearer
     with torch.no_grad():
@@ -83,12 +83,13 @@ def fool_depth(bundle: ModelBundle, x: torch.Tensor, region: Region, *, nearer: 
                                                                              / max(float(o0[i]), 1e-6))))
             notes.append({"factor_asked": float(factor), "factor": round(math.exp(float(moved[i])), 6),
                           "rest_factor": None if rest_factor is None else round(rest_factor, 6),
-                          "region_mean_before": round(float(r0[i]), 6), "region_mean_after": round(float(inside[i]), 6)})
+                          "region_mean_before": round(float(r0[i]), 6),
+                          "region_mean_after": round(float(inside[i]), 6)})
         after = [DepthMap(m.cpu(), larger_is_nearer, region) for m in d]
         return (moved >= goal - 1e-9).cpu(), (moved / goal).clamp(0, 1).cpu(), after, notes
 
     before = [DepthMap(m.cpu(), larger_is_nearer, region) for m in d0]
     text = f"{'nearer' if nearer else 'farther'} x{factor:g} at {','.join(f'{v:g}' for v in region)}"
-    return _attack(bundle, x, before, text, objective, done, judge, lambda attempt: MARGIN * 2 ** attempt,
-                   method=method, eps=eps, alpha=alpha, steps=steps or FOUNDATION_STEPS, rounds=rounds, seed=seed,
-                   callback=callback)
+    return attack_rounds(bundle, x, before, text, objective, done, judge, lambda attempt: MARGIN * 2 ** attempt,
+                         method=method, eps=eps, alpha=alpha, steps=steps or FOUNDATION_STEPS, rounds=rounds,
+                         seed=seed, callback=callback)

@@ -21,7 +21,7 @@ from ..models.sam_masks import mask_iou, segment_prompts
 from ..models.tasks import PROMPTABLE_SEGMENTATION, require_task
 from ..options.fool import FOUNDATION_STEPS, Options
 from ..options.ranges import check_ranges
-from .fool_tasks import TaskAttackResult, _attack, _batch
+from .fool_tasks import TaskAttackResult, as_batch, attack_rounds
 
 VANISH_IOU = 0.1  # the mask is gone when SAM's chosen mask overlaps the clean one by less than this
 
@@ -35,7 +35,7 @@ def fool_prompt(bundle: ModelBundle, x: torch.Tensor, prompt: Prompt, *, method:
     margin below SAM's threshold the object's pixels are pushed to."""
     check_ranges("fool", {"eps": eps, "alpha": alpha, "steps": steps, "kappa": kappa, "rounds": rounds})
     require_task(bundle, "fool_prompt", PROMPTABLE_SEGMENTATION)
-    x = _batch(bundle, x)
+    x = as_batch(bundle, x)
     before = [found[0] for found in segment_prompts(bundle, x, [prompt])]
     clean = torch.stack([b.mask for b in before]).to(x.device)  # (N,H,W) the chosen clean masks
 
@@ -55,10 +55,12 @@ def fool_prompt(bundle: ModelBundle, x: torch.Tensor, prompt: Prompt, *, method:
         after = [found[0] for found in segment_prompts(bundle, images, [prompt])]
         iou = torch.stack([mask_iou(a.mask, b.mask) for a, b in zip(after, before)])
         left = torch.stack([(a.mask & b.mask).sum() / b.mask.sum().clamp_min(1) for a, b in zip(after, before)])
-        notes = [{"iou_with_clean": round(float(v), 6), "vanish_iou": VANISH_IOU} for v in iou]
+        # clean_area 0: SAM found nothing for the prompt, so there was nothing to hide
+        notes = [{"iou_with_clean": round(float(v), 6), "vanish_iou": VANISH_IOU,
+                  "clean_area": round(float(b.mask.float().mean()), 6)} for v, b in zip(iou, before)]
         return iou < VANISH_IOU, 1 - left.float(), after, notes
 
     with sam_of(bundle.net).prompted(prompt):
-        return _attack(bundle, x, before, f"vanish {prompt.describe()}", objective, done, judge,
-                       lambda attempt: kappa * 2 ** attempt, method=method, eps=eps, alpha=alpha,
-                       steps=steps or FOUNDATION_STEPS, rounds=rounds, seed=seed, callback=callback)
+        return attack_rounds(bundle, x, before, f"vanish {prompt.describe()}", objective, done, judge,
+                             lambda attempt: kappa * 2 ** attempt, method=method, eps=eps, alpha=alpha,
+                             steps=steps or FOUNDATION_STEPS, rounds=rounds, seed=seed, callback=callback)
