@@ -78,6 +78,8 @@ def _gallery(get):
 
 LITE0, TASKS = ("lite0", "cat", "examples"), ("detector", "segmenter", "shapes")
 EMBED = ("embedder", "cat")
+SAM, DEPTH = ("sam", "cat"), ("depth", "cat")
+POINT = (12.0, 20.0)
 CASES = {
     "load_model": ((), lambda get: dp.load_model("efficientnet_lite0", device="cpu").inner.classifier.weight),
     "read_image": (LITE0, lambda get: dp.read_image(get("examples") / "cat.jpg")),
@@ -118,6 +120,15 @@ CASES = {
                                                          neighbors=2)[0].scores),
     "feature_attack": (EMBED, lambda get: dp.feature_attack(get("embedder"), _tiny32(get), away=True, steps=2,
                                                              seed=5).images),
+    "segment_prompts": (SAM, lambda get: dp.segment_prompts(get("sam"), _tiny32(get), [dp.Prompt.point(*POINT)])
+                        [0][0].logits),
+    "fool_prompt": (SAM, lambda get: dp.fool_prompt(get("sam"), _tiny32(get), dp.Prompt.point(*POINT), steps=2,
+                                                    rounds=1, seed=5).images),
+    "estimate_depth": (DEPTH, lambda get: dp.estimate_depth(get("depth"), _tiny32(get))[0].depth),
+    "fool_depth": (DEPTH, lambda get: dp.fool_depth(get("depth"), _tiny32(get), (4, 4, 20, 20), steps=2, rounds=1,
+                                                    seed=5).images),
+    "depth_robustness": (DEPTH, lambda get: dp.depth_robustness(get("depth"), _tiny32(get), eps=2 / 255, steps=2,
+                                                                seed=5).abs_rel),
     "prompts_from_labels": ((), lambda get: dp.prompts_from_labels(["cat"])),
 }
 # SmoothGrad draws captum's noise from the caller's generator, by design (as a torch function would): it may differ
@@ -147,6 +158,13 @@ def fixtures(request, tiny_tasks):
                 made[name] = two_shapes()[0]
             elif name == "embedder":
                 made[name] = dp.load_model("python:tests.tiny_embedders:vit", device="cpu", input_size=32)
+            elif name == "sam":
+                from tests.tiny_foundation import save_sam
+
+                made[name] = dp.load_model(f"hf:{save_sam(request.getfixturevalue('tmp_path_factory').mktemp('sam'))}",
+                                           device="cpu")
+            elif name == "depth":
+                made[name] = dp.load_model("python:tests.tiny_foundation:brightness_depth", device="cpu")
             elif name == "clip":
                 made[name] = _tiny_clip(request.getfixturevalue("tmp_path_factory").mktemp("clip"))
             else:

@@ -27,7 +27,6 @@ from deepprobe.explain.attributions import clip_outliers
 from deepprobe.io import read_image
 from deepprobe.models.sam import model_frame, sam_of, to_model_coords
 from deepprobe.models.sam_masks import mask_iou
-from test_offline import attempts  # noqa: F401 - the socket-blocking fixture
 from tiny_foundation import SAM_SIZE, brightness_depth_of, depth_processor, save_depth_anything, save_sam
 
 BRIGHT = "python:tiny_foundation:brightness_depth"
@@ -66,7 +65,7 @@ def bright():
     return dp.load_model(BRIGHT, device="cpu")
 
 
-def test_new_models_load_offline_and_are_listed(sam_dir, depth_dir, attempts):  # noqa: F811
+def test_new_models_load_offline_and_are_listed(sam_dir, depth_dir, attempts):
     assert dp.load_model(f"hf:{sam_dir}", device="cpu").task == "promptable-segmentation"
     assert dp.load_model(f"hf:{depth_dir}", device="cpu").task == "depth"
     assert not attempts
