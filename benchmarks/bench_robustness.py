@@ -153,8 +153,7 @@ def _model_and_images(args):
         sys.path.insert(0, str(ROOT))
         from tests import robust_cnn
 
-        bundle = dp.load_model("python:tests.robust_cnn:build", weights=robust_cnn.FIXTURE, device=args.device,
-                               input_size=robust_cnn.input_size)
+        bundle = dp.load_model("python:tests.robust_cnn:build", weights=robust_cnn.FIXTURE, device=args.device)
         x, y = robust_cnn.draw(args.images, seed=args.seed)
         x, y = x.to(bundle.device), y.to(bundle.device)
         with torch.no_grad():

@@ -11,8 +11,9 @@ KB), so every machine tests the same network:
     python tests/robust_cnn.py            # retrain and overwrite the fixture (prints clean / robust accuracy)
     deepprobe classify x.png --model python:tests.robust_cnn:build --weights tests/fixtures/robust_cnn.pt
 
-The module declares `input_size`, `mean`, `std` and `labels`, the attributes a `python:` spec reads; the
-network takes [0,1] images and normalizes inside it, so it also works without them.
+The module declares `input_size`, `mean`, `std` and `labels`, the attributes a `python:` spec reads: deepprobe
+resizes to 32 px and normalizes with them. In plain PyTorch, `load()` gives the network with the normalization in
+front (it takes [0,1] images).
 
 The images use only exact float arithmetic (no transcendental functions) and are rounded to 8 bits, so a seed
 gives the same pixels on every CPU.
@@ -38,7 +39,7 @@ TRAIN_EPS = 8 / 255  # the L-inf budget it is trained for (and the tests attack 
 
 
 class RobustCNN(nn.Module):
-    """Four conv blocks and a linear head (~20k parameters); normalization inside, so it takes [0,1] images."""
+    """Four conv blocks and a linear head (~33k parameters); takes images normalized with `mean` and `std`."""
 
     def __init__(self, width: int = 16, classes: int = len(labels)):
         super().__init__()
@@ -46,15 +47,25 @@ class RobustCNN(nn.Module):
         def block(cin: int, cout: int, stride: int) -> nn.Sequential:
             return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
 
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
         self.features = nn.Sequential(block(3, width, 1), block(width, 2 * width, 2), block(2 * width, 2 * width, 1),
                                       block(2 * width, 4 * width, 2))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(4 * width, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pool(self.features((x - self.mean) / self.std)).flatten(1))
+        return self.head(self.pool(self.features(x)).flatten(1))
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std in front of the network, for plain PyTorch use and training ([0,1] images in)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
 
 
 def build() -> nn.Module:
@@ -65,11 +76,11 @@ def build() -> nn.Module:
 
 
 def load(path: str | Path = FIXTURE) -> nn.Module:
-    """The trained network (float32, eval mode) from the fixture."""
+    """The trained network (float32, eval mode) from the fixture, normalization in front: [0,1] images in."""
     net = build()
     state = torch.load(path, map_location="cpu", weights_only=True)
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    return net.eval()
+    return nn.Sequential(Normalize(), net).eval()
 
 
 def _masks(kind: torch.Tensor, cx, cy, r, yy, xx) -> torch.Tensor:
@@ -131,6 +142,7 @@ def train(n: int = 6000, epochs: int = 8, eps: float = TRAIN_EPS, steps: int = 4
     g = torch.Generator().manual_seed(seed)
     x, y = draw(n, seed=1000 + seed)
     net = build()
+    model = nn.Sequential(Normalize(), net)  # trained on [0,1] images, as deepprobe feeds it
     opt = torch.optim.Adam(net.parameters(), lr=3e-3, weight_decay=1e-4)
     total = (clean_epochs + epochs) * ((n + batch - 1) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=total, pct_start=0.25)
@@ -139,15 +151,15 @@ def train(n: int = 6000, epochs: int = 8, eps: float = TRAIN_EPS, steps: int = 4
         order = torch.randperm(n, generator=g)
         for start in range(0, n, batch):
             idx = order[start:start + batch]
-            net.eval()
-            adv = pgd(net, x[idx], y[idx], eps * ramp, steps, g) if ramp else x[idx]
-            net.train()
-            loss = F.cross_entropy(net(adv), y[idx])
+            model.eval()
+            adv = pgd(model, x[idx], y[idx], eps * ramp, steps, g) if ramp else x[idx]
+            model.train()
+            loss = F.cross_entropy(model(adv), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
-    return net.eval()
+    return net.eval()  # without the normalization: what the fixture stores
 
 
 @torch.no_grad()

@@ -73,8 +73,8 @@ def reference_cascade(bundle, x, y, eps, norm, s: AttackSettings) -> tuple[list[
 
 @pytest.fixture(scope="module")
 def robust_model():
-    return dp.load_model("python:tests.robust_cnn:build", weights=robust_cnn.FIXTURE, device="cpu",
-                         input_size=robust_cnn.input_size)
+    # input size, normalization and class names come from the module's declarations (python: specs read them)
+    return dp.load_model("python:tests.robust_cnn:build", weights=robust_cnn.FIXTURE, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -135,12 +135,13 @@ def test_cifar_robustness_cli_first_n(tmp_path, monkeypatch):
     data = tmp_path / "data"
     images, labels = write_cifar(data, n=20)
     probe = dp.load_model("python:tests.robust_cnn:build", weights=robust_cnn.FIXTURE, device="cpu")
-    predicted = probe.predict(probe.prepare(torch.from_numpy(images[:6]).float() / 255)).argmax(1).tolist()
+    assert probe.input_size == (32, 32)  # the module's declaration: CIFAR images go in as they are
+    predicted = probe.predict(torch.from_numpy(images[:6]).float() / 255).argmax(1).tolist()
     out = tmp_path / "run"
     # `~` inside cifar10:~/... is not expanded by the shell: deepprobe expands it
     monkeypatch.setenv("HOME", str(tmp_path))
     res = runner.invoke(app, ["robustness", "cifar10:~/data", "--model", "python:tests.robust_cnn:build",
-                              "--weights", str(robust_cnn.FIXTURE), "--limit", "6", "--attack", "fgsm",
+                              "--weights", str(robust_cnn.FIXTURE), "--input-size", "32", "--limit", "6", "--attack", "fgsm",
                               "--eps", "1/255", "--workers", "0", "--batch-size", "4", "--out", str(out), "--json",
                               "--quiet"])
     assert res.exit_code == 0, res.output

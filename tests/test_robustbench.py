@@ -20,7 +20,6 @@ from deepprobe.cli import app
 from deepprobe.errors import DeepprobeError
 from deepprobe.models.labels import CIFAR10_LABELS, CIFAR100_LABELS
 from tests.test_cifar_data import write_cifar
-from tests.test_offline import attempts  # noqa: F401 - the fixture that blocks the network
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("robustbench") is None,
                                 reason="pip install 'deepprobe[robustbench]'")
@@ -139,7 +138,7 @@ def test_imagenet_geometry_follows_the_zoo():
 
 
 @pytest.mark.slow
-def test_every_command_runs_on_a_robustbench_checkpoint(zoo, tmp_path, monkeypatch, attempts):  # noqa: F811
+def test_every_command_runs_on_a_robustbench_checkpoint(zoo, tmp_path, monkeypatch, attempts):
     """From the CLI, with the network blocked: the checkpoint is found in ./models as RobustBench keeps it."""
     monkeypatch.chdir(zoo.parent)
     data = tmp_path / "cifar"
@@ -153,7 +152,7 @@ def test_every_command_runs_on_a_robustbench_checkpoint(zoo, tmp_path, monkeypat
         "evaluate": [CAT, "--metric", "deletion", "--steps", "1"],
         "robustness": [f"cifar10:{data}", "--limit", "4", "--attack", "apgd-ce", "--steps", "2", "--eps", "8/255",
                        "--workers", "0"],
-        "maximize": ["--target", "cat", "--steps", "1", "--photos", "none", "--size", "32"],
+        "maximize": ["--target", "cat", "--steps", "1", "--photos", "none"],
         "invert": [CAT, "--layer", "layer1", "--steps", "1"],
         "patch train": [CAT, "--target", "dog", "--steps", "1", "--batch-size", "1", "--preview", "1"],
         "patch apply": [str(patch), CAT, "--target", "dog", "--size", "0.3"],

@@ -126,8 +126,10 @@ def checkpoint_path(name: str, dataset: str, threat_model: str, weights: str | P
     return path
 
 
-def load_robustbench(rest: str, weights, dataset: str | None = None, threat_model: str | None = None):
-    """(net, labels, preprocess, canonical spec) for `robustbench:NAME`."""
+def load_robustbench(rest: str, weights, dataset: str | None = None, threat_model: str | None = None,
+                     random_init: bool = False):
+    """(net, labels, preprocess, canonical spec, checkpoint read or None) for `robustbench:NAME` (random_init: the
+    architecture alone)."""
     ds, tm, name = parse(rest, dataset, threat_model)
     entry = zoo_entry(name, ds, tm)
     if isinstance(entry.get("gdrive_id"), list):
@@ -136,12 +138,12 @@ def load_robustbench(rest: str, weights, dataset: str | None = None, threat_mode
     if ds == "imagenet" and name.startswith("Standard"):
         raise DeepprobeError(f"robustbench:{name} is torchvision's pretrained network, not a RobustBench "
                              "checkpoint: use --model torchvision:NAME --weights FILE")
-    path = checkpoint_path(name, ds, tm, weights)
     net = _build(entry, name)
-    state = _state_dict(path, name, ds)
-    _load(net, state, path.name)
+    path = None if random_init else checkpoint_path(name, ds, tm, weights)
+    if path is not None:
+        _load(net, _state_dict(path, name, ds), path.name)
     labels = {"cifar10": CIFAR10_LABELS, "cifar100": CIFAR100_LABELS}.get(ds) or imagenet_labels()
-    return net, list(labels), _preprocess(ds, entry), f"robustbench:{ds}/{tm}/{name}"
+    return net, list(labels), _preprocess(ds, entry), f"robustbench:{ds}/{tm}/{name}", path
 
 
 @contextlib.contextmanager
