@@ -103,6 +103,12 @@ def test_checkpoint_places_and_errors(zoo, tmp_path, monkeypatch):
         outs = [b.net(x) for b in (by_dir, by_file, by_default, recorded)]
     assert all(torch.equal(outs[0], o) for o in outs[1:])
     assert by_dir.weights == str(zoo) and recorded.spec == by_default.spec
+    assert by_default.origin == str(Path("models/cifar10/Linf") / f"{SMALL}.pt")  # what was read, in the sidecars
+    monkeypatch.chdir(tmp_path)  # no checkpoint here: --random-init builds the architecture alone, and says so
+    bare = dp.load_model(f"robustbench:{SMALL}", device="cpu", random_init=True)
+    assert bare.random_init and bare.origin == "random weights" and bare.spec == by_default.spec
+    with torch.no_grad():
+        assert not torch.equal(bare.net(x), outs[0])
 
     cases = [
         (dict(spec=f"robustbench:{SMALL}", threat_model="L2"),
