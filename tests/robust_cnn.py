@@ -5,8 +5,8 @@ image); on a robust model most images survive, every attack of the cascade runs 
 show whether the attacks are as strong as AutoAttack's. No robust weights are downloadable here, so this module
 makes one: `draw(n, seed)` paints synthetic 32x32 scenes (one of five shapes, orange or blue, at a random contrast
 on a noisy background: 10 classes), and `train()` fits `build()` by PGD adversarial training (Madry et al. 2018)
-in about 3 minutes of one CPU core (175 s measured). The trained weights ship as `tests/fixtures/robust_cnn.pt` (float16, tens of
-KB), so every machine tests the same network:
+in about 3 minutes of one CPU core (175 s measured). The trained weights ship as `tests/fixtures/robust_cnn.pt`
+(float16, 75 KiB), so every machine tests the same network:
 
     python tests/robust_cnn.py            # retrain and overwrite the fixture (prints clean / robust accuracy)
     deepprobe classify x.png --model python:tests.robust_cnn:build --weights tests/fixtures/robust_cnn.pt
