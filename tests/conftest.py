@@ -5,9 +5,17 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 from pathlib import Path
 
 import pytest
+
+# tests/ is a package (robustbench installs a top-level `tests` into site-packages, which would shadow a folder
+# without __init__.py), so pytest puts the repository root on sys.path; test modules also import their helpers by
+# bare name (`from tiny32 import ...`, `python:tiny_foundation:...`), so the folder itself goes there too.
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # The suite runs as `pytest -n auto` (one worker per core): one torch thread per worker. Several workers with

@@ -40,6 +40,8 @@ class Common:
     input_size: str | None = None
     offline: bool = False
     normalize: str | None = None
+    dataset: str | None = None
+    threat_model: str | None = None
     device: str = "auto"
     amp: bool = False
     seed: int = 0
@@ -62,9 +64,10 @@ def _common_parameters(uses_model: bool, uses_recipe: bool) -> list[inspect.Para
         add("model", str, typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model spec (see `deepprobe models`).",
                                        rich_help_panel="Model"))
         add("weights", str | None, typer.Option(None, "--weights", "-w", help="Local weights file for timm:/torchvision:/python: "
-                                                "specs (without it timm:/torchvision: load their pretrained weights).",
+                                                "specs (without it timm:/torchvision: load their pretrained weights); "
+                                                "robustbench: a checkpoint or a model_dir.",
                                                 rich_help_panel="Model"))
-        add("random_init", bool, typer.Option(False, "--random-init", help="timm:/torchvision:/bundled: random weights "
+        add("random_init", bool, typer.Option(False, "--random-init", help="timm:/torchvision:/robustbench:/bundled: random weights "
                                               "instead of pretrained ones (every output then says \"random weights\").",
                                               rich_help_panel="Model"))
         add("input_size", str | None, typer.Option(None, "--input-size", help="The model's input size, N or H,W "
@@ -74,6 +77,10 @@ def _common_parameters(uses_model: bool, uses_recipe: bool) -> list[inspect.Para
                                           "local caches (as with HF_HUB_OFFLINE=1).", rich_help_panel="Model"))
         add("normalize", str | None, typer.Option(None, "--normalize", help="Override input normalization: imagenet, half, none or 'm,m,m/s,s,s'.",
                                                   rich_help_panel="Model"))
+        add("dataset", str | None, typer.Option(None, "--dataset", help="robustbench: models: the zoo's data set, "
+                                                "cifar10 (default), cifar100 or imagenet.", rich_help_panel="Model"))
+        add("threat_model", str | None, typer.Option(None, "--threat-model", help="robustbench: models: Linf "
+                                                     "(default), L2 or corruptions.", rich_help_panel="Model"))
         add("device", str, typer.Option("auto", "--device", help="auto|cpu|cuda|mps (auto picks CUDA when present).",
                                         rich_help_panel="Model"))
         add("amp", bool, typer.Option(False, "--amp", help="On CUDA: bfloat16 mixed precision in optimizations and "
@@ -148,7 +155,8 @@ class Run:
                                           normalize=self.common.normalize,
                                           input_size=parse_input_size(self.common.input_size),
                                           random_init=self.common.random_init,
-                                          offline=True if self.common.offline else None, announce=announce)
+                                          offline=True if self.common.offline else None, announce=announce,
+                                          dataset=self.common.dataset, threat_model=self.common.threat_model)
             if self.common.amp and self._bundle.device.type == "cuda":
                 import torch
 

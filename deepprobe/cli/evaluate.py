@@ -106,12 +106,15 @@ def evaluate_cmd(run, inputs: list[str] = typer.Argument(..., metavar="IMAGES...
 
 
 def _is_dataset(inputs: list[str], opts: Options) -> bool:
+    from ..data.cifar import split_spec
     from ..data.sources import MANIFEST_SUFFIXES
 
     if opts.limit is not None or opts.sample is not None:
         return True
     if len(inputs) != 1:
         return False
+    if split_spec(inputs[0]):
+        return True
     path = Path(inputs[0])
     return path.is_dir() or (path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES)
 

@@ -41,3 +41,15 @@ def resolve_class(labels: list[str] | None, name_or_index: str | int, num_classe
         hint = ", ".join(f'"{labels[i]}"' for i in starts[:5])
         raise DeepprobeError(f'class "{name_or_index}" is ambiguous: {hint}')
     raise DeepprobeError(f'unknown class "{name_or_index}" (use `deepprobe classify` to see class names, or an index)')
+
+
+# CIFAR class names in class order (the `label_names` / `fine_label_names` of torchvision's on-disk batches).
+CIFAR10_LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR100_LABELS = (
+    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel can castle "
+    "caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur dolphin elephant "
+    "flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster man "
+    "maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree "
+    "plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper snail "
+    "snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger tractor train trout "
+    "tulip turtle wardrobe whale willow_tree wolf woman worm").split()

@@ -50,7 +50,10 @@ SPEC_FORMS = [
                                "module may declare input_size, mean, std, labels; a list of box dicts, (N,C,H,W) or "
                                "(N,H,W) output makes it a detector, segmenter or depth estimator, net.task = "
                                "'embedding' an embedder"),
-    ("--random-init", "with timm:/torchvision:/bundled: the architecture with random weights, labelled "
+    ("robustbench:NAME", "a RobustBench model-zoo architecture (--dataset cifar10|cifar100|imagenet, --threat-model "
+                         "Linf|L2|corruptions) with its checkpoint from ./models/<dataset>/<threat>/<NAME>.pt or "
+                         "--weights FILE|DIR, offline (pip install 'deepprobe[robustbench]')"),
+    ("--random-init", "with timm:/torchvision:/robustbench:/bundled: the architecture with random weights, labelled "
                       "\"random weights\" in every output"),
 ]
 NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "half": ((0.5,) * 3, (0.5,) * 3),
@@ -67,25 +70,30 @@ class Source:
     random_init: bool = False
     offline: bool = False
     announce: Callable[[str], None] | None = None  # told just before a download starts (the CLI prints it)
+    dataset: str | None = None  # robustbench: the zoo's data set and threat model
+    threat_model: str | None = None
     origin: str | None = None
+    spec: str | None = None  # reported back by a loader that names the model more fully than the spec given
 
 
 Loader = Callable[[str, Source], tuple[nn.Module, "list[str] | None", Preprocess]]
 # spec prefix -> loader; a new model source registers here (and in RANDOM_INIT if --random-init applies)
 LOADERS: dict[str, Loader] = {}
-RANDOM_INIT = {"bundled", "timm", "torchvision"}
+RANDOM_INIT = {"bundled", "timm", "torchvision", "robustbench"}
 
 
 @keeps_caller_random_state  # building a network draws its initial weights from the global generator
 def load_model(spec: str = DEFAULT_MODEL, weights: str | Path | None = None, device: str | torch.device = "auto",
                normalize: str | None = None, input_size: int | tuple[int, int] | str | None = None,
                random_init: bool = False, offline: bool | None = None,
-               announce: Callable[[str], None] | None = None) -> ModelBundle:
+               announce: Callable[[str], None] | None = None, dataset: str | None = None,
+               threat_model: str | None = None) -> ModelBundle:
     """Build the ModelBundle for a spec; `net` takes [0,1] RGB NCHW images and returns logits, in eval mode.
 
     timm:/torchvision:/hf:ORG/NAME without `weights` load the library's pretrained weights from its cache
     (downloaded when online and not cached; `offline` None reads HF_HUB_OFFLINE). `random_init=True` is the only
-    way to random weights. `input_size` (N or (H, W)) overrides the model's native size.
+    way to random weights. `input_size` (N or (H, W)) overrides the model's native size. `dataset` /
+    `threat_model` pick a `robustbench:NAME` model's zoo (default cifar10 / Linf, as RobustBench's).
     """
     from ..options.values import parse_input_size
     from .pretrained import is_offline
@@ -101,17 +109,20 @@ def load_model(spec: str = DEFAULT_MODEL, weights: str | Path | None = None, dev
         kind = "bundled"
     elif kind not in LOADERS:
         raise DeepprobeError(f"unknown model kind {kind!r} in {spec!r}; see `deepprobe models`")
+    if (dataset or threat_model) and kind != "robustbench":
+        raise DeepprobeError("--dataset and --threat-model go with robustbench:NAME models only")
     if random_init and weights:
         raise DeepprobeError("--random-init and --weights exclude each other: random weights or a weights file")
     if random_init and kind not in RANDOM_INIT:
         raise DeepprobeError(f"--random-init applies to {', '.join(sorted(RANDOM_INIT))} models, not {kind}: "
                              "those load the weights their files hold")
     source = Source(weights=Path(weights) if weights else None, random_init=random_init,
-                    offline=is_offline(offline), announce=announce)
+                    offline=is_offline(offline), announce=announce, dataset=dataset, threat_model=threat_model)
     net, labels, pre = _bundled(spec, source) if kind == "bundled" else LOADERS[kind](rest, source)
+    spec = source.spec or spec
     if random_init:
         source.origin = "random weights"
-    elif source.weights:
+    elif source.weights and not source.origin:
         source.origin = str(weights)
     if normalize is not None:
         pre = _with_normalization(pre, normalize)
@@ -413,4 +424,14 @@ def python_declarations(module, net: nn.Module, target: str) -> dict:
     return found
 
 
-LOADERS.update(timm=_timm, torchvision=_torchvision, torchscript=_torchscript, onnx=_onnx, hf=_hf, python=_python)
+def _robustbench(rest: str, source: Source):
+    from .robustbench import load_robustbench
+
+    net, labels, pre, source.spec, checkpoint = load_robustbench(rest, source.weights, source.dataset,
+                                                                 source.threat_model, random_init=source.random_init)
+    source.origin = str(checkpoint) if checkpoint else None
+    return net, labels, pre
+
+
+LOADERS.update(timm=_timm, torchvision=_torchvision, torchscript=_torchscript, onnx=_onnx, hf=_hf, python=_python,
+               robustbench=_robustbench)
