@@ -38,6 +38,7 @@ METHODS: dict[str, str] = {
     "chefer": "transformer:chefer",
     "attention": "transformer:attention",
     "legrad": "legrad:legrad",
+    "similarity": "embedding:similarity",  # embedders with a reference image (explain/embedding.py)
 }
 EPS = 1e-8
 

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 
 DEFAULT_METHODS = ("gradcam",)
 # detectors: a box's score depends on one region, which Grad-CAM's averaged channel weights lose (see
-# deepprobe.explain.cam.hirescam); the element-wise map stays on the box
-DEFAULT_METHODS_BY_TASK = {"detection": ("hirescam",)}
+# deepprobe.explain.cam.hirescam); the element-wise map stays on the box. The same holds for a prompt's mask
+# (Segment Anything) and a region's depth.
+DEFAULT_METHODS_BY_TASK = {"detection": ("hirescam",), "promptable-segmentation": ("hirescam",),
+                           "depth": ("hirescam",)}
 # methods that read one layer's activations (and gradients): --layer is a module name for them
 CAM_METHODS = ("gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "eigencam", "scorecam", "ablationcam")
 # methods whose maps do not depend on the class: computed once per batch, without a predicted-class pass
@@ -62,7 +64,8 @@ METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "attnlrp": ("conv_gamma", "lin_gamma"),
 }
 BLOCK_METHODS = ("attention", "legrad")  # methods whose --layer is a block index
-LAYER_METHODS = CAM_METHODS + BLOCK_METHODS  # methods that read --layer (a module name, or a block index)
+# methods that read --layer (a module name; a block index for BLOCK_METHODS; similarity: Grad-CAM's layer)
+LAYER_METHODS = CAM_METHODS + BLOCK_METHODS + ("similarity",)
 
 
 def method_kwargs(opts: Options, method: str, cam_layer: str | None) -> dict:
