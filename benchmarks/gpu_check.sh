@@ -23,13 +23,13 @@ declare -A STATUS
 
 # ----- set-up: the README's commands (venv, '.[test,bench]', torchattacks without its pinned deps) -----------
 if [ "${SKIP_SETUP:-0}" != 1 ]; then
-  if [ -x .venv/bin/python ] && .venv/bin/python -c "import torch, torchattacks, pytest" 2>/dev/null; then
+  if [ -x .venv/bin/python ] && .venv/bin/python -c "import torch, torchattacks, pytest, lxt" 2>/dev/null; then
     say "reusing .venv; refreshing deepprobe only"
     .venv/bin/python -m pip install -q --no-deps . >"$OUT/setup.txt" 2>&1
   else
-    say "set-up: python3 -m venv .venv && pip install '.[test,bench]' && pip install --no-deps torchattacks"
+    say "set-up: python3 -m venv .venv && pip install '.[test,bench]' && pip install --no-deps torchattacks lxt==2.1"
     { python3 -m venv .venv && .venv/bin/python -m pip install -q '.[test,bench]' \
-        && .venv/bin/python -m pip install -q --no-deps torchattacks; } >"$OUT/setup.txt" 2>&1
+        && .venv/bin/python -m pip install -q --no-deps torchattacks lxt==2.1; } >"$OUT/setup.txt" 2>&1
   fi
   if [ $? -ne 0 ]; then
     say "set-up FAILED (last lines of $OUT/setup.txt):"

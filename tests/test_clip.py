@@ -192,16 +192,17 @@ def test_chefer_equals_the_rules_applied_by_hand(clip_dir, clip, pairs):
                           to_input_size(images, (SIZE, SIZE)), atol=1e-5)
 
 
-def test_chefer_lands_on_the_object_the_prompt_names(clip, pairs):
+@pytest.mark.parametrize("method", ["chefer", "attnlrp"])
+def test_chefer_and_attnlrp_land_on_the_object_the_prompt_names(clip, pairs, method):
     x, classes, masks = pairs
     for j in (0, 1):  # the left object, then the right one
-        maps = dp.explain(clip, x, "chefer", target=classes[:, j])
+        maps = dp.explain(clip, x, method, target=classes[:, j])
         own, other = mass_on(maps, masks[:, j]), mass_on(maps, masks[:, 1 - j])
         assert (own > other).float().mean() >= 0.9, (j, own, other)
 
 
 # ------------------------------------------------------------------------------------------ CLI
-def test_explain_cli_maps_each_prompt_and_scores_its_words(clip_dir, pairs, tmp_path):
+def test_explain_cli_maps_each_prompt_and_scores_its_words_with_chefer_and_attnlrp(clip_dir, pairs, tmp_path):
     import numpy as np
 
     x, classes, masks = pairs
@@ -209,17 +210,21 @@ def test_explain_cli_maps_each_prompt_and_scores_its_words(clip_dir, pairs, tmp_
     named = [PROMPTS[c] for c in classes[0].tolist()]
     out = tmp_path / "out"
     res = run_cli("explain", str(image), "--model", f"hf:{clip_dir}", "--text", named[0], "--text", named[1],
-                  "--method", "chefer", "--method", "gradcam", "--out", str(out), "--json")
+                  "--method", "chefer", "--method", "gradcam", "--method", "attnlrp", "--out", str(out), "--json")
     assert res.exit_code == 0, res.output
     results = json.loads(res.stdout)["results"]
     assert [r["class"] for r in results] == named  # one record per prompt
     for j, record in enumerate(results):
-        assert set(record["methods"]) == {"chefer", "gradcam"}
+        assert set(record["methods"]) == {"chefer", "gradcam", "attnlrp"}
         assert record["methods"]["gradcam"]["layer"] == "vision_model.encoder.layers.1.layer_norm1"
         words = record["text_relevance"]
         assert words["prompt"] == named[j] and [w["token"] for w in words["tokens"]] == named[j].split()
-        heat = torch.from_numpy(np.load(record["methods"]["chefer"]["map"]))[None]
-        assert mass_on(heat, masks[0, j][None]) > mass_on(heat, masks[0, 1 - j][None])
+        assert record["methods"]["chefer"]["text_relevance"] == words
+        attn_words = record["methods"]["attnlrp"]["text_relevance"]  # AttnLRP's rules on the text tower
+        assert [w["token"] for w in attn_words["tokens"]] == named[j].split() and attn_words != words
+        for method in ("chefer", "attnlrp"):
+            heat = torch.from_numpy(np.load(record["methods"][method]["map"]))[None]
+            assert mass_on(heat, masks[0, j][None]) > mass_on(heat, masks[0, 1 - j][None]), method
         assert (out / f"pair_chefer_{named[j].replace(' ', '_')}.png").is_file()
 
 

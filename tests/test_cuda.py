@@ -188,6 +188,39 @@ def test_gradcam_under_bfloat16_autocast_matches_float32(gpu_probe):
 
 
 @cuda
+@pytest.mark.parametrize("method, options", [("lrp", {}), ("lrp", {"composite": "epsilon-gamma-box"}),
+                                             ("xgradcam", {}), ("layercam", {}), ("eigencam", {}), ("fullgrad", {}),
+                                             ("scorecam", {"layer": "blocks.0.0.bn1"}),
+                                             ("ablationcam", {"layer": "blocks.0.0.bn1"})])
+def test_new_explainers_on_cuda_match_the_cpu(gpu_probe, lite0, method, options):
+    """The methods added with LRP run on the model's device and give the CPU's maps."""
+    x = torch.cat([lite0.load_image(p) for p in PHOTOS[:2]])
+    targets = lite0.predict(x).argmax(1)
+    on_gpu = dp.explain(gpu_probe, x.cuda(), method=method, target=targets.cuda(), **options)
+    assert on_gpu.device.type == "cuda"
+    on_cpu = dp.explain(lite0, x, method=method, target=targets, **options)
+    for a, b in zip(on_gpu.cpu().numpy(), on_cpu.numpy()):
+        assert _correlation(a, b) > 0.99, method
+
+
+@cuda
+def test_attnlrp_and_legrad_on_cuda_match_the_cpu():
+    import copy
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import tiny_vits
+
+    net = tiny_vits.timm_twin(tiny_vits.torchvision_vit())
+    cpu, gpu = tiny_vits.bundle(net), tiny_vits.bundle(copy.deepcopy(net), device="cuda")
+    x, targets = torch.rand(3, 3, tiny_vits.SIZE, tiny_vits.SIZE), torch.tensor([0, 2, 4])
+    for method in ("attnlrp", "legrad"):
+        a = dp.explain(gpu, x.cuda(), method=method, target=targets.cuda()).cpu().numpy()
+        b = dp.explain(cpu, x, method=method, target=targets).numpy()
+        assert all(_correlation(u, v) > 0.99 for u, v in zip(a, b)), method
+
+
+@cuda
 def test_an_exported_onnx_model_runs_on_cuda(tmp_path):
     import warnings
 

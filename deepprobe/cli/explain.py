@@ -1,34 +1,46 @@
 """`deepprobe explain`: heat maps of what a network looked at, for CNNs (CAMs, captum) and vision transformers."""
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import typer
 
 from ..errors import DeepprobeError
-from ..options.explain import (CAM_METHODS, CLASS_FREE, DEFAULT_METHODS, LAYER_METHODS, METHOD_OPTIONS, Options,
-                               default_methods, method_kwargs)
+from ..options.explain import (BLOCK_METHODS, CAM_METHODS, CLASS_FREE, COMPOSITES, DEFAULT_METHODS, LAYER_METHODS,
+                               METHOD_OPTIONS, Options, default_methods, method_kwargs)
 from . import app
 from .common import command, opt, out_console
 from .gallery import EMBEDDERS
 from .prompts import apply_prompts, labels_option, text_option
 from .regions import box_option, point_option, refuse_spatial, region_option
 
+# CLIP: methods that also score the words of each prompt -> "module:function" in deepprobe.explain
+WORD_METHODS = {"chefer": "clip:text_relevance", "attnlrp": "attnlrp:attnlrp_text_relevance"}
+
 
 @command(app, "explain")
 def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to explain (files, folders or globs)."),
-                method: list[str] = opt(Options, "method", help="gradcam, gradcam++, hirescam, saliency, ig, "
-                                        "smoothgrad, occlusion, guided-backprop (any model); rollout, chefer, "
-                                        "attention (vision transformers). Repeat for several; default "
+                method: list[str] = opt(Options, "method", help="Cost per image in brackets (F = one forward "
+                                        "pass, B = one backward pass, C = channels of the layer: 1280 at Lite0's "
+                                        "bn2). Any model: gradcam, gradcam++, hirescam, xgradcam, layercam [F+B], "
+                                        "eigencam [F, class-free], scorecam, ablationcam [F per channel: C+1 F, "
+                                        "slow; --internal-batch at once], fullgrad [F+B], saliency, guided-backprop "
+                                        "[F+B], ig [--steps x (F+B)], smoothgrad [--samples x (F+B)], occlusion "
+                                        "[F per window]. CNNs: lrp (Zennit, --composite) [F+B with rules, 4-9x F+B]. "
+                                        "Vision transformers: rollout, attention [F], chefer [F+B], attnlrp (LXT) "
+                                        "[F+B with rules, 3-5x F+B], legrad [F + a short B per block]. Repeat for "
+                                        "several; default "
                                         f"{', '.join(DEFAULT_METHODS)} (hirescam on detectors)."),
                 target: list[str] = opt(Options, "target", help="Class to explain (name or index); repeat for "
                                                                 "several. Default: each image's predicted class."),
                 layer: str = opt(Options, "layer", help="CAM layer (see `deepprobe layers`; default: the last "
-                                                        "spatial map, printed); for attention: a block index."),
+                                                        "spatial map, printed); attention: a block index; legrad: "
+                                                        "the first block averaged (default: the last 4)."),
                 batch_size: int = opt(Options, "batch_size", help="Images per batch."),
                 steps: int = opt(Options, "steps", help="ig: interpolation steps from the black baseline."),
-                internal_batch: int = opt(Options, "internal_batch", help="ig/smoothgrad/occlusion: most "
-                                                                          "forward passes run together (memory)."),
+                internal_batch: int = opt(Options, "internal_batch", help="ig/smoothgrad/occlusion/scorecam/"
+                                          "ablationcam: most forward passes run together (memory)."),
                 samples: int = opt(Options, "samples", help="smoothgrad: noisy copies averaged."),
                 noise: str = opt(Options, "noise", help="smoothgrad: noise std as a fraction of the pixel range."),
                 window: int = opt(Options, "window", help="occlusion: window size in pixels (0 = 1/7 of the "
@@ -38,6 +50,11 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
                 discard_ratio: str = opt(Options, "discard_ratio", help="rollout: share of the lowest attentions "
                                                                         "dropped per row (CLS column kept)."),
                 head: int = opt(Options, "head", help="attention: show this head instead of the mean."),
+                composite: str = opt(Options, "composite", help=f"lrp: Zennit's composite, {'|'.join(COMPOSITES)}."),
+                conv_gamma: str = opt(Options, "conv_gamma", help="attnlrp: Gamma of the convolutions (patch "
+                                                                  "embedding)."),
+                lin_gamma: str = opt(Options, "lin_gamma", help="attnlrp: Gamma of the MLP and head linear layers "
+                                                                "(0: plain gradient x input)."),
                 alpha: str = opt(Options, "alpha", help="Opacity of the heat map over the photo."),
                 min_score: str = opt(Options, "min_score", help="Detectors: explain each box at or above this "
                                                                 "score."),
@@ -47,7 +64,7 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
                 text: list[str] = text_option(), labels: str = labels_option(),
                 point: list[str] = point_option(), box: list[str] = box_option(),
                 region: str = region_option("whose depth to explain (default: the whole image)")):
-    """Explain each image's decision with one or more methods (Grad-CAM, captum, ViT attention).
+    """Explain each image's decision with one or more methods (the CAM family, captum, LRP, ViT attention).
 
     Writes per image and class NAME_METHOD_CLASS.png
     (heat map over the photo, captioned with method, class, probability and layer), NAME_METHOD_CLASS.npy (the
@@ -58,8 +75,8 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
     NAME_METHOD_boxK_CLASS.png/.npy. Segmenters: the map of each --target class (default: the largest one) over
     the pixels the model gives it: NAME_METHOD_CLASS.png/.npy. Both with a panel when several methods run.
 
-    CLIP (hf:DIR): every --text/--labels prompt is explained (or only the --target ones); `chefer` then also
-    scores each word of the prompt (Chefer's bi-modal rule on the text tower), printed and saved.
+    CLIP (hf:DIR): every --text/--labels prompt is explained (or only the --target ones); `chefer` and `attnlrp`
+    then also score each word of the prompt (their rules on the text tower), printed and saved.
     DETR (hf:DIR): `chefer` is Chefer's encoder-decoder relevance of each box's query.
 
     Embedders (a backbone without a head: DINO, DINOv2, CLIP's or SigLIP's image tower): `attention` draws the CLS
@@ -141,9 +158,12 @@ def _check(opts: Options) -> None:
         raise DeepprobeError(f"--alpha must be in [0, 1], got {opts.alpha:g}")
     if opts.layer and not any(m in LAYER_METHODS for m in methods):
         raise DeepprobeError(f"--layer applies to {', '.join(LAYER_METHODS)} only")
-    if opts.layer and "attention" in methods and any(m in CAM_METHODS + ("similarity",) for m in methods):
-        raise DeepprobeError("--layer is a module name for CAMs but a block index for attention: "
+    if (opts.layer and any(m in BLOCK_METHODS for m in methods)
+            and any(m in CAM_METHODS + ("similarity",) for m in methods)):
+        raise DeepprobeError(f"--layer is a module name for CAMs but a block index for {', '.join(BLOCK_METHODS)}: "
                              "run them as separate commands")
+    if opts.composite not in COMPOSITES:
+        raise DeepprobeError(f"--composite must be one of {', '.join(COMPOSITES)}, got {opts.composite!r}")
 
 
 class _Explainer:
@@ -155,9 +175,9 @@ class _Explainer:
         self.run, self.bundle, self.opts, self.targets = run, bundle, opts, targets
         self.cam_layer: str | None = opts.layer if any(m in CAM_METHODS for m in opts.method) else None
         self.table = Table(title=f"explain · {bundle.title} · {', '.join(opts.method)} on {bundle.device}")
-        # CLIP with chefer: the words of each prompt are scored too (bi-modal relevance on the text tower)
-        self.words = bundle.task == "image-text" and "chefer" in opts.method
-        columns = ("image", "class", "probability", "predicted", "output") + (("words (chefer)",) if self.words else ())
+        # CLIP with chefer or attnlrp: the words of each prompt are scored too, by the same rules on the text tower
+        self.words = [m for m in opts.method if m in WORD_METHODS] if bundle.task == "image-text" else []
+        columns = ("image", "class", "probability", "predicted", "output") + tuple(f"words ({m})" for m in self.words)
         for column in columns:
             self.table.add_column(column)
 
@@ -189,13 +209,13 @@ class _Explainer:
             from ..explain.transformer import attention_heads
 
             heads = attention_heads(self.bundle, x, layer=self.opts.layer).cpu()
-        words = {}
-        if self.words:
-            from ..explain.clip import text_relevance
-
+        words = {}  # (method, target) -> per image TextRelevance
+        for method in self.words:
+            module, _, name = WORD_METHODS[method].partition(":")
+            score_words = getattr(importlib.import_module(f"deepprobe.explain.{module}"), name)
             for target in self.targets:
-                words[target] = text_relevance(self.bundle, x, predicted if target is None else
-                                               torch.full_like(predicted, target))
+                words[(method, target)] = score_words(self.bundle, x, predicted if target is None else
+                                                      torch.full_like(predicted, target))
         photos = x.detach().cpu()
         for i, path in enumerate(paths):
             for target in self.targets:
@@ -203,7 +223,7 @@ class _Explainer:
                 per_method = {m: maps[(m, None if m in CLASS_FREE else target)][i] for m in self.opts.method}
                 self._write(path, photos[i], per_method, cls, probs[i] if probs is not None else None,
                             int(predicted[i]) if predicted is not None else None, target is None,
-                            words[target][i] if words else None)
+                            {m: words[(m, target)][i] for m in self.words})
             if heads is not None:
                 self._write_heads(path, photos[i], heads[i])
 
@@ -215,7 +235,7 @@ class _Explainer:
         return f"{what}\n{self.bundle.class_name(cls)}{p}"
 
     def _write(self, path: Path, photo, per_method: dict, cls: int, prob, pred: int | None, is_pred: bool,
-               words=None) -> None:
+               words: dict | None = None) -> None:
         import numpy as np
 
         from ..io import name_slug, safe_stem
@@ -228,20 +248,23 @@ class _Explainer:
                   "probability": round(float(prob[cls]), 6) if prob is not None else None,
                   "predicted": self.bundle.class_name(pred) if pred is not None else None,
                   "target_is_predicted": is_pred, "methods": {}}
-        if words is not None:
-            record["text_relevance"] = words.as_dict()
+        words = words or {}
+        if "chefer" in words:
+            record["text_relevance"] = words["chefer"].as_dict()
         tiles, captions = [photo], [f"input · predicted {record['predicted']}"
                                     + (f" {float(prob[pred]):.1%}" if prob is not None else "")]
         for method, heat in per_method.items():
             heat_np = heat.numpy().astype(np.float32)
             name = f"{stem}_{name_slug(method.replace('+', 'p'))}_{name_slug(class_name)}"
             caption = self._caption(method, cls, prob)
-            if words is not None and method == "chefer":  # captions hold two lines: the words take the second
-                caption = caption.replace("\n", " · ", 1) + f"\nwords: {words.line()}"
+            if method in words:  # captions hold two lines: the words take the second
+                caption = caption.replace("\n", " · ", 1) + f"\nwords: {words[method].line()}"
             pic = overlay(photo, heat_np, alpha=self.opts.alpha)
             entry = {"method": method, "layer": self.cam_layer if method in CAM_METHODS else
-                     (self.opts.layer if method == "attention" else None),
+                     (self.opts.layer if method in BLOCK_METHODS else None),
                      "options": {k: getattr(self.opts, k) for k in METHOD_OPTIONS.get(method, ())}}
+            if method in words:
+                entry["text_relevance"] = words[method].as_dict()
             record["methods"][method] = save_map(self.run, captioned(pic, caption), name, heat_np, record, entry)
             tiles.append(pic)
             captions.append(caption)
@@ -254,7 +277,7 @@ class _Explainer:
             record["panel"] = shown = str(out)
         self.run.add_result(record)
         self.table.add_row(path.name, class_name, f"{record['probability']:.1%}" if prob is not None else "-",
-                           record["predicted"] or "-", Path(shown).name, *((words.line(),) if words else ()))
+                           record["predicted"] or "-", Path(shown).name, *(words[m].line() for m in self.words))
 
     def _write_heads(self, path: Path, photo, heads) -> None:
         from .explain_outputs import write_heads

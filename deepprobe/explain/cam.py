@@ -1,8 +1,11 @@
-"""Class activation maps: Grad-CAM (Selvaraju et al. 2017) and Grad-CAM++ (Chattopadhay et al. 2018).
+"""Class activation maps: Grad-CAM (Selvaraju et al. 2017), Grad-CAM++ (Chattopadhay et al. 2018), HiResCAM,
+XGrad-CAM (Fu et al. 2020), Layer-CAM (Jiang et al. 2021) and Eigen-CAM (Muhammad & Yeasin 2020).
 
 Shaped like pytorch-grad-cam's BaseCAM: `class_activation_map` owns the hooks, the one forward and backward
 pass for the whole batch, the token-to-grid reshape for vision transformers and the ReLU; a method only says
-how channel weights are computed from the layer's activations A and the gradients dY/dA of the target *logit*.
+how channel weights are computed from the layer's activations A and the gradients dY/dA of the target *logit*
+(or, for the element-wise ones, how A and dY/dA combine per position). The CAMs that need more forward passes
+(Score-CAM, Ablation-CAM) are in explain/cam_passes.py, FullGrad in explain/fullgrad.py, on the same hooks.
 Resizing and scaling are the dispatcher's job (`deepprobe.explain.explain`). Everything stays on the device.
 
 Why it is cheap: the forward pass runs without autograd up to the explained layer; the hook turns the layer's
@@ -36,6 +39,11 @@ def gradcam_pp_weights(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     alpha = g2 / (2 * g2 + acts.sum(dim=(2, 3), keepdim=True) * g2 * grads + EPS)
     alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
     return (alpha * grads.clamp(min=0)).sum(dim=(2, 3))
+
+
+def xgradcam_weights(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """XGrad-CAM: sum over positions of dY/dA * A / sum(A), one weight per channel (as pytorch-grad-cam)."""
+    return (grads * acts / (acts.sum(dim=(2, 3), keepdim=True) + EPS)).sum(dim=(2, 3))
 
 
 # ------------------------------------------------------------------------------------------ layers
@@ -95,6 +103,27 @@ def _as_map(probe, x: torch.Tensor, t: torch.Tensor, layer: str) -> torch.Tensor
 
 
 # ------------------------------------------------------------------------------------------ the shared pass
+def layer_output(probe, x: torch.Tensor, layer: str) -> torch.Tensor:
+    """Activations of `layer` as (N,C,h,w) float32, from one forward pass without autograd (the last call when
+    the layer runs more than once)."""
+    seen: list[torch.Tensor] = []
+
+    def hook(_m, _inputs, output):
+        first = output[0] if isinstance(output, (tuple, list)) else output
+        if isinstance(first, torch.Tensor):
+            seen.append(first.detach().clone())  # a later in-place op must not change what was seen
+
+    handle = probe.layer(layer).register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            probe.net(x)
+    finally:
+        handle.remove()
+    if not seen:
+        raise DeepprobeError(f"layer {layer!r} never ran (or gave no tensor) in the forward pass; pick another --layer")
+    return _as_map(probe, x, seen[-1].float(), layer)
+
+
 def layer_and_gradient(probe, x: torch.Tensor, targets: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Activations A of `layer` and d(sum of each image's target logit)/dA, both (N,C,h,w) float32.
 
@@ -159,6 +188,11 @@ def gradcam_pp(probe, x: torch.Tensor, targets: torch.Tensor, layer: str | None 
     return class_activation_map(probe, x, targets, layer, gradcam_pp_weights)
 
 
+def xgradcam(probe, x: torch.Tensor, targets: torch.Tensor, layer: str | None = None) -> torch.Tensor:
+    """XGrad-CAM maps (N,h,w) at the layer's resolution."""
+    return class_activation_map(probe, x, targets, layer, xgradcam_weights)
+
+
 def hirescam(probe, x: torch.Tensor, targets: torch.Tensor, layer: str | None = None) -> torch.Tensor:
     """HiResCAM (Draelos & Carin 2020): ReLU(sum_k dY/dA_k * A_k) at each position, (N,h,w).
 
@@ -171,3 +205,42 @@ def hirescam(probe, x: torch.Tensor, targets: torch.Tensor, layer: str | None = 
         raise DeepprobeError("a class activation map needs a target class")
     acts, grads = layer_and_gradient(probe, x, targets, layer or default_cam_layer(probe, x))
     return (grads * acts).sum(dim=1).clamp(min=0)
+
+
+def layercam(probe, x: torch.Tensor, targets: torch.Tensor, layer: str | None = None) -> torch.Tensor:
+    """Layer-CAM (Jiang et al. 2021): ReLU(sum_k ReLU(dY/dA_k) * A_k) at each position, (N,h,w).
+
+    HiResCAM's element-wise product with only the positive gradients kept: a position counts where raising the
+    activation raises the class score, which keeps fine detail in early layers where averaged weights blur.
+    """
+    if targets is None:
+        raise DeepprobeError("a class activation map needs a target class")
+    acts, grads = layer_and_gradient(probe, x, targets, layer or default_cam_layer(probe, x))
+    return (grads.clamp(min=0) * acts).sum(dim=1).clamp(min=0)
+
+
+def principal_projection(acts: torch.Tensor) -> torch.Tensor:
+    """(N,C,h,w) -> (N,h,w): each position's activations, centred over positions, projected on the first
+    principal component (pytorch-grad-cam's get_2d_projection, batched in torch on the device).
+
+    The sign of a principal component is arbitrary (an SVD may return v or -v); it is fixed here so that the
+    projection correlates positively with the total activation at each position, i.e. the map points where the
+    layer is most active. A layer whose activations are the same at every position has no principal direction:
+    its centred activations are zero and so is the map.
+    """
+    n, c, h, w = acts.shape
+    flat = acts.flatten(2).transpose(1, 2).double()  # (N, hw, C)
+    centred = flat - flat.mean(dim=1, keepdim=True)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    projection = centred @ vh[:, 0, :, None]  # (N, hw, 1)
+    total = flat.sum(-1, keepdim=True)
+    sign = torch.sign(((projection - projection.mean(1, keepdim=True)) * (total - total.mean(1, keepdim=True))).sum(1))
+    projection = projection * torch.where(sign == 0, torch.ones_like(sign), sign)[:, None]
+    return projection[..., 0].view(n, h, w).float()
+
+
+def eigencam(probe, x: torch.Tensor, targets: torch.Tensor | None = None, layer: str | None = None) -> torch.Tensor:
+    """Eigen-CAM (Muhammad & Yeasin 2020): ReLU of the first principal component of the layer's activations,
+    (N,h,w); one forward pass, no gradient, the same map for every class (targets are not used)."""
+    acts = layer_output(probe, x, layer or default_cam_layer(probe, x))
+    return principal_projection(acts).clamp(min=0)

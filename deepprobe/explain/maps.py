@@ -21,14 +21,23 @@ METHODS: dict[str, str] = {
     "gradcam": "cam:gradcam",
     "gradcam++": "cam:gradcam_pp",
     "hirescam": "cam:hirescam",
+    "xgradcam": "cam:xgradcam",
+    "layercam": "cam:layercam",
+    "eigencam": "cam:eigencam",
+    "scorecam": "cam_passes:scorecam",
+    "ablationcam": "cam_passes:ablationcam",
+    "fullgrad": "fullgrad:fullgrad",
     "saliency": "attributions:saliency",
     "ig": "attributions:integrated_gradients",
     "smoothgrad": "attributions:smoothgrad",
     "occlusion": "attributions:occlusion",
     "guided-backprop": "attributions:guided_backprop",
+    "lrp": "lrp:lrp",
+    "attnlrp": "attnlrp:attnlrp",
     "rollout": "transformer:rollout",
     "chefer": "transformer:chefer",
     "attention": "transformer:attention",
+    "legrad": "legrad:legrad",
     "similarity": "embedding:similarity",  # embedders with a reference image (explain/embedding.py)
 }
 EPS = 1e-8

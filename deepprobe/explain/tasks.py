@@ -5,8 +5,9 @@ Every method of `deepprobe.explain` explains one number per image. Here that num
   reference box; if that IoU exceeds 0.5 and its label is the reference label, IoU + score, else 0;
 - a class on a segmenter: `SemanticSegmentationTarget` -- the class's logits summed over a pixel mask (by
   default the pixels the model assigns to that class).
-`ScoreNet` turns the network into a one-output "classifier" of that number, so Grad-CAM, Grad-CAM++ and the
-captum methods run unchanged on it. Maps come at the input's size in [0,1] like every other map.
+`ScoreNet` turns the network into a one-output "classifier" of that number, so the CAMs, FullGrad, the captum
+methods and LRP (where Zennit covers the network's layers: segmenters of plain CNN layers, not detectors'
+region heads) run unchanged on it. Maps come at the input's size in [0,1] like every other map.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from .maps import BoxMaps, class_maps
 
 IOU_THRESHOLD = 0.5  # FasterRCNNBoxScoreTarget's default
 # methods that explain one number per image and so carry over to detectors and segmenters
-TASK_METHODS = ("gradcam", "gradcam++", "hirescam", "saliency", "ig", "smoothgrad", "occlusion", "guided-backprop")
+TASK_METHODS = ("gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "eigencam", "scorecam", "ablationcam",
+                "fullgrad", "saliency", "ig", "smoothgrad", "occlusion", "guided-backprop", "lrp")
 
 
 # ------------------------------------------------------------------------------------------ the explained numbers
@@ -152,6 +154,10 @@ def check_method(bundle, method: str) -> None:
     """One line when a method has no meaning on this model's task."""
     from .detr import is_detr
 
+    if method == "lrp":
+        from .lrp import check_model
+
+        check_model(bundle)  # a detector's region heads: one line before any work
     if method in TASK_METHODS or (method == "chefer" and is_detr(bundle)):
         return
     extra = " (and chefer on DETR)" if bundle.task == DETECTION else ""

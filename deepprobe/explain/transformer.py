@@ -144,17 +144,17 @@ def chefer(probe, x: torch.Tensor, targets: torch.Tensor | None = None, layer: s
     return patch_tokens_to_grid(relevance_tokens(cap.gradients, cap.prefix), 0, cap.grid)
 
 
-def _layer_index(layer, count: int) -> int:
-    """--layer for `attention`: a block index (negative counts from the end), default the last one."""
+def block_index(layer, count: int, method: str = "attention") -> int:
+    """--layer for `attention` and `legrad`: a block index (negative counts from the end), default the last one."""
     if layer in (None, ""):
         return count - 1
     try:
         i = int(layer)
     except (TypeError, ValueError):
-        raise DeepprobeError(f"attention takes --layer as a block index (0..{count - 1} or -1), "
+        raise DeepprobeError(f"{method} takes --layer as a block index (0..{count - 1} or -1), "
                              f"got {layer!r}") from None
     if not -count <= i < count:
-        raise DeepprobeError(f"attention layer {i} out of range: the model has {count} attention layers")
+        raise DeepprobeError(f"{method} layer {i} out of range: the model has {count} attention layers")
     return i % count
 
 
@@ -168,7 +168,7 @@ def attention_heads(probe, x: torch.Tensor, layer: str | int | None = None, resi
 
     # keep only what can be read: each layer's CLS row and mean row, (N, heads, T) each
     cap = capture_attention(probe, x, method="attention", on_attention=lambda a: (a[:, :, 0], a.mean(2)))
-    cls_row, mean_row = cap.attentions[_layer_index(layer, len(cap.attentions))]
+    cls_row, mean_row = cap.attentions[block_index(layer, len(cap.attentions))]
     maps = patch_tokens_to_grid(cls_row if cap.prefix > 0 else mean_row, cap.prefix, cap.grid)
     if not resize:
         return maps

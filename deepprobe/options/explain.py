@@ -15,9 +15,11 @@ DEFAULT_METHODS = ("gradcam",)
 # (Segment Anything) and a region's depth.
 DEFAULT_METHODS_BY_TASK = {"detection": ("hirescam",), "promptable-segmentation": ("hirescam",),
                            "depth": ("hirescam",)}
-CAM_METHODS = ("gradcam", "gradcam++", "hirescam")  # methods that read a layer's activations and gradients
+# methods that read one layer's activations (and gradients): --layer is a module name for them
+CAM_METHODS = ("gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "eigencam", "scorecam", "ablationcam")
 # methods whose maps do not depend on the class: computed once per batch, without a predicted-class pass
-CLASS_FREE = ("rollout", "attention")
+CLASS_FREE = ("rollout", "attention", "eigencam")
+COMPOSITES = ("epsilon-plus-flat", "epsilon-gamma-box", "epsilon-alpha2-beta1")  # Zennit's LRP composites
 
 
 @dataclass
@@ -27,7 +29,7 @@ class Options:
     layer: str | None = None  # CAM layer (default: last spatial map); `attention`: block index
     batch_size: int = 8  # images per batch
     steps: int = 32  # ig: interpolation steps from the black baseline
-    internal_batch: int = 32  # ig/smoothgrad/occlusion: most forward passes evaluated at once (bounds memory)
+    internal_batch: int = 32  # ig/smoothgrad/occlusion/scorecam/ablationcam: most forward passes run at once (memory)
     samples: int = 16  # smoothgrad: noisy copies averaged
     noise: float = 0.15  # smoothgrad: noise standard deviation, as a fraction of the [0,1] pixel range
     window: int = 0  # occlusion: square window in pixels (0 = 1/7 of the image's short side)
@@ -35,6 +37,9 @@ class Options:
     head_fusion: str = "mean"  # rollout: how heads are fused (mean|max|min)
     discard_ratio: float = 0.0  # rollout: lowest attentions dropped per row (the CLS column is kept)
     head: int | None = None  # attention: one head instead of the mean over heads
+    composite: str = "epsilon-plus-flat"  # lrp: Zennit's composite (rules per layer type)
+    conv_gamma: float = 0.25  # attnlrp: Zennit's Gamma on convolutions (the patch embedding), as LXT's ViT example
+    lin_gamma: float = 0.05  # attnlrp: Gamma on linear layers (0 = LRP-0, the plain gradient x input)
     alpha: float = 0.5  # opacity of the heat map over the photo
     min_score: float = 0.5  # detectors: boxes at or above this score get a map each
 
@@ -42,7 +47,7 @@ class Options:
 RANGES = {
     "batch_size": "[1, inf)", "steps": "[1, inf)", "internal_batch": "[1, inf)", "samples": "[1, inf)",
     "noise": "[0, 1]", "window": "[0, inf)", "stride": "[0, inf)", "discard_ratio": "[0, 1)", "head": "[0, inf)",
-    "alpha": "[0, 1]", "min_score": "[0, 1]",
+    "alpha": "[0, 1]", "min_score": "[0, 1]", "conv_gamma": "[0, inf)", "lin_gamma": "[0, inf)",
 }
 
 
@@ -50,12 +55,17 @@ RANGES = {
 METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "ig": ("steps", "internal_batch"),
     "smoothgrad": ("samples", "noise", "internal_batch"),
+    "scorecam": ("internal_batch",),
+    "ablationcam": ("internal_batch",),
     "occlusion": ("window", "stride", "internal_batch"),
     "rollout": ("head_fusion", "discard_ratio"),
     "attention": ("head",),
+    "lrp": ("composite",),
+    "attnlrp": ("conv_gamma", "lin_gamma"),
 }
-# methods that read --layer (a module name; a block index for attention; similarity: Grad-CAM's layer)
-LAYER_METHODS = CAM_METHODS + ("attention", "similarity")
+BLOCK_METHODS = ("attention", "legrad")  # methods whose --layer is a block index
+# methods that read --layer (a module name; a block index for BLOCK_METHODS; similarity: Grad-CAM's layer)
+LAYER_METHODS = CAM_METHODS + BLOCK_METHODS + ("similarity",)
 
 
 def method_kwargs(opts: Options, method: str, cam_layer: str | None) -> dict:
