@@ -21,7 +21,7 @@ import deepprobe as dp
 from deepprobe.cli import app
 
 CHEAP = ["--attack", "apgd-ce", "--steps", "3", "--batch-size", "2", "--workers", "0"]
-TIMING = {"seconds", "attack_seconds", "wall_s", "images_per_s", "attack_seconds_per_image", "processed_now",
+TIMING = {"seconds", "attack_seconds", "wall_s", "images_per_s", "attack_seconds_per_image", "processed_now", "ranks",
           "done_before", "outputs"}
 
 
@@ -90,7 +90,7 @@ def test_cli_run_writes_results_summary_plot_and_8bit_examples(lite0, class_tree
 
 
 def test_interrupted_run_resumes_to_the_same_results(class_tree, tmp_path, monkeypatch):
-    args = [str(class_tree), *CHEAP, "--eps", "1/255", "--seed", "5"]
+    args = [str(class_tree), *CHEAP, "--eps", "1/255", "--seed", "5", "--pool", "1"]  # one batch per unit of work
     whole = cli(*args, "--out", str(tmp_path / "whole"), "-q")
     assert whole.exit_code == 0, whole.output
 

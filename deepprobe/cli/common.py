@@ -288,7 +288,7 @@ def command(app: typer.Typer, name: str, *, uses_model: bool = True, help: str |
                 if common.debug:
                     raise
                 err_console.print(f"[red]error:[/red] {escape(str(exc))}")
-                raise typer.Exit(2) from None
+                raise typer.Exit(getattr(exc, "exit_code", 2)) from None  # 2: bad input; a failed rank sets its own
             except KeyboardInterrupt:
                 if common.debug:
                     raise

@@ -55,20 +55,39 @@ def offset_progress(progress: StepProgress | None, done: int, total: int) -> Ste
     return lambda step, _steps: progress(done + step, total)
 
 
+def groups(index: torch.Tensor, size: int | None) -> list[torch.Tensor]:
+    """`index` in consecutive slices of at most `size` rows (one slice when size is None): the batches an attack
+    sends through the model. Survivors of several batches regrouped this way keep every forward pass full."""
+    if size is None or index.numel() <= size:
+        return [index]
+    return list(index.split(size))
+
+
 def repeat_runs(checker, keys: torch.Tensor, count: int, length: int, progress: StepProgress | None,
              run: Callable[[torch.Tensor, torch.Tensor, int, StepProgress | None], torch.Tensor]) -> torch.Tensor:
-    """`count` runs of `run(todo, keys, r, progress)`, each on the images the checker has not counted yet,
-    with fresh per-image keys; returns the cost per image of all runs (`length` steps each, for progress)."""
+    """`count` runs of `run(todo, keys, r, progress)`, each on the images the checker has not counted yet (in
+    groups of `checker.group`), with fresh per-image keys; returns the cost per image of all runs (`length` steps
+    each, for progress)."""
     cost = torch.zeros(checker.x.shape[0], dtype=torch.long, device=checker.x.device)
     for r in range(count):
         todo = (~checker.success).nonzero().flatten()
         if todo.numel() == 0:
             break
-        cost[todo] += run(todo, rng.derive(keys[todo], "restart", r), r,
-                          offset_progress(progress, r * length, count * length))
+        parts = groups(todo, checker.group)
+        for g, part in enumerate(parts):
+            cost[part] += run(part, rng.derive(keys[part], "restart", r), r,
+                              _part_progress(progress, r * length, count * length, g, len(parts), length))
     if progress is not None:
         progress(count * length, count * length)
     return cost
+
+
+def _part_progress(progress: StepProgress | None, done: int, total: int, part: int, parts: int,
+                   length: int) -> StepProgress | None:
+    """Progress of group `part` of `parts` running `length` steps, as steps of the whole (done .. done+length)."""
+    if progress is None:
+        return None
+    return lambda step, _steps: progress(done + (part * length + step) // parts, total)
 
 
 # ----- losses (lower = better for the attacker, as every engine objective) --------------------------------
@@ -111,9 +130,11 @@ def objective(loss: str, y: torch.Tensor, target: torch.Tensor | None = None) ->
 
 
 @torch.no_grad()
-def logits(bundle: ModelBundle, images: torch.Tensor) -> torch.Tensor:
-    """(N, classes) float logits of one forward pass without gradients."""
-    return bundle.net(fast_layout(images)).float()
+def logits(bundle: ModelBundle, images: torch.Tensor, group: int | None = None) -> torch.Tensor:
+    """(N, classes) float logits without gradients: one forward pass, or one per `group` images."""
+    if group is None or images.shape[0] <= group:
+        return bundle.net(fast_layout(images)).float()
+    return torch.cat([bundle.net(fast_layout(part)).float() for part in images.split(group)])
 
 
 def over_targets(bundle: ModelBundle, checker, keys: torch.Tensor, count: int, length: int,
@@ -121,7 +142,7 @@ def over_targets(bundle: ModelBundle, checker, keys: torch.Tensor, count: int, l
                  run: Callable[[torch.Tensor, torch.Tensor, StepProgress | None], torch.Tensor]) -> torch.Tensor:
     """APGD-T / FAB-T: `run(targets, keys, progress)` once per runner-up class of each clean image (the 2nd,
     3rd, ... (count+1)-th most likely, capped at the number of classes - 1), in turn; returns the cost."""
-    ranked = logits(bundle, checker.x).argsort(1, descending=True)
+    ranked = logits(bundle, checker.x, checker.group).argsort(1, descending=True)
     count = max(1, min(count, ranked.shape[1] - 1))
     cost = torch.zeros(checker.x.shape[0], dtype=torch.long, device=checker.x.device)
     for j in range(count):
