@@ -169,7 +169,7 @@ def _evaluate(run, inputs: list[str], opts: Options, dataset_mode: bool,
             outcome = run_dataset(dataset, scorer, batch_size=opts.batch_size, seed=run.common.seed,
                                   out=run.out_dir if dataset_mode else None, config=config, force=run.common.force,
                                   preprocess=bundle.preprocess, workers=opts.workers, ctx=ctx,
-                                  hooks=Hooks(start=start, skip=_skipper(run, ctx, dataset_mode)),
+                                  hooks=Hooks(start=start, skip=_skipper(run, ctx, dataset_mode), stats=scorer.stats),
                                   invocation=run.record() if dataset_mode else None)
         if dataset_mode and outcome.folder is not None:
             run.run_id = (outcome.folder.stored_invocation() or {}).get("run_id", run.run_id)
@@ -200,7 +200,7 @@ def _skipper(run, ctx, dataset_mode: bool):
 
 def _report(run, bundle, methods, metrics, opts, outcome, dataset, axes, dataset_mode: bool) -> int:
     """Rank 0: summary (summary.json in a run folder), plots, flat results.jsonl, the table, the --json summary."""
-    from ..explain.evaluate_data import flat_lines, summarize_records
+    from ..explain.evaluate_data import flat_lines, occupancy_summary, summarize_records
 
     if not outcome.complete:
         err_console.print("[yellow]interrupted:[/yellow] finished chunks are kept; run the same command again "
@@ -210,7 +210,8 @@ def _report(run, bundle, methods, metrics, opts, outcome, dataset, axes, dataset
         raise DeepprobeError("no image could be evaluated")
     summary = summarize_records(outcome.records(), methods, metrics, axes)
     summary.update(model=bundle.spec, data=dataset.describe(), skipped=len(outcome.skipped),
-                   complete=outcome.complete)
+                   complete=outcome.complete, **occupancy_summary(outcome.stats, opts, bundle.device),
+                   ranks=outcome.ranks)
     photos = summary["n"]
     stem = "evaluate"
     if not dataset_mode and photos == 1:

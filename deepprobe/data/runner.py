@@ -99,6 +99,7 @@ def run_dataset(dataset: Dataset, process: Callable, *, batch_size: int, seed: i
     existed is resumed one chunk at a time, as it was started."""
     hooks = hooks or Hooks()
     started = time.perf_counter()
+    listwise = pool > 1  # how `process` is called, whatever pool the folder ends up with
     chunks = make_chunks(dataset.items, batch_size)
     folder = RunFolder(out, ctx.rank) if out is not None else None
     finished: set[int] = set()
@@ -116,7 +117,7 @@ def run_dataset(dataset: Dataset, process: Callable, *, batch_size: int, seed: i
         if hooks.start:
             hooks.start(sum(len(c.items) for unit in todo for c in unit if c.id not in finished), done_before)
         queue = distributed.Queue(len(todo), ctx)
-        work = _Work(dataset, process, pool, folder, ctx, hooks, seed, queue.key + "/images")
+        work = _Work(dataset, process, pool, folder, ctx, hooks, seed, queue.key + "/images", listwise)
         try:
             for loaded in _loaded_units(todo, queue, preprocess, dataset.tensors, workers, ctx.distributed):
                 work.unit(loaded)
@@ -163,10 +164,11 @@ def _loaded_units(todo: list[list[Chunk]], queue: distributed.Queue, preprocess,
 class _Work:
     """This rank's loop state: runs `process` on a unit, stores it, counts."""
 
-    def __init__(self, dataset, process, pool, folder, ctx, hooks, seed, counter: str):
+    def __init__(self, dataset, process, pool, folder, ctx, hooks, seed, counter: str, listwise: bool):
         self.dataset, self.process, self.pool, self.folder, self.ctx, self.hooks = (dataset, process, pool, folder,
                                                                                      ctx, hooks)
         self.seed, self.counter = seed, counter  # counter: the store key of the images every rank finished
+        self.listwise = listwise
         self.memory: list[dict] = []
         self.skipped: list[dict] = []
         self.stats: dict = {}
@@ -189,7 +191,7 @@ class _Work:
                 batches.append(Batch(chunk.id, chunk.items, chunk.images,
                                      None if None in labels else torch.tensor(labels, dtype=torch.long),
                                      [item_seed(self.seed, item.index) for item in chunk.items]))
-        if self.pool > 1:
+        if self.listwise:
             produced = self.process(batches) if batches else []
         else:
             produced = [self.process(batch) for batch in batches]
