@@ -217,3 +217,24 @@ def test_a_real_run_stopped_after_its_first_chunk_resumes_to_the_same_results(fo
     assert lines(out / "results.jsonl") == lines(slower_reference / "results.jsonl")
     mine, theirs = (json.loads((d / "summary.json").read_text()) for d in (out, slower_reference))
     assert mine["metrics"] == theirs["metrics"] and mine["ranking"] == theirs["ranking"] and mine["complete"]
+
+
+def test_perturbation_metrics_share_full_forward_passes(folder, lite0):
+    """Every perturbation metric of every map (gradcam, random, edge) is built into one stream of images per chunk,
+    so a chunk costs ceil(images / pass size) passes (one partly empty at most), however many metrics and maps;
+    summary.json reports how full the passes were."""
+    import math
+
+    from deepprobe.explain.metrics.faithfulness import flip_counts
+
+    steps, regions, size = 2, 3, 8
+    ours = dp.evaluate(lite0, str(folder / "photos"), methods=["gradcam"],
+                       metrics=["deletion", "insertion", "pixel-flipping", "region-perturbation", "sparseness"],
+                       steps=steps, regions=regions, features_in_step=3 * 224 * 224 // 4, batch_size=3,
+                       forward_batch=size, seed=4)
+    photos, maps = 3, 3
+    images = maps * photos * (2 * (steps + 1) + len(flip_counts(3, 224, 224, 3 * 224 * 224 // 4)) + 1 + regions)
+    forwards = ours.summary["forwards"]
+    assert forwards["perturbations"] == {"passes": math.ceil(images / size), "images": images}
+    assert ours.summary["occupancy"]["perturbations"] >= 0.9 and ours.summary["forward_batch"] == size
+    assert forwards["clean"] == {"passes": 1, "images": photos}  # the chunk's clean pass, apart

@@ -115,7 +115,7 @@ def run_dataset(dataset: Dataset, process: Callable, *, batch_size: int, seed: i
         todo = [unit for unit in units if not all(c.id in finished for c in unit)]
         done_before = sum(len(c.items) for c in chunks if c.id in finished)
         if hooks.start:
-            hooks.start(sum(len(c.items) for unit in todo for c in unit if c.id not in finished), done_before)
+            hooks.start(sum(len(c.items) for unit in todo for c in unit), done_before)  # (a torn unit is redone whole)
         queue = distributed.Queue(len(todo), ctx)
         work = _Work(dataset, process, pool, folder, ctx, hooks, seed, queue.key + "/images", listwise)
         try:
