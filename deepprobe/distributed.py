@@ -203,7 +203,7 @@ class _Watch:
 
 
 def _lost_store(exc: Exception) -> RankFailed:
-    return RankFailed(f"lost the connection to the other ranks ({type(exc).__name__}: "
+    return RankFailed(f"lost the connection to the other ranks, one of them died? ({type(exc).__name__}: "
                       f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no details'})")
 
 
@@ -219,14 +219,25 @@ def barrier(ctx: Context) -> None:
     _barriers += 1  # every rank passes the same barriers in the same order: the count names this one
     try:
         store = _store()
+        count, failed = _key("barrier", _barriers, "count"), _key("failed")
         store.set(_key("barrier", _barriers, ctx.rank), "1")
-        keys = [_key("barrier", _barriers, r) for r in range(ctx.world)]
-        watch = None
-        while not store.check(keys):
-            missing = [r for r, key in enumerate(keys) if not store.check([key])]
-            watch = watch or _Watch(ctx)
-            watch.check(missing)
+        arrived, watch, looked = store.add(count, 1), None, 0.0
+        while True:
+            if store.check([failed]):  # a rank that gave up (it had arrived: the count alone would let us pass)
+                raise RankFailed(store.get(failed).decode())
+            if arrived >= ctx.world:
+                return
+            if time.monotonic() - looked >= HEARTBEAT_S:  # who is missing, and are they alive? (world requests)
+                keys = [_key("barrier", _barriers, r) for r in range(ctx.world)]
+                watch = watch or _Watch(ctx)
+                try:
+                    watch.check([r for r, key in enumerate(keys) if not store.check([key])])
+                except RankFailed as exc:
+                    store.set(failed, f"rank {ctx.rank} gave up: {exc}")
+                    raise
+                looked = time.monotonic()
             time.sleep(POLL_S)
+            arrived = store.add(count, 0)  # one request per poll, however many ranks
     except RankFailed:
         raise
     except Exception as exc:  # noqa: BLE001 - the store's errors (connection reset, timeout) differ by version
@@ -241,7 +252,10 @@ def gather(value: Any, ctx: Context) -> list[Any]:
     import torch.distributed as dist
 
     out: list[Any] = [None] * ctx.world
-    dist.all_gather_object(out, value)
+    try:
+        dist.all_gather_object(out, value)
+    except Exception as exc:  # noqa: BLE001 - a rank left between the barrier and here
+        raise _lost_store(exc) from None
     return out
 
 
@@ -252,7 +266,10 @@ def broadcast(value: Any, ctx: Context) -> Any:
     import torch.distributed as dist
 
     box = [value if ctx.is_main else None]
-    dist.broadcast_object_list(box, src=0)
+    try:
+        dist.broadcast_object_list(box, src=0)
+    except Exception as exc:  # noqa: BLE001
+        raise _lost_store(exc) from None
     return box[0]
 
 

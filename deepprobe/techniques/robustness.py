@@ -72,8 +72,8 @@ def make_plan(attacks: str | Sequence[str] = _DEFAULTS.attack, eps: float | Sequ
 class BatchAttack:
     """The per-unit function: clean predictions, the cascade at every eps, an independent re-check of each
     adversarial image on the 8-bit grid. Called on one Batch, or on a pool of them (a list): the pool's images
-    are attacked together, each attack on every image still robust in groups of `batch_size`, so forward passes
-    stay full as images break (per-image results depend only on the image, its seed and the pool's fixed
+    are attacked together, each attack on every image still robust, `batch_size` images per forward pass, so the
+    passes stay full as images break (per-image results depend only on the image, its seed and the pool's fixed
     composition). With `keep_images`, `kept[chunk]` holds each batch's clean and adversarial images (for example
     panels). `count` counts forward passes per stage (`stats()` hands them to the data runner)."""
 

@@ -123,8 +123,9 @@ def robust_batch(bundle: ModelBundle, x: torch.Tensor, labels, eps: float | Iter
     int s (image i uses s + i) or None (image i uses i). callback(StageProgress) is called as stages run.
     examples=False leaves `adversarial` empty (saves a copy of the batch per eps on the CPU).
     group: images per forward pass (None: all N at once). With N larger (a pool of batches), each attack runs on
-    every image still robust, regrouped into full groups for every target and restart, as AutoAttack runs each
-    attack over all remaining images at full batch size. count: a ForwardCount whose stage is set to each
+    every image still robust as one state, its forward passes `group` images at a time, as AutoAttack runs each
+    attack over all remaining images at full batch size: as images break and leave, the others fill the passes
+    (every pass full but the last of each step). count: a ForwardCount whose stage is set to each
     attack's stage name while it runs (passes outside the attacks keep the caller's stage).
 
     Returns RobustBatch with

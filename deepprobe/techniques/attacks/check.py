@@ -146,7 +146,7 @@ class Checker:
         ok = torch.zeros_like(valid)
         rows = valid.nonzero().flatten()
         if rows.numel():
-            pred = logits(self.bundle, q[rows]).argmax(1)
+            pred = logits(self.bundle, q[rows], self.group).argmax(1)
             self.forwards += rows.numel()
             fooled = pred != self.labels[index[rows]]
             ok[rows[fooled]] = True

@@ -56,8 +56,7 @@ def offset_progress(progress: StepProgress | None, done: int, total: int) -> Ste
 
 
 def groups(index: torch.Tensor, size: int | None) -> list[torch.Tensor]:
-    """`index` in consecutive slices of at most `size` rows (one slice when size is None): the batches an attack
-    sends through the model. Survivors of several batches regrouped this way keep every forward pass full."""
+    """`index` in consecutive slices of at most `size` rows (one slice when size is None)."""
     if size is None or index.numel() <= size:
         return [index]
     return list(index.split(size))
@@ -65,29 +64,18 @@ def groups(index: torch.Tensor, size: int | None) -> list[torch.Tensor]:
 
 def repeat_runs(checker, keys: torch.Tensor, count: int, length: int, progress: StepProgress | None,
              run: Callable[[torch.Tensor, torch.Tensor, int, StepProgress | None], torch.Tensor]) -> torch.Tensor:
-    """`count` runs of `run(todo, keys, r, progress)`, each on the images the checker has not counted yet (in
-    groups of `checker.group`), with fresh per-image keys; returns the cost per image of all runs (`length` steps
-    each, for progress)."""
+    """`count` runs of `run(todo, keys, r, progress)`, each on the images the checker has not counted yet, with
+    fresh per-image keys; returns the cost per image of all runs (`length` steps each, for progress)."""
     cost = torch.zeros(checker.x.shape[0], dtype=torch.long, device=checker.x.device)
     for r in range(count):
         todo = (~checker.success).nonzero().flatten()
         if todo.numel() == 0:
             break
-        parts = groups(todo, checker.group)
-        for g, part in enumerate(parts):
-            cost[part] += run(part, rng.derive(keys[part], "restart", r), r,
-                              _part_progress(progress, r * length, count * length, g, len(parts), length))
+        cost[todo] += run(todo, rng.derive(keys[todo], "restart", r), r,
+                          offset_progress(progress, r * length, count * length))
     if progress is not None:
         progress(count * length, count * length)
     return cost
-
-
-def _part_progress(progress: StepProgress | None, done: int, total: int, part: int, parts: int,
-                   length: int) -> StepProgress | None:
-    """Progress of group `part` of `parts` running `length` steps, as steps of the whole (done .. done+length)."""
-    if progress is None:
-        return None
-    return lambda step, _steps: progress(done + (part * length + step) // parts, total)
 
 
 # ----- losses (lower = better for the attacker, as every engine objective) --------------------------------
@@ -151,8 +139,19 @@ def over_targets(bundle: ModelBundle, checker, keys: torch.Tensor, count: int, l
     return cost
 
 
-def loss_and_grad(bundle: ModelBundle, images: torch.Tensor, goal: E.Objective):
-    """(per-image loss, logits, gradient of the loss wrt the images): one forward and one backward pass."""
+def loss_and_grad(bundle: ModelBundle, images: torch.Tensor, goal: E.Objective | Callable[[slice], E.Objective],
+                  group: int | None = None):
+    """(per-image loss, logits, gradient of the loss wrt the images): one forward and one backward pass, or one
+    per `group` images; then `goal(rows)` gives the objective of the rows in slice `rows`. Every image an attack
+    still works on, of however many batches, is one state: its passes are full but the last."""
+    if group is None or images.shape[0] <= group:
+        return _loss_and_grad(bundle, images, goal if isinstance(goal, E.Objective) else goal(slice(None)))
+    parts = [_loss_and_grad(bundle, images[start:start + group], goal(slice(start, start + group)))
+             for start in range(0, images.shape[0], group)]
+    return tuple(torch.cat(values) for values in zip(*parts))
+
+
+def _loss_and_grad(bundle: ModelBundle, images: torch.Tensor, goal: E.Objective):
     images = fast_layout(images.detach()).requires_grad_(True)
     with torch.enable_grad():
         per_image, fwd = E.evaluate(bundle, images, goal)
