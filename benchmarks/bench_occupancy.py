@@ -111,6 +111,7 @@ def evaluate(args) -> None:
 
 
 def ranks(args) -> None:
+    sys.path.insert(0, str(ROOT))  # python:tests.tiny_classifier
     probe = dp.load_model("python:tests.tiny_classifier:build", device="cpu")
     from PIL import Image
 

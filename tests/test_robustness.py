@@ -235,8 +235,8 @@ def test_two_process_torchrun_equals_one_process(class_tree, reference, tmp_path
 
 def test_a_pool_regroups_the_images_left_into_full_batches():
     """Batches of 4 where only 2 images are classified right (the others are broken already, not attacked): batch
-    by batch every attack step is a pass over 2 images; a pool of 3 batches sends its 6 survivors as 4 + 2, and
-    summary.json says how full the passes were. Per-image records are the same either way. (The tiny untrained
+    by batch every attack step is a pass over 2 images; a pool of 3 batches attacks its 6 survivors together, in
+    passes of 4 + 2, and summary.json says how full the passes were. Per-image records are the same either way. (The tiny untrained
     CNN never breaks at eps 1/255 here, so every attacked image runs every step: the counts are exact.)"""
     import torch
 

@@ -125,8 +125,8 @@ def robust_batch(bundle: ModelBundle, x: torch.Tensor, labels, eps: float | Iter
     group: images per forward pass (None: all N at once). With N larger (a pool of batches), each attack runs on
     every image still robust as one state, its forward passes `group` images at a time, as AutoAttack runs each
     attack over all remaining images at full batch size: as images break and leave, the others fill the passes
-    (every pass full but the last of each step). count: a ForwardCount whose stage is set to each
-    attack's stage name while it runs (passes outside the attacks keep the caller's stage).
+    (every pass full but the last of each step). count: a ForwardCount; each attack's passes count under its stage
+    name, the checks of its 8-bit examples (a few images at a time) under "<stage> check".
 
     Returns RobustBatch with
       records[i] = {"clean_pred", "clean_correct", "eps": {eps_key(e): {"robust", "broken_by", "broken_at",
@@ -162,7 +162,7 @@ def robust_batch(bundle: ModelBundle, x: torch.Tensor, labels, eps: float | Iter
             for stage, name in zip(stages, names):
                 idx = robust.nonzero().flatten()
                 if e > 0 and idx.numel():
-                    checker = Checker(bundle, x[idx], labels[idx], e, settings.norm, group)
+                    checker = Checker(bundle, x[idx], labels[idx], e, settings.norm, group, count)
                     report = _stage_progress(callback, stage, e, robust, checker, _total(name, settings))
                     start = time.perf_counter()
                     with count.during(stage):

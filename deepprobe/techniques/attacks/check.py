@@ -14,8 +14,11 @@ rounding), and plain rounding only where that differs and keeps at least half of
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
+from ...forwards import ForwardCount
 from ...models import ModelBundle
 from ..fool import on_grid
 from .common import logits
@@ -90,9 +93,10 @@ class Checker:
     """
 
     def __init__(self, bundle: ModelBundle, x: torch.Tensor, labels: torch.Tensor, eps: float, norm: str,
-                 group: int | None = None):
+                 group: int | None = None, count: ForwardCount | None = None):
         self.bundle, self.x, self.labels, self.eps, self.norm = bundle, x, labels, float(eps), norm
         self.group = group
+        self.count = count  # its passes are counted under "<the attack's stage> check" (few images each)
         self.success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         self.images = x.clone()
         self.predicted = labels.clone()
@@ -146,7 +150,8 @@ class Checker:
         ok = torch.zeros_like(valid)
         rows = valid.nonzero().flatten()
         if rows.numel():
-            pred = logits(self.bundle, q[rows], self.group).argmax(1)
+            with self.count.during(f"{self.count.stage} check") if self.count else contextlib.nullcontext():
+                pred = logits(self.bundle, q[rows], self.group).argmax(1)
             self.forwards += rows.numel()
             fooled = pred != self.labels[index[rows]]
             ok[rows[fooled]] = True
