@@ -14,9 +14,16 @@ clock and CPU time of each call, medians of --repeats interleaved runs (deepprob
 batch once it is broken; torchattacks' APGD/APGDT/FAB iterate every image to the end). On a shared machine run
 with --threads 1 and read the CPU-time ratio: other processes' load stretches wall time, not CPU time. The cascade runs each attack on the images still robust, on both sides.
 
+With `--model robust-cnn` the model is the adversarially trained 32x32 CNN of tests/robust_cnn.py (the
+fixture tests/fixtures/robust_cnn.pt) on --images synthetic scenes drawn by its generator, with their true labels:
+only the images it classifies correctly are attacked, most of them survive, and every attack of the cascade runs
+to its end, which is where AutoAttack spends its time. The cascade rows then also print each stage's time.
+
     pip install '.[bench]' && pip install --no-deps torchattacks
     python benchmarks/bench_robustness.py [--images 10] [--eps 1/255] [--norm linf] [--steps 10] [--targets 3]
                                           [--queries 100] [--attacks apgd-ce,apgd-t,fab-t,square,autoattack]
+    python benchmarks/bench_robustness.py --model robust-cnn --images 120 --eps 8/255 --steps 100 --targets 9 \
+                                          --queries 5000 --attacks autoattack --repeats 1 --threads 1
 """
 from __future__ import annotations
 
@@ -25,6 +32,8 @@ import resource
 import statistics
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import torch
 
@@ -37,10 +46,15 @@ from deepprobe.techniques.attacks import (AttackSettings, Checker, apgd, apgd_ta
                                           square)
 
 ALL = ("apgd-ce", "apgd-t", "fab-t", "square", "autoattack")
+STAGES = ("apgd-ce", "apgd-t", "fab-t", "square")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="efficientnet_lite0", choices=("efficientnet_lite0", "robust-cnn"),
+                    help="robust-cnn: the adversarially trained 32x32 CNN of the tests on its synthetic scenes")
+    ap.add_argument("--seed", type=int, default=1, help="robust-cnn: the seed its scenes are drawn with")
     ap.add_argument("--images", type=int, default=10)
     ap.add_argument("--eps", default="1/255", help="budget, e.g. 1/255 (linf) or 0.25 (l2)")
     ap.add_argument("--norm", default="linf", choices=("linf", "l2"))
@@ -60,16 +74,13 @@ def main() -> None:
     import torchattacks
 
     eps = parse_number(args.eps, float, "eps", "--eps")
-    bundle = dp.load_model("efficientnet_lite0", device=args.device)
+    bundle, x, y, clean = _model_and_images(args)
     device, net = bundle.device, bundle.net
-    x = quantize(photos(bundle, args.images).to(device))
-    with torch.no_grad():
-        y = net(x).argmax(1)
     n = x.shape[0]
     seeds = list(range(n))
     settings = AttackSettings(norm=args.norm, steps=args.steps, restarts=1, targets=args.targets, queries=args.queries)
     ta_norm = "Linf" if args.norm == "linf" else "L2"
-    print(f"efficientnet_lite0 on {device}, {n} images at {tuple(x.shape[-2:])}, torch threads "
+    print(f"{args.model} on {device}, {n} images at {tuple(x.shape[-2:])}{clean}, torch threads "
           f"{torch.get_num_threads()}; {args.norm} eps {args.eps}, {args.steps} iterations, 1 restart, "
           f"{args.targets} target classes, {args.queries} queries")
 
@@ -103,11 +114,12 @@ def main() -> None:
         print(f"peak_rss_mb {_peak_rss_mb():.1f}")
         return
     for name in [a.strip() for a in args.attacks.split(",") if a.strip()]:
-        ours_times, ref_times = [], []
+        ours_times, ref_times, stage_rows = [], [], []
         for _ in range(args.repeats):  # interleaved, so a change in the machine's load hits both sides
             if name == "autoattack":
-                ours_robust, t_ours = _ours_cascade(bundle, x, y, eps, settings, seeds)
-                (ta_float, ta_8bit), t_ref = _reference_cascade(bundle, x, y, eps, args.norm, makers)
+                ours_robust, t_ours, ours_stages = _ours_cascade(bundle, x, y, eps, settings, seeds)
+                (ta_float, ta_8bit), t_ref, ref_stages = _reference_cascade(bundle, x, y, eps, args.norm, makers)
+                stage_rows.append((ours_stages, ref_stages))
             else:
                 ours_fn, ref_fn = pairs[name]
                 holder = {}
@@ -129,8 +141,46 @@ def main() -> None:
         print(f"  ratio time deepprobe/torchattacks ({name}): {wall_ours / wall_ref:.2f}x wall, "
               f"{cpu_ours / cpu_ref:.2f}x CPU   robust accuracy deepprobe - torchattacks: "
               f"{100 * (ours_robust - ta_8bit):+.0f} points (8-bit), {100 * (ours_robust - ta_float):+.0f} (vs float)")
+        if stage_rows:
+            _print_stages(stage_rows, n)
         if memory:
             print(memory)
+
+
+def _model_and_images(args):
+    """(bundle, images on the 8-bit grid, labels, a note on clean accuracy) for --model."""
+    if args.model == "robust-cnn":
+        sys.path.insert(0, str(ROOT))
+        from tests import robust_cnn
+
+        bundle = dp.load_model("python:tests.robust_cnn:build", weights=robust_cnn.FIXTURE, device=args.device)
+        x, y = robust_cnn.draw(args.images, seed=args.seed)
+        x, y = x.to(bundle.device), y.to(bundle.device)
+        with torch.no_grad():
+            correct = int((bundle.net(x).argmax(1) == y).sum())
+        return bundle, x, y, f", true labels, clean accuracy {correct}/{len(y)} (only those are attacked)"
+    bundle = dp.load_model("efficientnet_lite0", device=args.device)
+    x = quantize(photos(bundle, args.images).to(bundle.device))
+    with torch.no_grad():
+        y = bundle.net(x).argmax(1)
+    return bundle, x, y, ", labels = clean predictions"
+
+
+def _print_stages(rows, n: int) -> None:
+    """Per-stage wall seconds and images still robust after each stage (medians over the repeats)."""
+    print("  per stage (median wall s; robust images after the stage):")
+    for k, stage in enumerate(STAGES):
+        ours = statistics.median(r[0][k][0] for r in rows) if all(len(r[0]) > k for r in rows) else None
+        ref = statistics.median(r[1][k][0] for r in rows) if all(len(r[1]) > k for r in rows) else None
+        left_ours = rows[-1][0][k][1] if len(rows[-1][0]) > k else "-"
+        left_ref = rows[-1][1][k][1] if len(rows[-1][1]) > k else "-"
+        ratio = f"{ours / ref:.2f}x" if ours is not None and ref else "-"
+        print(f"    {stage:8s} deepprobe {_s(ours)} ({left_ours}/{n})   torchattacks {_s(ref)} ({left_ref}/{n})   "
+              f"ratio {ratio}")
+
+
+def _s(value) -> str:
+    return f"{value:7.1f} s" if value is not None else "      - "
 
 
 def _peak_rss_mb() -> float:
@@ -192,31 +242,50 @@ def _robust(bundle, x, adv, y, eps, norm) -> tuple[float, float]:
 
 
 def _ours_cascade(bundle, x, y, eps, settings, seeds):
-    holder = {}
-    t = clocks(lambda: holder.__setitem__("out", robust_batch(bundle, x, y, [eps], cascade=["autoattack"],
-                                                              settings=settings, seeds=seeds)), bundle.device)
+    """Robust share, (wall, CPU) and per stage (wall seconds, images still robust) of robust_batch."""
+    holder, stages, mark = {}, [], [0.0]
+
+    def stage_done(state) -> None:  # StageProgress: `finished` once at the end of each stage
+        if state.finished:
+            if bundle.device.type == "cuda":
+                torch.cuda.synchronize()
+            now = time.perf_counter()
+            stages.append((now - mark[0], state.robust))
+            mark[0] = now
+
+    def run():
+        mark[0] = time.perf_counter()
+        holder["out"] = robust_batch(bundle, x, y, [eps], cascade=["autoattack"], settings=settings, seeds=seeds,
+                                     callback=stage_done)
+    t = clocks(run, bundle.device)
     robust = holder["out"].stage_robust[eps]["square"]
-    return robust.float().mean().item(), t
+    return robust.float().mean().item(), t, stages
 
 
 def _reference_cascade(bundle, x, y, eps, norm, makers):
-    """AutoAttack's loop with torchattacks' attacks: each one on the images still robust (float decision)."""
+    """AutoAttack's loop with torchattacks' attacks: each one on the images still robust (float decision), after
+    a clean pass (misclassified images are not attacked). Also per stage (wall seconds, images still robust)."""
     adv = x.clone()
-    robust = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    stages = []
 
     def run():
+        with torch.no_grad():
+            robust = bundle.net(x).argmax(1) == y
         for make in makers:
+            start = time.perf_counter()
             idx = robust.nonzero().flatten()
-            if idx.numel() == 0:
-                break
-            out = make()(x[idx], y[idx])
-            with torch.no_grad():
-                fooled = bundle.net(out).argmax(1) != y[idx]
-            adv[idx[fooled]] = out[fooled]
-            robust[idx[fooled]] = False
+            if idx.numel():
+                out = make()(x[idx], y[idx])
+                with torch.no_grad():
+                    fooled = bundle.net(out).argmax(1) != y[idx]
+                adv[idx[fooled]] = out[fooled]
+                robust[idx[fooled]] = False
+            if bundle.device.type == "cuda":
+                torch.cuda.synchronize()
+            stages.append((time.perf_counter() - start, int(robust.sum())))
     torch.manual_seed(0)
     t = clocks(run, bundle.device)
-    return _robust(bundle, x, adv, y, eps, norm), t
+    return _robust(bundle, x, adv, y, eps, norm), t, stages
 
 
 if __name__ == "__main__":

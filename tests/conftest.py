@@ -1,11 +1,21 @@
-"""Shared fixtures: the bundled model is loaded once per test session; photos come from examples/."""
+"""Shared fixtures: the bundled model is loaded once per test session; photos come from examples/; `attempts`
+blocks the network and records every connection attempt."""
 from __future__ import annotations
 
 import os
 import shutil
+import socket
+import sys
 from pathlib import Path
 
 import pytest
+
+# tests/ is a package (robustbench installs a top-level `tests` into site-packages, which would shadow a folder
+# without __init__.py), so pytest puts the repository root on sys.path; test modules also import their helpers by
+# bare name (`from tiny32 import ...`, `python:tiny_foundation:...`), so the folder itself goes there too.
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # The suite runs as `pytest -n auto` (one worker per core): one torch thread per worker. Several workers with
@@ -90,3 +100,27 @@ def tiny_tasks(tmp_path_factory):
         if not (det.is_file() and seg.is_file()):
             tiny_tasks.save_trained(shared)
     return det, seg
+
+
+@pytest.fixture
+def attempts(monkeypatch) -> list[str]:
+    """Block every network connection (Unix sockets stay allowed) and record each attempt."""
+    seen: list[str] = []
+    connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def refuse(what: str):
+        seen.append(what)
+        raise OSError(f"network access blocked in tests: {what}")
+
+    def guarded(original):
+        def method(sock, address, *args):
+            if sock.family == getattr(socket, "AF_UNIX", None):
+                return original(sock, address, *args)
+            return refuse(f"connect {address!r}")
+        return method
+
+    monkeypatch.setattr(socket.socket, "connect", guarded(connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded(connect_ex))
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: refuse(f"getaddrinfo {host!r}"))
+    monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: refuse(f"create_connection {address!r}"))
+    return seen

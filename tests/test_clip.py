@@ -20,7 +20,7 @@ from deepprobe.errors import DeepprobeError
 from deepprobe.explain import to_input_size
 from deepprobe.explain.transformer import chefer
 from deepprobe.io import save_png
-from tiny_hf import CLASS_NAMES, CLIP_MEAN, CLIP_STD, PROMPTS, save_clip, scenes, train_clip
+from tests.tiny_hf import CLASS_NAMES, CLIP_MEAN, CLIP_STD, PROMPTS, save_clip, scenes, train_clip
 
 SIZE = 48
 GRID = 6  # 48 px / 8 px patches

@@ -18,7 +18,7 @@ from deepprobe.cli import app
 from deepprobe.explain import to_input_size
 from deepprobe.explain.detr import encoder_decoder_relevance
 from deepprobe.io import save_png
-from tiny_hf import CLASS_NAMES, DETR_MEAN, DETR_STD, build_detr, save_detr, scenes
+from tests.tiny_hf import CLASS_NAMES, DETR_MEAN, DETR_STD, build_detr, save_detr, scenes
 
 SIZE = 64  # the processor's shortest edge; the backbone's stride is 8
 

@@ -17,6 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from deepprobe.cli import app
+from tiny_embedders import save_hf
 
 runner = CliRunner()
 CAT, FACE = "examples/cat.jpg", "examples/astronaut.jpg"
@@ -48,6 +49,8 @@ RUNS: dict[str, Callable[[Path], list[str]]] = {
     "age": lambda tmp: [FACE],
     "style": lambda tmp: [CAT, "examples/styles/swirls.jpg", "--size", "32", "--steps", "1"],  # + the judge model
     "explain": lambda tmp: [CAT],
+    # a model kind: an embedder saved with save_pretrained (hf:DIR), every load local_files_only
+    "explain --method attention": lambda tmp: [CAT, "--model", f"hf:{save_hf('Dinov2Model', tmp / 'dinov2')}"],
     "evaluate": lambda tmp: [CAT, "--metric", "deletion", "--steps", "1"],
     "robustness": lambda tmp: [CAT, "--attack", "fgsm", "--eps", "1/255", "--workers", "0"],
     "recipes": lambda tmp: [],
@@ -65,30 +68,6 @@ def _command_paths() -> list[str]:
         for name, sub in (subs or {}).items():
             yield from walk(sub, path + [name])
     return list(walk(typer.main.get_command(app), []))
-
-
-@pytest.fixture
-def attempts(monkeypatch) -> list[str]:
-    """Block every network connection (Unix sockets stay allowed) and record each attempt."""
-    seen: list[str] = []
-    connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
-
-    def refuse(what: str):
-        seen.append(what)
-        raise OSError(f"network access blocked in tests: {what}")
-
-    def guarded(original):
-        def method(sock, address, *args):
-            if sock.family == getattr(socket, "AF_UNIX", None):
-                return original(sock, address, *args)
-            return refuse(f"connect {address!r}")
-        return method
-
-    monkeypatch.setattr(socket.socket, "connect", guarded(connect))
-    monkeypatch.setattr(socket.socket, "connect_ex", guarded(connect_ex))
-    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: refuse(f"getaddrinfo {host!r}"))
-    monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: refuse(f"create_connection {address!r}"))
-    return seen
 
 
 def test_every_command_has_an_offline_run():

@@ -1,4 +1,5 @@
-"""A DATA argument -> an ordered list of items (index, path, label): folder tree, flat folder/glob/files, manifest.
+"""A DATA argument -> an ordered list of items (index, path, label): folder tree, flat folder/glob/files, manifest,
+or a CIFAR test set (`cifar10:ROOT`, `cifar100:ROOT`; cifar.py).
 
 Nothing is read but names here (images are read later, streamed): listing a million files costs a directory walk,
 not a million decodes. The order is fixed (sorted names), so an item's index identifies it across runs.
@@ -16,12 +17,14 @@ from typing import Any
 
 from ..errors import DeepprobeError
 from ..io import IMAGE_SUFFIXES, find_images
+from .cifar import split_spec
 from .classes import ClassMapper
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
 
 # How labels were obtained (the summary says which; with "predictions" the figure is not an accuracy).
 FOLDERS, MANIFEST, PREDICTIONS, GIVEN = "class folders", "manifest", "predictions", "given"
+TEST_SET = "test-set labels"  # a CIFAR test set's own labels
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,9 @@ class Dataset:
     def fingerprint(self) -> str:
         """A digest of the ordered (path, label) list: the same files with the same labels give the same value."""
         digest = hashlib.sha256()
-        if self.tensors is not None:  # in-memory images are never resumed from a folder: their shape suffices
-            digest.update(str(tuple(self.tensors.shape)).encode())
+        if self.tensors is not None:  # in-memory images are never resumed from a folder: their shape suffices;
+            # a test set read from a file names its content
+            digest.update(str(getattr(self.tensors, "fingerprint", tuple(self.tensors.shape))).encode())
         for item in self.items:
             digest.update(f"{item.index}\t{self._key(item.path)}\t{item.label}\n".encode())
         return digest.hexdigest()[:16]
@@ -75,11 +79,16 @@ class Dataset:
 
 def open_dataset(data: str | Path | Sequence[str | Path], labels: list[str] | None, num_classes: int | None,
                  model: str = "the model") -> Dataset:
-    """A folder tree (subfolders = classes, no images of its own), a manifest (.csv/.jsonl with path,label), or
-    flat files/folders/globs (labels: the model's predictions)."""
+    """A folder tree (subfolders = classes, no images of its own), a manifest (.csv/.jsonl with path,label),
+    `cifar10:ROOT` / `cifar100:ROOT` (the test set in torchvision's files), or flat files/folders/globs (labels:
+    the model's predictions)."""
     inputs = [str(data)] if isinstance(data, (str, Path)) else [str(d) for d in data]
     if not inputs:
         raise DeepprobeError("give a DATA folder, manifest, glob or image files")
+    if any(split_spec(i) for i in inputs):
+        if len(inputs) > 1:
+            raise DeepprobeError("a cifar10:/cifar100: DATA argument stands alone")
+        return cifar_test_set(*split_spec(inputs[0]), num_classes, model)
     mapper = ClassMapper(labels, num_classes, model)
     if len(inputs) == 1:
         path = Path(inputs[0])
@@ -189,6 +198,19 @@ def _manifest_rows(path: Path) -> list[tuple[str, Any]]:
             raise DeepprobeError(f"{path} line {number}: needs {{\"path\": \"...\", \"label\": ...}}")
         rows.append((entry["path"], entry.get("label")))
     return rows
+
+
+def cifar_test_set(prefix: str, root: str, num_classes: int | None, model: str = "the model") -> Dataset:
+    """The CIFAR-10/100 test set under ROOT in file order (so --limit N is RobustBench's first N)."""
+    from .cifar import LAYOUTS, Uint8Images, read_test_set
+
+    classes = LAYOUTS[prefix].classes
+    if num_classes is not None and num_classes != classes:
+        raise DeepprobeError(f"{prefix} has {classes} classes but {model} has {num_classes}: its outputs are not "
+                             f"{prefix.upper()}'s classes")
+    images, labels, digest = read_test_set(prefix, root)
+    items = [Item(i, None, label) for i, label in enumerate(labels)]
+    return Dataset(items, prefix, TEST_SET, tensors=Uint8Images(images, digest))
 
 
 def from_tensors(x, y=None) -> Dataset:

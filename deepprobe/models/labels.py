@@ -9,10 +9,11 @@ from ..errors import DeepprobeError
 
 @lru_cache(maxsize=1)
 def imagenet_labels() -> list[str]:
-    """The 1000 ImageNet class names torchvision ships in its weight metadata (no network)."""
-    from torchvision.models import ResNet18_Weights
+    """The 1000 ImageNet class names of torchvision's weight metadata (`ResNet18_Weights...meta["categories"]`,
+    equal as tests/test_models.py checks), read from a copy: importing torchvision.models costs seconds."""
+    from importlib.resources import files
 
-    return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+    return files(__package__).joinpath("imagenet_classes.txt").read_text(encoding="utf-8").splitlines()
 
 
 def resolve_class(labels: list[str] | None, name_or_index: str | int, num_classes: int | None = None) -> int:
@@ -40,3 +41,15 @@ def resolve_class(labels: list[str] | None, name_or_index: str | int, num_classe
         hint = ", ".join(f'"{labels[i]}"' for i in starts[:5])
         raise DeepprobeError(f'class "{name_or_index}" is ambiguous: {hint}')
     raise DeepprobeError(f'unknown class "{name_or_index}" (use `deepprobe classify` to see class names, or an index)')
+
+
+# CIFAR class names in class order (the `label_names` / `fine_label_names` of torchvision's on-disk batches).
+CIFAR10_LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR100_LABELS = (
+    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel can castle "
+    "caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur dolphin elephant "
+    "flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster man "
+    "maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree "
+    "plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper snail "
+    "snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger tractor train trout "
+    "tulip turtle wardrobe whale willow_tree wolf woman worm").split()

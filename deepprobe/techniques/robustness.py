@@ -310,9 +310,9 @@ def robustness(bundle: ModelBundle, data: Any, labels: Any = None, *,
         tally.add(record)
     summary = tally.summary()
     summary.update(occupancy_summary(outcome.stats, batch_size))
-    summary.update(skipped=outcome.skipped, config={"model": bundle.spec, "data": dataset.describe(),
-                                                    "seed": seed, "batch_size": batch_size, "pool": pool,
-                                                    **plan.describe()})
+    summary.update(skipped=outcome.skipped, config={"model": bundle.spec, "weights": bundle.origin,
+                                                    "data": dataset.describe(), "seed": seed, "batch_size": batch_size,
+                                                    "pool": pool, **plan.describe()})
     return result_from_summary(summary, plan, records)
 
 

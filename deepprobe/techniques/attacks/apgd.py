@@ -4,7 +4,8 @@ parameter-free attacks"): APGD-CE, APGD-DLR and the targeted APGD-T, L-inf and L
 As in the paper and fra31/auto-attack: step size 2*eps, momentum 0.75, checkpoints after 22% of the
 iterations and then ever closer (down 3% each time, at least 6%); at a checkpoint an image's step size
 halves when fewer than 75% of the steps since the last one improved its loss, or when its best loss did not
-improve and its step was not cut last time, and its search restarts from its best point. APGD-T runs the
+improve and its step was not cut last time (never at the first checkpoint), and its search restarts from its
+best point. APGD-T runs the
 targeted DLR loss towards each of the `targets` runner-up classes in turn, on the images still robust.
 
 What differs from the reference, without changing which images break: an image leaves the batch as soon as
@@ -122,7 +123,8 @@ def _run(bundle, checker: Checker, index: torch.Tensor, keys: torch.Tensor, *, s
                x_old=x_adv, grad=grad, x_best=x_adv, grad_best=grad, loss_best=loss_value, loss_prev=loss_value,
                step=torch.full((index.shape[0],), STEP_FACTOR * eps, device=x0.device),
                improved=torch.zeros(index.shape[0], device=x0.device), best_at_check=loss_value,
-               reduced=torch.zeros(index.shape[0], dtype=torch.bool, device=x0.device))
+               reduced=torch.ones(index.shape[0], dtype=torch.bool, device=x0.device))  # as the reference:
+    # the first checkpoint cuts a step only for oscillation (there is no earlier cut to have helped)
     s.hand_over(checker, index, logits.argmax(1) != s.y, x_adv, margin(logits, s.y))
     interval = max(int(FIRST_CHECKPOINT * steps), 1)
     shortest, decrease = max(int(MIN_CHECKPOINT * steps), 1), max(int(CHECKPOINT_DECREASE * steps), 1)
