@@ -190,3 +190,85 @@ def test_wilson_matches_scipy():
         ours = wilson(k, n)
         theirs = scipy_stats.binomtest(k, n).proportion_ci(method="wilson")
         assert ours == pytest.approx((theirs.low, theirs.high), abs=1e-12)
+
+
+# ----- pools: units of several chunks ------------------------------------------------------------------------
+class _Pooled:
+    """A per-unit function over lists of batches: records each call's chunk ids, one number per image (its mean
+    pixel and seed: the same whatever unit the image is in), and a count per unit for the stats hook."""
+
+    def __init__(self, stop_at: int | None = None):
+        self.calls: list[list[int]] = []
+        self.stop_at = stop_at
+        self.units = 0
+
+    def __call__(self, batches):
+        self.calls.append([b.chunk for b in batches])
+        if self.stop_at is not None and len(self.calls) == self.stop_at:
+            raise KeyboardInterrupt
+        self.units += 1
+        return [[{"mean": round(float(im.mean()), 6), "seed": s} for im, s in zip(b.images, b.seeds)]
+                for b in batches]
+
+    def stats(self) -> dict:
+        units, self.units = self.units, 0
+        return {"calls": {"units": units}}
+
+
+def _tensors():
+    import torch
+
+    return from_tensors(torch.rand(7, 3, 8, 8, generator=torch.Generator().manual_seed(0)))
+
+
+def _part_lines(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "parts" / "rank0.jsonl").read_text().splitlines()]
+
+
+def test_a_pool_gets_its_batches_together_and_keeps_per_image_records(tmp_path):
+    one = run_dataset(_tensors(), lambda b: [{"mean": round(float(im.mean()), 6), "seed": s}
+                                             for im, s in zip(b.images, b.seeds)], batch_size=2, seed=1)
+    pooled = _Pooled()
+    kw = dict(batch_size=2, seed=1, config={"run": 1}, hooks=Hooks(stats=pooled.stats))
+    outcome = run_dataset(_tensors(), pooled, out=tmp_path / "run", pool=3, **kw)
+    assert pooled.calls == [[0, 1, 2], [3]]  # 4 chunks (2, 2, 2, 1 images) in units of 3
+    assert list(outcome.records()) == list(one.records())
+    assert outcome.stats == {"calls": {"units": 2}} and outcome.pool == 3
+    lines = _part_lines(tmp_path / "run")
+    assert [line["chunk"] for line in lines] == [0, 1, 2, 3]  # one line per chunk, stats on a unit's first
+    assert ["stats" in line for line in lines] == [True, False, False, True]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["config"] == {"run": 1, "pool": 3}
+    with pytest.raises(DeepprobeError, match=r"another configuration \(pool: 3 there, 2 now\)"):
+        run_dataset(_tensors(), _Pooled(), out=tmp_path / "run", pool=2, **kw)
+
+
+def test_a_crash_loses_at_most_the_unit_in_flight_and_a_torn_unit_is_run_again_whole(tmp_path):
+    kw = dict(batch_size=2, seed=1, config={"run": 1}, pool=3)
+    reference = list(run_dataset(_tensors(), _Pooled(), out=tmp_path / "whole", **kw).records())
+    cut = _Pooled(stop_at=2)  # Ctrl-C during the second unit
+    first = run_dataset(_tensors(), cut, out=tmp_path / "cut", **kw)
+    assert not first.complete and first.count == 6 and [line["chunk"] for line in _part_lines(tmp_path / "cut")] == [0, 1, 2]
+    part = tmp_path / "cut" / "parts" / "rank0.jsonl"
+    text = part.read_text().splitlines(keepends=True)
+    part.write_text("".join(text[:2]) + text[2][:30])  # the unit's last line torn: the unit is not done
+    again = _Pooled()
+    resumed = run_dataset(_tensors(), again, out=tmp_path / "cut", **kw)
+    assert again.calls == [[0, 1, 2], [3]] and resumed.done_before == 4
+    assert list(resumed.records()) == reference  # chunks 0 and 1 counted once (their first lines win)
+    assert run_dataset(_tensors(), _Pooled(), out=tmp_path / "cut", **kw).processed == 0
+
+
+def test_a_folder_from_before_pools_resumes_one_batch_at_a_time(tmp_path):
+    from deepprobe.data.store import RunFolder
+
+    kw = dict(batch_size=2, seed=1, config={"run": 1})
+    reference = list(run_dataset(_tensors(), _Pooled(), out=tmp_path / "whole", pool=3, **kw).records())
+    old = RunFolder(tmp_path / "old")  # as the runner wrote it before pools: no "pool" in the configuration
+    old.prepare({"run": 1}, "new")
+    first = [r for r in reference if r["index"] < 2]
+    old.append(0, [{k: v for k, v in r.items()} for r in first], [])
+    again = _Pooled()
+    resumed = run_dataset(_tensors(), again, out=tmp_path / "old", pool=3, **kw)
+    assert again.calls == [[1], [2], [3]] and resumed.pool == 1  # as it was started, still called with lists
+    assert list(resumed.records()) == reference
+    assert json.loads((tmp_path / "old" / "config.json").read_text())["config"] == {"run": 1}

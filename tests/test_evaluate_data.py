@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -169,3 +171,70 @@ def test_target_label_explains_each_images_own_label(folder, tmp_path, lite0):
     assert rows["coffee"]["target_name"] == coffee_class
     flat = cli(str(folder / "photos"), "--target", "label", "--metric", "sparseness", "--out", str(tmp_path / "x"))
     assert flat.exit_code == 2 and "needs labels" in flat.stderr and len(flat.stderr.strip().splitlines()) == 1
+
+
+# ----- a real process interrupted (slow): SIGINT after the first chunk, and SIGKILL -----------------------------
+SLOWER = ["--steps", "20"]  # a few seconds per chunk: time to interrupt the second one
+
+
+@pytest.fixture(scope="module")
+def slower_reference(folder, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("slower") / "run"
+    res = cli(str(folder / "photos"), *CHEAP, *SLOWER, "--masks", str(folder / "masks"), "--out", str(out), "-q")
+    assert res.exit_code == 0, res.output
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+def test_a_real_run_stopped_after_its_first_chunk_resumes_to_the_same_results(folder, slower_reference, tmp_path,
+                                                                              signum):
+    out = tmp_path / "run"
+    args = [str(folder / "photos"), *CHEAP, *SLOWER, "--masks", str(folder / "masks"), "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    proc = subprocess.Popen([sys.executable, "-m", "deepprobe", "evaluate", *args, "-q"], env=env,
+                            stderr=subprocess.PIPE, text=True)
+    part = out / "parts" / "rank0.jsonl"
+    deadline = time.monotonic() + 300
+    while not (part.is_file() and part.read_text().count("\n") >= 1) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no chunk finished in time"
+        time.sleep(0.02)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    finished = part.read_text().count("\n")
+    assert 1 <= finished < 3, stderr
+    if signum == signal.SIGINT:  # Ctrl-C: the finished chunks are merged and summarized, exit 130
+        assert proc.returncode == 130 and "interrupted" in stderr, stderr
+        assert json.loads((out / "summary.json").read_text())["n"] == finished and not \
+            json.loads((out / "summary.json").read_text())["complete"]
+    else:
+        assert proc.returncode == -signal.SIGKILL and not (out / "results.jsonl").exists()
+    res = cli(*args, "--json")
+    assert res.exit_code == 0, res.output
+    printed = json.loads(res.stdout.strip().splitlines()[-1])
+    assert printed["done_before"] == finished and printed["processed"] == 3 - finished  # nothing redone
+    assert lines(out / "results.jsonl") == lines(slower_reference / "results.jsonl")
+    mine, theirs = (json.loads((d / "summary.json").read_text()) for d in (out, slower_reference))
+    assert mine["metrics"] == theirs["metrics"] and mine["ranking"] == theirs["ranking"] and mine["complete"]
+
+
+def test_perturbation_metrics_share_full_forward_passes(folder, lite0):
+    """Every perturbation metric of every map (gradcam, random, edge) is built into one stream of images per chunk,
+    so a chunk costs ceil(images / pass size) passes (one partly empty at most), however many metrics and maps;
+    summary.json reports how full the passes were."""
+    import math
+
+    from deepprobe.explain.metrics.faithfulness import flip_counts
+
+    steps, regions, size = 2, 3, 8
+    ours = dp.evaluate(lite0, str(folder / "photos"), methods=["gradcam"],
+                       metrics=["deletion", "insertion", "pixel-flipping", "region-perturbation", "sparseness"],
+                       steps=steps, regions=regions, features_in_step=3 * 224 * 224 // 4, batch_size=3,
+                       forward_batch=size, seed=4)
+    photos, maps = 3, 3
+    images = maps * photos * (2 * (steps + 1) + len(flip_counts(3, 224, 224, 3 * 224 * 224 // 4)) + 1 + regions)
+    forwards = ours.summary["forwards"]
+    assert forwards["perturbations"] == {"passes": math.ceil(images / size), "images": images}
+    assert ours.summary["occupancy"]["perturbations"] >= 0.9 and ours.summary["forward_batch"] == size
+    assert forwards["clean"] == {"passes": 1, "images": photos}  # the chunk's clean pass, apart

@@ -21,7 +21,7 @@ import deepprobe as dp
 from deepprobe.cli import app
 
 CHEAP = ["--attack", "apgd-ce", "--steps", "3", "--batch-size", "2", "--workers", "0"]
-TIMING = {"seconds", "attack_seconds", "wall_s", "images_per_s", "attack_seconds_per_image", "processed_now",
+TIMING = {"seconds", "attack_seconds", "wall_s", "images_per_s", "attack_seconds_per_image", "processed_now", "ranks",
           "done_before", "outputs"}
 
 
@@ -90,7 +90,7 @@ def test_cli_run_writes_results_summary_plot_and_8bit_examples(lite0, class_tree
 
 
 def test_interrupted_run_resumes_to_the_same_results(class_tree, tmp_path, monkeypatch):
-    args = [str(class_tree), *CHEAP, "--eps", "1/255", "--seed", "5"]
+    args = [str(class_tree), *CHEAP, "--eps", "1/255", "--seed", "5", "--pool", "1"]  # one batch per unit of work
     whole = cli(*args, "--out", str(tmp_path / "whole"), "-q")
     assert whole.exit_code == 0, whole.output
 
@@ -231,3 +231,26 @@ def test_two_process_torchrun_equals_one_process(class_tree, reference, tmp_path
     theirs = stable(json.loads((reference / "summary.json").read_text()))
     assert {k: v for k, v in mine.items() if k not in ("world_size", "device")} == \
         {k: v for k, v in theirs.items() if k not in ("world_size", "device")}
+
+
+def test_a_pool_regroups_the_images_left_into_full_batches():
+    """Batches of 4 where only 2 images are classified right (the others are broken already, not attacked): batch
+    by batch every attack step is a pass over 2 images; a pool of 3 batches attacks its 6 survivors together, in
+    passes of 4 + 2, and summary.json says how full the passes were. Per-image records are the same either way. (The tiny untrained
+    CNN never breaks at eps 1/255 here, so every attacked image runs every step: the counts are exact.)"""
+    import torch
+
+    probe = dp.load_model("python:tests.tiny_classifier:build", device="cpu")
+    x = torch.rand(12, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    own = probe.predict(x).argmax(1)
+    labels = torch.where(torch.arange(12) % 4 < 2, own, (own + 1) % 10)
+    steps = 3
+    runs = {pool: dp.robustness(probe, x, labels, attacks=["apgd-ce", "apgd-dlr"], eps=1 / 255, steps=steps,
+                                batch_size=4, pool=pool) for pool in (1, 3)}
+    for pool, groups in ((1, 3), (3, 2)):
+        summary = runs[pool].summary
+        for stage in ("apgd-ce", "apgd-dlr"):  # a first pass from the random start, then one per step
+            assert summary["forwards"][stage] == {"passes": groups * (steps + 1), "images": 6 * (steps + 1)}
+            assert summary["occupancy"][stage] == pytest.approx(6 / (4 * groups), abs=1e-4)
+        assert summary["config"]["pool"] == pool and summary["robust_accuracy"]["0.003921569"] == 0.5
+    assert stable(runs[1].records) == stable(runs[3].records)

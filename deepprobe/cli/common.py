@@ -313,11 +313,12 @@ def print_error(message: str) -> None:
 
 
 def exit_on_user_error(exc: DeepprobeError, debug: bool):
-    """A user's mistake ends a command with one error line and exit 2; with --debug, the traceback instead."""
+    """A user's mistake ends a command with one error line and exit 2 (an error may carry its own `exit_code`, e.g.
+    a torchrun rank stopped because another failed); with --debug, the traceback instead."""
     if debug:
         raise exc
     print_error(str(exc))
-    raise typer.Exit(2) from None
+    raise typer.Exit(getattr(exc, "exit_code", 2)) from None
 
 
 @contextlib.contextmanager

@@ -85,6 +85,10 @@ def evaluate_cmd(run, inputs: list[str] = typer.Argument(..., metavar="IMAGES...
                  limit: int = opt(Options, "limit", help="DATA: only the first N images (after --sample)."),
                  sample: int = opt(Options, "sample", help="DATA: a fixed random subset of N images (--seed)."),
                  workers: int = opt(Options, "workers", help="DATA: DataLoader processes reading ahead."),
+                 rank_timeout: float = opt(Options, "rank_timeout",
+                                           help="torchrun: seconds a rank may go without progress (or 2 minutes "
+                                                "without a heartbeat) before the others stop waiting for it and the "
+                                                "run ends, finished chunks kept."),
                  text: list[str] = text_option(), labels: str = labels_option()):
     """Score explanation maps with the metrics researchers publish (Quantus 0.6's definitions, batched).
 
@@ -135,7 +139,7 @@ def _evaluate(run, inputs: list[str], opts: Options, dataset_mode: bool,
     check_options(opts)
     source = mask_source(inputs[0] if len(inputs) == 1 else None, opts.masks)
     metrics = evaluation_metrics(opts.metric, masks=source is not None, curves=opts.curves, sanity=opts.sanity)
-    with ranked(run) as ctx:
+    with ranked(run, opts.rank_timeout) as ctx:
         bundle = run.bundle()
         apply_prompts(run, bundle, *prompts)  # CLIP: the classes are the --text / --labels prompts
         require_classifier(bundle, "evaluate")
@@ -168,7 +172,7 @@ def _evaluate(run, inputs: list[str], opts: Options, dataset_mode: bool,
             outcome = run_dataset(dataset, scorer, batch_size=opts.batch_size, seed=run.common.seed,
                                   out=run.out_dir if dataset_mode else None, config=config, force=run.common.force,
                                   preprocess=bundle.preprocess, workers=opts.workers, ctx=ctx,
-                                  hooks=Hooks(start=start, skip=_skipper(run, ctx, dataset_mode)),
+                                  hooks=Hooks(start=start, skip=_skipper(run, ctx, dataset_mode), stats=scorer.stats),
                                   invocation=run.record() if dataset_mode else None)
         if dataset_mode and outcome.folder is not None:
             run.run_id = (outcome.folder.stored_invocation() or {}).get("run_id", run.run_id)
@@ -198,16 +202,18 @@ def _skipper(run, ctx, dataset_mode: bool):
 
 def _report(run, bundle, methods, metrics, opts, outcome, dataset, axes, dataset_mode: bool) -> int:
     """Rank 0: summary (summary.json in a run folder), plots, flat results.jsonl, the table, the --json summary."""
-    from ..explain.evaluate_data import flat_lines, summarize_records
+    from ..explain.evaluate_data import flat_lines, occupancy_summary, summarize_records
 
     if not outcome.complete:
         err_console.print("[yellow]interrupted:[/yellow] finished chunks are kept; run the same command again "
                           "to go on")
+        run.interrupted = True  # exit 130, as robustness
     if outcome.count == 0:
         raise DeepprobeError("no image could be evaluated")
     summary = summarize_records(outcome.records(), methods, metrics, axes)
     summary.update(model=bundle.spec, data=dataset.describe(), skipped=len(outcome.skipped),
-                   complete=outcome.complete)
+                   complete=outcome.complete, **occupancy_summary(outcome.stats, opts, bundle.device),
+                   ranks=outcome.ranks)
     photos = summary["n"]
     stem = "evaluate"
     if not dataset_mode and photos == 1:

@@ -6,18 +6,22 @@ from collections.abc import Iterator
 
 
 @contextlib.contextmanager
-def ranked(run) -> Iterator["distributed.Context"]:  # noqa: F821 - deepprobe.distributed, imported lazily
+def ranked(run, rank_timeout: float | None = None) -> Iterator["distributed.Context"]:  # noqa: F821 - lazy import
     """Join torchrun's process group (a no-op alone), put this rank on its own device before `run.bundle()`,
-    silence every rank but 0 (one bar, one table, one JSON summary), and leave the group at the end."""
+    silence every rank but 0 (one bar, one table, one JSON summary), turn torchrun's SIGTERM into a one-line exit,
+    and leave the group at the end. `rank_timeout`: seconds without progress from another rank before this one
+    stops waiting for it (--rank-timeout)."""
     from .. import distributed
 
-    ctx = distributed.init(run.common.device)
+    ctx = distributed.init(run.common.device, rank_timeout or distributed.DEFAULT_RANK_TIMEOUT)
+    restore = distributed.on_sigterm(ctx)
     try:
         run.common.device = ctx.device
         if not ctx.is_main:
             run.common.quiet, run.common.json = True, False
         yield ctx
     finally:
+        restore()
         distributed.shutdown(ctx)
 
 

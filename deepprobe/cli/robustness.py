@@ -20,7 +20,7 @@ from .common import command, err_console, opt, out_console
 EXAMPLES = "examples"
 PLOT = "robustness_accuracy.png"
 # what may be typed with --resume (everything else comes from the stored run)
-_RESUME_OVERRIDES = ("workers", "device", "json", "quiet", "debug", "out", "resume")
+_RESUME_OVERRIDES = ("workers", "rank_timeout", "device", "json", "quiet", "debug", "out", "resume")
 
 
 @command(app, "robustness")
@@ -41,14 +41,20 @@ def robustness_cmd(run, ctx: typer.Context,
                    restarts: int = opt(Options, "restarts", help="Random restarts for images still robust."),
                    targets: int = opt(Options, "targets", help="Target classes of apgd-t and fab-t."),
                    queries: int = opt(Options, "queries", help="Queries per image of square."),
-                   batch_size: int = opt(Options, "batch_size", help="Images per batch; also what a crash can "
-                                                                     "lose at most."),
+                   batch_size: int = opt(Options, "batch_size", help="Images per forward pass of the attacks."),
+                   pool: int = opt(Options, "pool", help="Batches attacked together: after each attack the images "
+                                                         "still robust are regrouped into full batches. Also "
+                                                         "what a crash can lose at most."),
                    save_examples: int = opt(Options, "save_examples", help="Panels (original | perturbation | "
                                                                            "adversarial) of images broken."),
                    limit: int = opt(Options, "limit", help="Only the first N images (after --sample)."),
                    sample: int = opt(Options, "sample", help="A fixed random subset of N images, chosen with "
                                                              "--seed."),
                    workers: int = opt(Options, "workers", help="DataLoader processes reading images ahead."),
+                   rank_timeout: float = opt(Options, "rank_timeout",
+                                             help="torchrun: seconds a rank may go without progress (or 2 minutes "
+                                                  "without a heartbeat) before the others stop waiting for it and "
+                                                  "the run ends, finished batches kept."),
                    resume: bool = typer.Option(False, "--resume", help="Continue the run stored in --out with its "
                                                                        "own data and options (running the same "
                                                                        "command again does the same)."),
@@ -82,7 +88,7 @@ def _measure(run, data: list[str], opts: Options, depth_maps: str | None = None)
     from .ranks import ranked, skip_note
 
     plan = make_plan(opts.attack, opts.eps, opts.norm, opts.steps, opts.restarts, opts.targets, opts.queries)
-    with ranked(run) as ctx:
+    with ranked(run, opts.rank_timeout) as ctx:
         bundle = run.bundle()
         if bundle.task == "depth":
             from .robustness_depth import measure_depth
@@ -97,14 +103,15 @@ def _measure(run, data: list[str], opts: Options, depth_maps: str | None = None)
         config = _config(run, bundle, dataset, plan, opts)
         with run.progress() as progress:
             bar = _Bar(run, progress, plan)
-            attack = BatchAttack(bundle, plan, keep_images=opts.save_examples > 0, callback=bar.stage)
+            attack = BatchAttack(bundle, plan, keep_images=opts.save_examples > 0, callback=bar.stage,
+                                 batch_size=opts.batch_size)
             examples = _Examples(run, bundle, plan, attack, opts.save_examples, ctx.world)
             outcome = run_dataset(dataset, attack, batch_size=opts.batch_size, seed=run.common.seed,
                                   out=run.out_dir, config=config, force=run.common.force,
                                   preprocess=bundle.preprocess, workers=opts.workers, ctx=ctx,
                                   hooks=Hooks(start=bar.start, progress=bar.advance, skip=skip_note(ctx),
-                                              chunk_done=examples.save),
-                                  also_remove=(EXAMPLES,), invocation=run.record())
+                                              chunk_done=examples.save, stats=attack.stats),
+                                  also_remove=(EXAMPLES,), invocation=run.record(), pool=opts.pool)
         # every session of a resumed run shares the first one's id, so `deepprobe report` shows one run
         run.run_id = (outcome.folder.stored_invocation() or {}).get("run_id", run.run_id)
         if not ctx.is_main:
@@ -147,7 +154,7 @@ class _Bar:
         """robust_batch's StageProgress: which attack at which eps, its steps, images of the batch still robust."""
         eps = f"{state.eps * 255:g}/255" if self.plan.settings.norm == "linf" else f"{state.eps:g}"
         self.progress.update(self.task, info=f"{state.attack} at {eps}: step {state.step}/{state.steps} · "
-                                             f"{state.robust} robust in batch")
+                                             f"{state.robust} robust in pool")
 
     def advance(self, images: int) -> None:
         self.progress.advance(self.task, images)
@@ -163,13 +170,13 @@ class _Examples:
         self.run, self.bundle, self.plan, self.attack = run, bundle, plan, attack
 
     def save(self, batch, records: list[dict]) -> None:
-        if self.left <= 0 or self.attack.last is None:
+        if self.left <= 0 or batch.chunk not in self.attack.kept:
             return
         from ..io import safe_stem
         from ..render import panel
         from ..render import amplification
 
-        clean, adversarial = self.attack.last
+        clean, adversarial = self.attack.kept[batch.chunk]
         for i, record in enumerate(records):
             broken = [k for k in self.plan.keys if record["clean_correct"] and not record["eps"][k]["robust"]]
             if not broken or self.left <= 0:
@@ -202,13 +209,15 @@ def _eps_text(entry: dict, key: str, plan) -> str:
 
 def _report(run, bundle, dataset, plan, config, outcome, ctx) -> int:
     """Rank 0, after the merge: the summary (file, --json), the plot and the table."""
-    from ..techniques.robustness import Tally
+    from ..techniques.robustness import Tally, occupancy_summary
     from ..techniques.robustness_plot import accuracy_plot
 
     tally = Tally(plan, dataset.labeling)
     for record in outcome.records():
         tally.add(record)
     summary = tally.summary()
+    summary.update(occupancy_summary(outcome.stats, config["batch_size"]))
+    config = {**config, "pool": outcome.pool}
     seconds = sum(v["attack_seconds"] for v in summary["per_eps"].values())
     summary.update(
         images_selected=len(dataset.items), skipped=outcome.skipped, n_skipped=len(outcome.skipped),
@@ -216,7 +225,7 @@ def _report(run, bundle, dataset, plan, config, outcome, ctx) -> int:
         wall_s=round(outcome.wall_s, 3),
         images_per_s=round(outcome.processed / outcome.wall_s, 4) if outcome.wall_s > 0 else None,
         attack_seconds_per_image=round(seconds / summary["n"], 4) if summary["n"] else None,
-        world_size=ctx.world, device=str(bundle.device), config=config)
+        world_size=ctx.world, ranks=outcome.ranks, device=str(bundle.device), config=config)
     folder = outcome.folder
     outputs = [str(folder.results), str(folder.summary)]
     if summary["n"]:

@@ -2,12 +2,15 @@
 and the merge into one results.jsonl.
 
     OUT/config.json        {"config": what was run, "invocation": how}; another config into the folder is refused
-    OUT/parts/rankR.jsonl  one line per finished chunk {"chunk", "rank", "records", "skipped"}, appended,
-                           flushed and fsynced as one unit: a crash loses at most the chunk in flight
+    OUT/parts/rankR.jsonl  one line per finished chunk {"chunk", "rank", "records", "skipped", "stats"?}; the
+                           lines of a unit of work (one chunk, or a pool of them) are appended, flushed and
+                           fsynced together: a crash loses at most the unit in flight. "stats" (numbers about
+                           the unit, e.g. forward passes) rides on the unit's first line.
     OUT/results.jsonl      one line per image in index order, merged by rank 0 (rewritten, never appended)
 
 A chunk is done when a complete, valid line for it exists in any part file (whatever rank wrote it, so a run
-resumed with another number of processes skips it too); the first such line wins, so every image counts once.
+resumed with another number of processes skips it too); the first such line wins, so every image counts once. A
+unit whose lines were cut short by a crash is run again whole, and its lines that had made it stay first.
 """
 from __future__ import annotations
 
@@ -95,7 +98,7 @@ class RunFolder:
                 raise DeepprobeError(f"{self.root} holds {', '.join(ours)} but no {CONFIG}: use another --out, "
                                      f"or --force to start over")
             return "replace" if ours else "new"
-        if stored == _plain(config):
+        if self.holds(config):
             return "resume"  # the same run: resumed, even with --force (re-running never throws work away)
         if not force:
             diff = _differences(stored, _plain(config))
@@ -103,6 +106,10 @@ class RunFolder:
             raise DeepprobeError(f"{self.root} holds a run with another configuration ({shown}): use another "
                                  f"--out, or --force to start over")
         return "replace"
+
+    def holds(self, config: dict) -> bool:
+        """True when the folder's run has exactly this configuration."""
+        return self.stored_config() == _plain(config)
 
     def prepare(self, config: dict, state: str, also_remove: tuple[str, ...] = (), invocation: dict | None = None) -> None:
         """Rank 0, before any rank starts: for state "replace", remove the earlier run's files (and the folders
@@ -143,14 +150,23 @@ class RunFolder:
 
     def append(self, chunk: int, records: list[dict], skipped: list[dict]) -> None:
         """Add one finished chunk to this rank's part file as one line, flushed and fsynced."""
+        self.append_unit([(chunk, records, skipped)])
+
+    def append_unit(self, lines: list[tuple[int, list[dict], list[dict]]], stats: dict | None = None) -> None:
+        """Add a finished unit, one line per (chunk, records, skipped), in one write, flushed and fsynced; `stats`
+        goes on the first line."""
         self.parts.mkdir(parents=True, exist_ok=True)
         if not self._trimmed:
             _trim_torn_tail(self.part)
             self._trimmed = True
-        line = json.dumps({"chunk": chunk, "rank": self.rank, "records": records, "skipped": skipped},
-                          separators=(",", ":")) + "\n"
+        text = ""
+        for k, (chunk, records, skipped) in enumerate(lines):
+            entry = {"chunk": chunk, "rank": self.rank, "records": records, "skipped": skipped}
+            if k == 0 and stats:
+                entry["stats"] = stats
+            text += json.dumps(entry, separators=(",", ":")) + "\n"
         with open(self.part, "ab") as handle:
-            handle.write(line.encode())
+            handle.write(text.encode())
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -162,9 +178,10 @@ class RunFolder:
                 handle.seek(offset)
                 yield json.loads(handle.readline())
 
-    def write_results(self) -> tuple[int, list[dict]]:
-        """Rewrite results.jsonl from the part files (one line per image, index order); returns (images, skipped)."""
-        count, skipped = 0, []
+    def write_results(self) -> tuple[int, list[dict], dict]:
+        """Rewrite results.jsonl from the part files (one line per image, index order); returns (images, skipped,
+        the units' stats summed)."""
+        count, skipped, stats = 0, [], {}
         tmp = self.results.with_name(RESULTS + ".tmp")
         with open(tmp, "w", encoding="utf-8") as handle:
             for entry in self.chunks():
@@ -172,10 +189,11 @@ class RunFolder:
                     handle.write(json.dumps(record, separators=(",", ":")) + "\n")
                     count += 1
                 skipped += entry.get("skipped", [])
+                add_stats(stats, entry.get("stats") or {})
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, self.results)
-        return count, skipped
+        return count, skipped, stats
 
     def records(self) -> Iterator[dict]:
         """The merged results, one record at a time."""
@@ -186,6 +204,16 @@ class RunFolder:
     def write_summary(self, summary: dict) -> Path:
         _write_atomic(self.summary, json.dumps(summary, indent=2, default=_json_default) + "\n")
         return self.summary
+
+
+def add_stats(total: dict, more: dict) -> dict:
+    """Add the numbers of `more` into `total`, nested dicts key by key (units' stats summed over a run)."""
+    for key, value in more.items():
+        if isinstance(value, dict):
+            add_stats(total.setdefault(key, {}), value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            total[key] = total.get(key, 0) + value
+    return total
 
 
 def _json_default(value):

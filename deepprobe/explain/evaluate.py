@@ -201,6 +201,6 @@ def evaluate(probe, data, method: str | Sequence[str] | None = None, *, methods:
 
 def settings_record(opts: Options, probe, seed: int, layer: str | None) -> dict:
     """The settings that change a number, as plain values (for sidecars and run configurations)."""
-    skip = {"method", "metric", "target", "layer", "masks", "curves", "sanity"}
+    skip = {"method", "metric", "target", "layer", "masks", "curves", "sanity", "rank_timeout"}
     out = {k: v for k, v in dataclasses.asdict(opts).items() if k not in skip}
     return {**out, "seed": seed, "layer": layer, "fill_mean": list(probe.preprocess.mean)}

@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import distributed
 from ..errors import DeepprobeError
+from ..forwards import ForwardCount, occupancy
 from ..options.evaluate import LABEL_TARGET, METRICS, Options
 from .masks import MaskSource, manifest_masks
 
@@ -67,15 +69,29 @@ class BatchScorer:
         self.target = probe.class_index(target) if target not in (None, LABEL_TARGET) else target
         self.layer, self.method_options, self.masks = layer, method_options, masks
         self.seed, self.callback = seed, callback
+        self.count = ForwardCount()
+
+    def stats(self) -> dict:
+        """Forward passes and images per stage since the last call (the data runner stores them per chunk)."""
+        return {"forwards": self.count.take()}
+
+    def _tick(self, images: int) -> None:
+        distributed.progressed()  # other ranks waiting on this one see it is working
+        if self.callback is not None:
+            self.callback(images)
 
     def __call__(self, batch) -> list[dict]:
+        with self.count.watching(self.probe.net):
+            return self._score(batch)
+
+    def _score(self, batch) -> list[dict]:
         import torch
 
         from .scoring import score_batch
 
         probe = self.probe
         x = batch.images.to(probe.device).float()
-        with torch.no_grad():
+        with torch.no_grad(), self.count.during("clean"):
             probs_all = probe.predict(x)
         if self.target == LABEL_TARGET:
             if batch.labels is None:
@@ -89,8 +105,19 @@ class BatchScorer:
         masks = self.masks.load([item.path for item in batch.items], probe.preprocess) if self.masks else None
         _, scores = score_batch(probe, x, targets, batch.seeds, self.methods, self.metrics, self.opts,
                                 layer=self.layer, method_options=self.method_options, masks=masks, seed=self.seed,
-                                callback=self.callback)
+                                callback=self._tick, count=self.count)
         return [record_of(i, scores, targets.cpu(), probs, probe) for i in range(len(x))]
+
+
+def occupancy_summary(stats: dict, opts: Options, device) -> dict:
+    """How full the forward passes were per stage: mean images per pass / the largest pass asked for (the
+    perturbation passes hold --forward-batch images: --batch-size on a GPU; on a CPU smaller on purpose), and the
+    raw counts."""
+    from .scoring import forward_batch
+
+    size = max(opts.batch_size, forward_batch(opts, device))
+    counts = stats.get("forwards", {})
+    return {"occupancy": occupancy(counts, size), "forwards": counts, "forward_batch": forward_batch(opts, device)}
 
 
 def mask_source(data, masks) -> MaskSource | None:
@@ -142,11 +169,12 @@ def evaluate_data(probe, data, methods: Sequence[str], metrics: Sequence[str], o
     scorer = BatchScorer(probe, methods, metrics, opts, target=target, layer=layer, method_options=method_options,
                          masks=source, seed=seed)
     outcome = run_dataset(dataset, scorer, batch_size=opts.batch_size, seed=seed, preprocess=probe.preprocess,
-                          hooks=Hooks(progress=callback))
+                          hooks=Hooks(progress=callback, stats=scorer.stats))
     from .scoring import curve_axes
 
     records = list(outcome.records())
     summary = summarize_records(records, methods, metrics, curve_axes(probe, metrics, opts))
+    summary.update(occupancy_summary(outcome.stats, opts, probe.device))
     return DataEvaluation(list(methods), list(metrics), summary, records, outcome.skipped)
 
 

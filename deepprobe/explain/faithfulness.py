@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..engine.transforms import gaussian_blur, luma
 from ..errors import DeepprobeError
 from ..options.evaluate import BLUR_SIGMA, EDGE_SIGMA, FILLS, RANDOM_CELL
-from .metrics.core import as_seeds, forward_scores, generators, ranks
+from .metrics.core import Jobs, Plan, as_seeds, generators, ranks, run_jobs, run_plans
 
 
 # ------------------------------------------------------------------------------------------ images and maps
@@ -81,6 +81,13 @@ def perturbation_curves(net: Callable[[torch.Tensor], torch.Tensor], bank: torch
     step s uses where(rank < count[s], end, start). All C*N*(steps+1) images run in chunks of `batch_size`
     built on the fly (nothing is stored per step); `callback(k)` hears after each chunk how many images it held.
     """
+    jobs = curve_jobs(bank, ranks, curves, targets, steps)
+    return run_jobs(net, [jobs], batch_size, bank.device, callback)[0].view(len(curves), bank.shape[1], steps + 1)
+
+
+def curve_jobs(bank: torch.Tensor, ranks: torch.Tensor, curves: Sequence[tuple[int, int, int]],
+               targets: torch.Tensor, steps: int) -> Jobs:
+    """The C*N*(steps+1) images of `perturbation_curves` as Jobs (curve-major, then image, then step)."""
     _, n, _, h, w = bank.shape
     counts = step_counts(h * w, steps).to(ranks.device)
     table = torch.tensor(list(curves), device=bank.device).view(-1, 3)
@@ -92,9 +99,7 @@ def perturbation_curves(net: Callable[[torch.Tensor], torch.Tensor], bank: torch
         start, end, rank = table[ci].unbind(1)
         moved = (ranks[rank, ii] < counts[si, None]).view(-1, 1, h, w)
         return torch.where(moved, bank[end, ii], bank[start, ii]), targets[ii]
-
-    out = forward_scores(net, len(table) * n * per_curve, build, "probability", batch_size, bank.device, callback)
-    return out.view(len(table), n, per_curve)
+    return Jobs(len(table) * n * per_curve, build, "probability")
 
 
 def fractions(pixels: int, steps: int) -> torch.Tensor:
@@ -118,10 +123,23 @@ def deletion_insertion(net, x: torch.Tensor, maps: Sequence[torch.Tensor], targe
     Returns (deletion, insertion), each (len(maps), N, steps+1) target probabilities (None when not asked for);
     one batched loop runs both.
     """
+    plan = deletion_insertion_plan(x, maps, targets, steps, deletion_fill, insertion_fill, seed, mean, deletion,
+                                   insertion)
+    return run_plans(net, [plan], batch_size, x.device, callback)[0]
+
+
+def deletion_insertion_plan(x: torch.Tensor, maps: Sequence[torch.Tensor], targets: torch.Tensor, steps: int,
+                            deletion_fill: str = "mean", insertion_fill: str = "blur", seed: int | Sequence[int] = 0,
+                            mean: Sequence[float] = (0.5, 0.5, 0.5), deletion: bool = True,
+                            insertion: bool = True) -> Plan:
+    """`deletion_insertion` as work to run (`metrics.core.run_plans`); finish gives (deletion, insertion)."""
     m = len(maps)
     seeds = as_seeds(seed, x.shape[0])
     ranks_ = torch.stack([pixel_ranks(mp, seeds) for mp in maps])  # (M,N,P)
     bank = torch.stack([x, fill_image(x, deletion_fill, mean), fill_image(x, insertion_fill, mean)])  # photo, deleted, canvas
     curves = ([(0, 1, r) for r in range(m)] if deletion else []) + ([(2, 0, r) for r in range(m)] if insertion else [])
-    out = perturbation_curves(net, bank, ranks_, curves, targets.to(x.device), steps, batch_size, callback)
-    return (out[:m] if deletion else None), (out[-m:] if insertion else None)
+
+    def finish(scores: list[torch.Tensor]):
+        out = scores[0].view(len(curves), x.shape[0], steps + 1)
+        return (out[:m] if deletion else None), (out[-m:] if insertion else None)
+    return Plan([curve_jobs(bank, ranks_, curves, targets.to(x.device), steps)], finish)

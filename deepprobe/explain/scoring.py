@@ -14,13 +14,14 @@ import torch
 
 from ..options.evaluate import CPU_FORWARD_BATCH, Options
 from . import explain
-from .faithfulness import auc, deletion_insertion, edge_map, fractions, random_map
+from ..forwards import ForwardCount
+from .faithfulness import auc, deletion_insertion_plan, edge_map, fractions, random_map
 from .metrics import complexity as cx
 from .metrics import faithfulness as fa
 from .metrics import localisation as lo
 from .metrics import randomisation as ra
 from .metrics import robustness as ro
-from .metrics.core import MetricScores
+from .metrics.core import MetricScores, Plan, run_plans
 from .sanity import randomization_groups
 
 BASELINES = ("random", "edge")
@@ -111,33 +112,33 @@ class _Context:
             self.callback(images)
 
 
-def _common(c: _Context) -> dict:
-    return dict(seeds=c.seeds, batch_size=c.forward, callback=c.callback)
-
-
 def _ticked(c: _Context, images: int, scores: MetricScores) -> MetricScores:
     """Report to the progress bar the images a metric explained (metrics that run no forward loop of their own)."""
     c.tick(images)
     return scores
 
 
-# metric name -> fn(context, maps, explainer) -> MetricScores (deletion/insertion and sanity run once for every
-# map together, in score_batch)
+# metric name -> fn(context, maps) -> Plan: the metrics that score perturbed images. score_batch runs the plans of
+# every such metric and map of a batch through shared forward passes (deletion/insertion: one plan for every map)
+PLANS: dict[str, Callable[[_Context, torch.Tensor], Plan]] = {
+    "pixel-flipping": lambda c, a: fa.pixel_flipping_plan(
+        c.x, a, c.targets, features_in_step=c.opts.features_in_step, perturb_baseline=c.opts.perturb_baseline,
+        seeds=c.seeds),
+    "region-perturbation": lambda c, a: fa.region_perturbation_plan(
+        c.x, a, c.targets, patch_size=c.opts.patch_size, regions_evaluation=c.opts.regions,
+        perturb_baseline=c.opts.perturb_baseline, seeds=c.seeds),
+    "faithfulness-correlation": lambda c, a: fa.faithfulness_correlation_plan(
+        c.x, a, c.targets, nr_runs=c.opts.correlation_runs, subset_size=c.opts.subset_size,
+        perturb_baseline=c.opts.perturb_baseline, seeds=c.seeds),
+    "road": lambda c, a: fa.road_plan(c.x, a, c.targets, percentages=c.opts.road_percentages, noise=c.opts.road_noise,
+                                      seeds=c.seeds),
+    "infidelity": lambda c, a: fa.infidelity_plan(c.x, a, c.targets, perturb_patch_sizes=c.opts.infidelity_patches,
+                                                  perturb_baseline=c.opts.perturb_baseline),
+}
+PERTURBATIONS = "perturbations"  # the ForwardCount stage of every plan's passes
+
+# metric name -> fn(context, maps, explainer) -> MetricScores: the others (maps recomputed, or no model at all)
 RUNNERS: dict[str, Callable[[_Context, torch.Tensor, Explainer], MetricScores]] = {
-    "pixel-flipping": lambda c, a, fn: fa.pixel_flipping(
-        c.probe.net, c.x, a, c.targets, features_in_step=c.opts.features_in_step,
-        perturb_baseline=c.opts.perturb_baseline, **_common(c)),
-    "region-perturbation": lambda c, a, fn: fa.region_perturbation(
-        c.probe.net, c.x, a, c.targets, patch_size=c.opts.patch_size, regions_evaluation=c.opts.regions,
-        perturb_baseline=c.opts.perturb_baseline, **_common(c)),
-    "faithfulness-correlation": lambda c, a, fn: fa.faithfulness_correlation(
-        c.probe.net, c.x, a, c.targets, nr_runs=c.opts.correlation_runs, subset_size=c.opts.subset_size,
-        perturb_baseline=c.opts.perturb_baseline, **_common(c)),
-    "road": lambda c, a, fn: fa.road(c.probe.net, c.x, a, c.targets, percentages=c.opts.road_percentages,
-                                     noise=c.opts.road_noise, **_common(c)),
-    "infidelity": lambda c, a, fn: fa.infidelity(
-        c.probe.net, c.x, a, c.targets, perturb_patch_sizes=c.opts.infidelity_patches,
-        perturb_baseline=c.opts.perturb_baseline, batch_size=c.forward, callback=c.callback),
     "max-sensitivity": lambda c, a, fn: _ticked(c, len(c.x) * (c.opts.sensitivity_samples + 1), ro.max_sensitivity(
         c.explainer(fn), c.x, c.targets, nr_samples=c.opts.sensitivity_samples,
         lower_bound=c.opts.sensitivity_radius, seeds=c.seeds, batch_size=c.forward)),
@@ -157,39 +158,66 @@ RUNNERS: dict[str, Callable[[_Context, torch.Tensor, Explainer], MetricScores]] 
 def score_batch(probe, x: torch.Tensor, targets: torch.Tensor, seeds: Sequence[int], methods: Sequence[str],
                 metrics: Sequence[str], opts: Options, *, layer: str | None = None,
                 method_options: dict[str, dict] | None = None, masks: torch.Tensor | None = None, seed: int = 0,
-                callback: Callable[[int], None] | None = None
+                callback: Callable[[int], None] | None = None, count: ForwardCount | None = None
                 ) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, MetricScores]]]:
     """Maps of every method (and baseline) for one batch on the probe's device, and every metric's scores:
     (maps[name] (N,H,W), scores[name][metric]). `seeds`: one per image (its draws depend on nothing else);
-    `seed`: the run's seed (the sanity check's random network, the same for every batch)."""
+    `seed`: the run's seed (the sanity check's random network, the same for every batch). `count`: a ForwardCount
+    (watching probe.net) gets the passes under stage "maps", PERTURBATIONS (every metric that scores perturbed
+    images: they share passes) and the name of each metric that recomputes maps."""
+    count = count or ForwardCount()
     names = [*methods, *(BASELINES if opts.baselines else ())]
     fns = {name: explainer_for(name, layer, (method_options or {}).get(name), opts.random_cell) for name in names}
-    maps = {name: fns[name](probe, x, targets, seeds) for name in names}
+    with count.during("maps"):
+        maps = {name: fns[name](probe, x, targets, seeds) for name in names}
     if callback is not None:
         callback(len(methods) * x.shape[0])
     if masks is not None:
         masks = masks.to(x.device).bool()
     ctx = _Context(probe, x, targets, list(seeds), masks, opts, seed, callback)
     scores: dict[str, dict[str, MetricScores]] = {name: {} for name in names}
-    wanted = [m for m in CURVE_METRICS if m in metrics]
-    if wanted:
-        curves = deletion_insertion(probe.net, x, [maps[n] for n in names], targets, opts.steps, opts.deletion_fill,
-                                    opts.insertion_fill, ctx.forward, ctx.seeds, probe.preprocess.mean, callback,
-                                    deletion="deletion" in wanted, insertion="insertion" in wanted)
-        axis = fractions(x.shape[-2] * x.shape[-1], opts.steps).float()
-        for metric, result in zip(CURVE_METRICS, curves):
-            if result is not None:
-                for k, name in enumerate(names):
-                    scores[name][metric] = MetricScores(auc(result[k], axis).double().cpu(), result[k].cpu(),
-                                                        axis.tolist())
+    with count.during(PERTURBATIONS):
+        _perturbation_scores(ctx, names, maps, metrics, scores)
     if "sanity" in metrics:  # one randomized copy of the network for every map
-        per_name = ra.sanity(probe, x, {n: (lambda fn: lambda pr, xx: fn(pr, xx, targets, ctx.seeds))(fns[n])
-                                        for n in names}, maps, seed, callback)
+        with count.during("sanity"):
+            per_name = ra.sanity(probe, x, {n: (lambda fn: lambda pr, xx: fn(pr, xx, targets, ctx.seeds))(fns[n])
+                                            for n in names}, maps, seed, callback)
         for name in names:
             scores[name]["sanity"] = per_name[name]
     for metric in metrics:
-        if metric in (*CURVE_METRICS, "sanity"):
+        if metric in (*CURVE_METRICS, *PLANS, "sanity"):
             continue
-        for name in names:
-            scores[name][metric] = RUNNERS[metric](ctx, maps[name], fns[name])
+        with count.during(metric):
+            for name in names:
+                scores[name][metric] = RUNNERS[metric](ctx, maps[name], fns[name])
     return maps, {name: {m: scores[name][m] for m in metrics} for name in names}
+
+
+def _perturbation_scores(c: _Context, names: list[str], maps: dict[str, torch.Tensor], metrics: Sequence[str],
+                         scores: dict[str, dict[str, MetricScores]]) -> None:
+    """Deletion/insertion and every PLANS metric of every map, in one stream of full forward passes."""
+    plans, where = [], []
+    wanted = [m for m in CURVE_METRICS if m in metrics]
+    if wanted:
+        plans.append(deletion_insertion_plan(c.x, [maps[n] for n in names], c.targets, c.opts.steps,
+                                             c.opts.deletion_fill, c.opts.insertion_fill, c.seeds,
+                                             c.probe.preprocess.mean, deletion="deletion" in wanted,
+                                             insertion="insertion" in wanted))
+        where.append(None)
+    for metric in metrics:
+        if metric in PLANS:
+            for name in names:
+                plans.append(PLANS[metric](c, maps[name]))
+                where.append((name, metric))
+    if not plans:
+        return
+    for place, result in zip(where, run_plans(c.probe.net, plans, c.forward, c.x.device, c.callback)):
+        if place is not None:
+            scores[place[0]][place[1]] = result
+            continue
+        axis = fractions(c.x.shape[-2] * c.x.shape[-1], c.opts.steps).float()
+        for metric, curves in zip(CURVE_METRICS, result):
+            if curves is not None:
+                for k, name in enumerate(names):
+                    scores[name][metric] = MetricScores(auc(curves[k], axis).double().cpu(), curves[k].cpu(),
+                                                        axis.tolist())

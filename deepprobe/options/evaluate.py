@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..distributed import DEFAULT_RANK_TIMEOUT
+
 DEFAULT_METHODS = ("gradcam",)
 FILLS = ("mean", "black", "grey", "blur")
 PERTURB_BASELINES = ("black", "white", "mean")  # Quantus's perturb_baseline: the image's min, max or mean value
@@ -86,6 +88,7 @@ class Options:
     limit: int | None = None  # DATA: only the first N images (after --sample)
     sample: int | None = None  # DATA: a fixed random subset of N images, chosen with --seed
     workers: int = 0  # DATA: DataLoader processes reading images ahead
+    rank_timeout: float = DEFAULT_RANK_TIMEOUT  # torchrun: seconds without progress from a rank before the run ends
 
 
 LABEL_TARGET = "label"  # --target label: explain each image's labelled class (class folders, manifests)
@@ -110,4 +113,5 @@ RANGES = {
     "limit": "[1, inf)",
     "sample": "[1, inf)",
     "workers": "[0, inf)",
+    "rank_timeout": "(0, inf)",
 }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..distributed import DEFAULT_RANK_TIMEOUT
 from .attacks import DEFAULT_CASCADE, AttackSettings
 
 DEFAULT_EPS = {"linf": 4 / 255, "l2": 1.0}
@@ -23,16 +24,19 @@ class Options:
     restarts: int = _STANDARD.restarts  # random restarts, for images still robust
     targets: int = _STANDARD.targets  # target classes of apgd-t / fab-t
     queries: int = _STANDARD.queries  # square: queries per image
-    batch_size: int = 32  # images per batch: also the unit of results on disk and of resuming
+    batch_size: int = 32  # images per forward pass of the attacks (and per line of results on disk)
+    pool: int = 8  # batches attacked together, survivors regrouped into full batches: the unit of resuming
     save_examples: int = 3  # panels of images the attacks broke
     limit: int | None = None  # the first N images (after --sample)
     sample: int | None = None  # a fixed random subset of N images (chosen with --seed)
     workers: int = 2  # DataLoader processes reading images ahead (0: read in the main process)
+    rank_timeout: float = DEFAULT_RANK_TIMEOUT  # torchrun: seconds without progress from a rank before the run ends
 
 
 RANGES = {"eps": "[0, inf)", "steps": "[1, inf)", "restarts": "[1, inf)", "targets": "[1, inf)",
-          "queries": "[1, inf)", "batch_size": "[1, inf)", "save_examples": "[0, inf)", "limit": "[1, inf)",
-          "sample": "[1, inf)", "workers": "[0, inf)"}
+          "queries": "[1, inf)", "batch_size": "[1, inf)", "pool": "[1, inf)", "save_examples": "[0, inf)", "limit": "[1, inf)",
+          "sample": "[1, inf)", "workers": "[0, inf)",
+          "rank_timeout": "(0, inf)"}
 
 
 def related_ranges(values: dict) -> dict[str, tuple[str, str]]:

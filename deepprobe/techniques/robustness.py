@@ -19,11 +19,13 @@ from typing import Any
 
 import torch
 
+from .. import distributed
 from ..data import Batch, Dataset, from_tensors, open_dataset, run_dataset, select, wilson
 from ..data.runner import Hooks
 from ..data.sources import PREDICTIONS
 from ..data.stats import WILSON
 from ..errors import DeepprobeError
+from ..forwards import ForwardCount, occupancy
 from ..io import quantize
 from ..models import ModelBundle
 from ..models.bundle import require_classifier
@@ -68,26 +70,56 @@ def make_plan(attacks: str | Sequence[str] = _DEFAULTS.attack, eps: float | Sequ
 
 
 class BatchAttack:
-    """The per-batch function: clean predictions, the cascade at every eps, an independent re-check of each
-    adversarial image on the 8-bit grid. With `keep_images`, `last` holds the batch's clean and adversarial
-    images (for example panels)."""
+    """The per-unit function: clean predictions, the cascade at every eps, an independent re-check of each
+    adversarial image on the 8-bit grid. Called on one Batch, or on a pool of them (a list): the pool's images
+    are attacked together, each attack on every image still robust, `batch_size` images per forward pass, so the
+    passes stay full as images break (per-image results depend only on the image, its seed and the pool's fixed
+    composition). With `keep_images`, `kept[chunk]` holds each batch's clean and adversarial images (for example
+    panels). `count` counts forward passes per stage (`stats()` hands them to the data runner)."""
 
     def __init__(self, bundle: ModelBundle, plan: Plan, keep_images: bool = False,
-                 callback: Callable[[Any], None] | None = None):
+                 callback: Callable[[Any], None] | None = None, batch_size: int | None = None):
         self.bundle = bundle
         self.plan = plan
         self.keep_images = keep_images
         self.callback = callback  # gets robust_batch's StageProgress as the attacks run
-        self.last: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
+        self.batch_size = batch_size  # images per forward pass (None: each batch's own size)
+        self.count = ForwardCount()
+        self.kept: dict[int, tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
 
-    def __call__(self, batch: Batch) -> list[dict]:
+    def __call__(self, batch: Batch | list[Batch]) -> list[dict] | list[list[dict]]:
+        if isinstance(batch, list):
+            return self.pool(batch)
+        return self.pool([batch])[0]
+
+    def pool(self, batches: list[Batch]) -> list[list[dict]]:
+        """One list of records per batch; batches whose images differ in size are attacked apart."""
+        self.kept = {}
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for k, batch in enumerate(batches):
+            by_size.setdefault(tuple(batch.images.shape[-2:]), []).append(k)
+        out: list[list[dict]] = [[] for _ in batches]
+        with self.count.watching(self.bundle.net):
+            for members in by_size.values():
+                for k, records in zip(members, self._attack([batches[k] for k in members])):
+                    out[k] = records
+        return out
+
+    def stats(self) -> dict:
+        """Forward passes and images per stage since the last call (the data runner stores them per unit)."""
+        return {"forwards": self.count.take()}
+
+    def _attack(self, batches: list[Batch]) -> list[list[dict]]:
         from .attacks import robust_batch
 
-        bundle = self.bundle
-        x = quantize(batch.images.to(bundle.device))
-        labels = batch.labels.to(bundle.device) if batch.labels is not None else bundle.predict(x).argmax(1)
+        bundle, group = self.bundle, self.batch_size or max(len(b.items) for b in batches)
+        with self.count.during("clean"):
+            x = quantize(torch.cat([b.images for b in batches]).to(bundle.device))
+            labels = torch.cat([b.labels.to(bundle.device) if b.labels is not None else
+                                _predict(bundle, quantize(b.images.to(bundle.device)), group) for b in batches])
         out = robust_batch(bundle, x, labels, eps=list(self.plan.eps), cascade=list(self.plan.cascade),
-                           settings=self.plan.settings, seeds=batch.seeds, callback=self.callback)
+                           settings=self.plan.settings, seeds=[s for b in batches for s in b.seeds],
+                           callback=self._progress, group=group, count=self.count)
         adversarial = {key: _by_eps(out.adversarial, e, key) for e, key in zip(self.plan.eps, self.plan.keys)}
         records = []
         for i, theirs in enumerate(out.records):
@@ -97,15 +129,28 @@ class BatchAttack:
                             "clean_pred_name": bundle.class_name(int(theirs["clean_pred"])),
                             "clean_correct": bool(theirs["clean_correct"]),
                             "eps": {key: dict(theirs["eps"][key]) for key in self.plan.keys}})
-        self._recheck(records, adversarial, labels)
-        self.last = (x, adversarial) if self.keep_images else None
-        return records
+        with self.count.during("clean"):
+            self._recheck(records, adversarial, labels, group)
+        per_batch, start = [], 0
+        for batch in batches:
+            end = start + len(batch.items)
+            per_batch.append(records[start:end])
+            if self.keep_images:
+                self.kept[batch.chunk] = (x[start:end], {k: v[start:end] for k, v in adversarial.items()})
+            start = end
+        return per_batch
 
-    def _recheck(self, records: list[dict], adversarial: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
+    def _progress(self, state) -> None:
+        distributed.progressed()  # an attack step: other ranks waiting on this one see it is working
+        if self.callback is not None:
+            self.callback(state)
+
+    def _recheck(self, records: list[dict], adversarial: dict[str, torch.Tensor], labels: torch.Tensor,
+                 group: int) -> None:
         """Classify each returned image once more, as saved (8-bit), and make the record agree with that (a
         changed verdict is marked "rechecked" and counted in the summary; it should never happen)."""
         for key, images in adversarial.items():
-            predicted = self.bundle.predict(quantize(images)).argmax(1).tolist()
+            predicted = _predict(self.bundle, quantize(images), group).tolist()
             for record, pred, label in zip(records, predicted, labels.tolist()):
                 entry = record["eps"][key]
                 robust = record["clean_correct"] and pred == label
@@ -113,6 +158,11 @@ class BatchAttack:
                     entry.update(final_class=pred, robust=robust, rechecked=True,
                                  broken_by=None if robust else entry["broken_by"])
                 entry["final_name"] = self.bundle.class_name(pred)
+
+
+def _predict(bundle: ModelBundle, images: torch.Tensor, group: int) -> torch.Tensor:
+    """Predicted classes, `group` images per forward pass."""
+    return torch.cat([bundle.predict(part).argmax(1) for part in images.split(group)])
 
 
 def _by_eps(mapping: dict, eps: float, key: str) -> torch.Tensor:
@@ -185,6 +235,13 @@ class Tally:
         }
 
 
+def occupancy_summary(stats: dict, batch_size: int) -> dict:
+    """How full the forward passes were, per stage ("clean": clean predictions and re-checks): mean images per
+    pass / batch_size, and the raw counts."""
+    counts = stats.get("forwards", {})
+    return {"occupancy": occupancy(counts, batch_size), "forwards": counts}
+
+
 def _median(values: list[float]) -> float | None:
     return round(statistics.median(values), 6) if values else None
 
@@ -224,11 +281,13 @@ def robustness(bundle: ModelBundle, data: Any, labels: Any = None, *,
                attacks: str | Sequence[str] = tuple(_DEFAULTS.attack), eps: float | Sequence[float] | None = None,
                norm: str = _DEFAULTS.norm, steps: int = _DEFAULTS.steps, restarts: int = _DEFAULTS.restarts,
                targets: int = _DEFAULTS.targets, queries: int = _DEFAULTS.queries,
-               batch_size: int = _DEFAULTS.batch_size, seed: int = 0, limit: int | None = None,
-               sample: int | None = None, workers: int = 0,
+               batch_size: int = _DEFAULTS.batch_size, pool: int = _DEFAULTS.pool, seed: int = 0,
+               limit: int | None = None, sample: int | None = None, workers: int = 0,
                callback: Callable[[int, int], None] | None = None) -> RobustnessResult:
     """Clean and robust accuracy of `bundle` on `data` under the attack cascade at each eps (in memory; the CLI
-    adds a resumable run folder). `callback(images_done, images_total)` follows progress."""
+    adds a resumable run folder). `batch_size` images go through the model at once; `pool` batches are attacked
+    together, so that the images still robust after each attack are regrouped into full batches.
+    `callback(images_done, images_total)` follows progress."""
     check_ranges("robustness", locals())
     require_classifier(bundle)
     plan = make_plan(attacks, eps, norm, steps, restarts, targets, queries)
@@ -240,8 +299,9 @@ def robustness(bundle: ModelBundle, data: Any, labels: Any = None, *,
         if callback:
             callback(done[0], len(dataset.items))
 
-    outcome = run_dataset(dataset, BatchAttack(bundle, plan), batch_size=batch_size, seed=seed,
-                          preprocess=bundle.preprocess, workers=workers, hooks=Hooks(progress=progress))
+    attack = BatchAttack(bundle, plan, batch_size=batch_size)
+    outcome = run_dataset(dataset, attack, batch_size=batch_size, seed=seed, preprocess=bundle.preprocess,
+                          workers=workers, hooks=Hooks(progress=progress, stats=attack.stats), pool=pool)
     if not outcome.count and outcome.complete:
         raise DeepprobeError(f"no image of the data could be read ({len(outcome.skipped)} skipped)")
     tally = Tally(plan, dataset.labeling)
@@ -249,8 +309,10 @@ def robustness(bundle: ModelBundle, data: Any, labels: Any = None, *,
     for record in records:
         tally.add(record)
     summary = tally.summary()
-    summary.update(skipped=outcome.skipped, config={"model": bundle.spec, "weights": bundle.origin, "data": dataset.describe(),
-                                                    "seed": seed, "batch_size": batch_size, **plan.describe()})
+    summary.update(occupancy_summary(outcome.stats, batch_size))
+    summary.update(skipped=outcome.skipped, config={"model": bundle.spec, "weights": bundle.origin,
+                                                    "data": dataset.describe(), "seed": seed, "batch_size": batch_size,
+                                                    "pool": pool, **plan.describe()})
     return result_from_summary(summary, plan, records)
 
 

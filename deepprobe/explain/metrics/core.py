@@ -2,9 +2,11 @@
 baselines, ranks with seeded tie-breaking, and one chunked loop that scores perturbed images on the device.
 
 Quantus runs each metric as a Python loop over perturbation steps on NumPy copies of the whole batch, one forward
-pass per step. Here a metric only says how to build perturbed image number j (image i, step s) from index tensors;
-`forward_scores` builds them chunk by chunk on the model's device and sends full batches through the network, so
-the cost is (perturbed images / batch size) forward passes and memory stays flat whatever the number of steps.
+pass per step. Here a metric only says how to build perturbed image number j (image i, step s) from index tensors
+(`Jobs`), and what to make of the scores (`Plan`); `run_plans` builds the images of every plan chunk by chunk on the
+model's device and sends full batches through the network: several metrics and maps share forward passes, so the
+cost is (perturbed images of them all / batch size) passes, every one full but the last, and memory stays flat
+whatever the number of steps.
 Randomness comes from one generator per image seeded from the image's own seed, so a score never depends on which
 other images shared its batch (data-set runs resume and shard without changing a number).
 """
@@ -131,27 +133,76 @@ def pick(logits: torch.Tensor, targets: torch.Tensor, score: str) -> torch.Tenso
     raise ValueError(f"unknown score {score!r}; one of {SCORES}")
 
 
+Build = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class Jobs:
+    """`total` images a metric wants scored: `build(j)` turns a tensor of job indices (in [0, total), on the device)
+    into (images, targets); `score` is what is read from the model for them (one of SCORES)."""
+
+    total: int
+    build: Build
+    score: str
+
+
+@dataclass
+class Plan:
+    """A metric on one batch as work: the images to score (`jobs`) and `finish(scores)`, which turns one (total,)
+    tensor of scores per Jobs into the metric's result."""
+
+    jobs: list[Jobs]
+    finish: Callable[[list[torch.Tensor]], MetricScores]
+
+
+def clean_jobs(x: torch.Tensor, targets: torch.Tensor, score: str) -> Jobs:
+    """The unperturbed images themselves."""
+    return Jobs(x.shape[0], lambda j: (x[j], targets[j]), score)
+
+
 @torch.no_grad()
-def forward_scores(net: Callable[[torch.Tensor], torch.Tensor], total: int,
-                   build: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], score: str,
-                   batch_size: int = 32, device: torch.device | str = "cpu",
-                   callback: Callable[[int], None] | None = None) -> torch.Tensor:
-    """Scores of `total` perturbed images: `build(j)` turns a chunk of job indices into (images, targets); each
-    chunk of `batch_size` images is built on the device, run, and dropped before the next. Returns (total,)."""
-    out = torch.empty(total, device=device)
-    for chunk in torch.arange(total, device=device).split(max(1, batch_size)):
-        images, targets = build(chunk)
-        out[chunk] = pick(net(fast_layout(images)), targets, score)
+def run_jobs(net: Callable[[torch.Tensor], torch.Tensor], jobs: Sequence[Jobs], batch_size: int = 32,
+             device: torch.device | str = "cpu", callback: Callable[[int], None] | None = None) -> list[torch.Tensor]:
+    """Scores of every Jobs, (total,) each: the jobs of all of them, end to end, are built and run `batch_size` at
+    a time (a pass may hold images of several metrics), each chunk dropped before the next."""
+    out = [torch.empty(j.total, device=device) for j in jobs]
+    starts = [0]
+    for j in jobs:
+        starts.append(starts[-1] + j.total)
+    for chunk in torch.arange(starts[-1]).split(max(1, batch_size)):
+        lo, hi = int(chunk[0]), int(chunk[-1]) + 1
+        pieces = []
+        for k, j in enumerate(jobs):
+            a, b = max(lo, starts[k]), min(hi, starts[k + 1])
+            if a < b:
+                local = torch.arange(a - starts[k], b - starts[k], device=device)
+                pieces.append((k, local, *j.build(local)))
+        logits = net(fast_layout(torch.cat([images for _, _, images, _ in pieces])))
+        at = 0
+        for k, local, images, targets in pieces:
+            out[k][local] = pick(logits[at:at + len(local)], targets, jobs[k].score)
+            at += len(local)
         if callback is not None:
-            callback(len(chunk))
+            callback(hi - lo)
     return out
 
 
-@torch.no_grad()
-def clean_scores(net, x: torch.Tensor, targets: torch.Tensor, score: str, batch_size: int = 32) -> torch.Tensor:
-    """The unperturbed images' scores, (N,)."""
-    return torch.cat([pick(net(fast_layout(xb)), tb, score)
-                      for xb, tb in zip(x.split(batch_size), targets.split(batch_size))])
+def run_plans(net, plans: Sequence[Plan], batch_size: int = 32, device: torch.device | str = "cpu",
+              callback: Callable[[int], None] | None = None) -> list[MetricScores]:
+    """Every plan's result, their images sent through the network together (`run_jobs`)."""
+    scores = run_jobs(net, [j for plan in plans for j in plan.jobs], batch_size, device, callback)
+    out, at = [], 0
+    for plan in plans:
+        out.append(plan.finish(scores[at:at + len(plan.jobs)]))
+        at += len(plan.jobs)
+    return out
+
+
+def forward_scores(net: Callable[[torch.Tensor], torch.Tensor], total: int, build: Build, score: str,
+                   batch_size: int = 32, device: torch.device | str = "cpu",
+                   callback: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Scores of `total` perturbed images (one Jobs alone), (total,)."""
+    return run_jobs(net, [Jobs(total, build, score)], batch_size, device, callback)[0]
 
 
 def trapezoid_unit(curve: torch.Tensor) -> torch.Tensor:

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ...errors import DeepprobeError
-from .core import (MetricScores, as_seeds, baseline_fill, clean_scores, forward_scores, generators, patch_ids,
-                   pearson, prepare, ranks, to_cpu, trapezoid_unit)
+from .core import (Jobs, MetricScores, Plan, as_seeds, baseline_fill, clean_jobs, generators, patch_ids, pearson,
+                   prepare, ranks, run_plans, to_cpu, trapezoid_unit)
 from .imputation import noisy_linear_imputation
 
 ORDERS = ("morf", "lerf", "random")
@@ -39,13 +39,19 @@ def flip_counts(c: int, h: int, w: int, features_in_step: int | None = None) -> 
 
 
 def pixel_flipping(net: Callable, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, *,
-                   features_in_step: int | None = None, perturb_baseline: str | float = "black", abs: bool = False,
-                   normalise: bool = True, seeds: int | Sequence[int] = 0, batch_size: int = 32,
-                   callback: Callable[[int], None] | None = None) -> MetricScores:
+                   batch_size: int = 32, callback: Callable[[int], None] | None = None, **options) -> MetricScores:
     """Pixel-flipping (Bach et al. 2015; `quantus.PixelFlipping`): features are replaced by the baseline in
     order of decreasing attribution, `features_in_step` at a time (cumulative), and the target's softmax
     probability is read after each step. Value: area under that curve with unit spacing (Quantus's
-    `return_auc_per_sample`); lower is better. Curve axis: fraction of features flipped."""
+    `return_auc_per_sample`); lower is better. Curve axis: fraction of features flipped. `options`: those of
+    `pixel_flipping_plan`."""
+    return run_plans(net, [pixel_flipping_plan(x, maps, targets, **options)], batch_size, x.device, callback)[0]
+
+
+def pixel_flipping_plan(x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, *,
+                        features_in_step: int | None = None, perturb_baseline: str | float = "black",
+                        abs: bool = False, normalise: bool = True, seeds: int | Sequence[int] = 0) -> Plan:
+    """Pixel-flipping as work to run (`core.run_plans`)."""
     _check_maps(x, maps)
     n, c, h, w = x.shape
     features = c * h * w
@@ -61,20 +67,31 @@ def pixel_flipping(net: Callable, x: torch.Tensor, maps: torch.Tensor, targets: 
         flipped = position[i] < counts[s].view(-1, 1, 1, 1)
         return torch.where(flipped, fill[i], x[i]), targets[i]
 
-    curve = forward_scores(net, n * steps, build, "probability", batch_size, x.device, callback).view(n, steps)
-    return MetricScores(to_cpu(trapezoid_unit(curve)), to_cpu(curve), [float(v) / features for v in counts.tolist()])
+    def finish(scores: list[torch.Tensor]) -> MetricScores:
+        curve = scores[0].view(n, steps)
+        return MetricScores(to_cpu(trapezoid_unit(curve)), to_cpu(curve),
+                            [float(v) / features for v in counts.tolist()])
+    return Plan([Jobs(n * steps, build, "probability")], finish)
 
 
 def region_perturbation(net: Callable, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, *,
-                        patch_size: int = 8, order: str = "morf", regions_evaluation: int = 100,
-                        perturb_baseline: str | float = "black", abs: bool = False, normalise: bool = True,
-                        seeds: int | Sequence[int] = 0, batch_size: int = 32,
-                        callback: Callable[[int], None] | None = None) -> MetricScores:
+                        batch_size: int = 32, callback: Callable[[int], None] | None = None,
+                        **options) -> MetricScores:
     """Region perturbation (Samek et al. 2016; `quantus.RegionPerturbation`): non-overlapping patch_size^2
     patches, ordered by their summed attribution (`order` morf = most relevant first), are replaced by the
     baseline one more per step for `regions_evaluation` steps; the curve is f(x) - f(x_k) of the target's
     softmax probability (Quantus's output). Value: AOPC = sum_k (f(x) - f(x_k)) / (L + 1) over k = 0..L (Samek's
-    area over the perturbation curve; k = 0 adds 0); higher is better for MoRF."""
+    area over the perturbation curve; k = 0 adds 0); higher is better for MoRF. `options`: those of
+    `region_perturbation_plan`."""
+    return run_plans(net, [region_perturbation_plan(x, maps, targets, **options)], batch_size, x.device,
+                     callback)[0]
+
+
+def region_perturbation_plan(x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, *, patch_size: int = 8,
+                             order: str = "morf", regions_evaluation: int = 100,
+                             perturb_baseline: str | float = "black", abs: bool = False, normalise: bool = True,
+                             seeds: int | Sequence[int] = 0) -> Plan:
+    """Region perturbation as work to run (`core.run_plans`)."""
     _check_maps(x, maps)
     if order not in ORDERS:
         raise DeepprobeError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
@@ -90,16 +107,17 @@ def region_perturbation(net: Callable, x: torch.Tensor, maps: torch.Tensor, targ
     pixel_rank = patch_rank[:, ids].view(n, 1, h, w)
     steps = min(regions_evaluation, patches)
     fill = baseline_fill(x, perturb_baseline)
-    clean = clean_scores(net, x, targets, "probability", batch_size)
 
     def build(job: torch.Tensor):
         i, s = job // steps, job % steps
         return torch.where(pixel_rank[i] <= s.view(-1, 1, 1, 1), fill[i], x[i]), targets[i]
 
-    scores = forward_scores(net, n * steps, build, "probability", batch_size, x.device, callback).view(n, steps)
-    curve = clean[:, None] - scores
-    aopc = curve.double().sum(1) / (steps + 1)
-    return MetricScores(to_cpu(aopc), to_cpu(curve), list(range(1, steps + 1)))
+    def finish(scores: list[torch.Tensor]) -> MetricScores:
+        clean, perturbed = scores
+        curve = clean[:, None] - perturbed.view(n, steps)
+        aopc = curve.double().sum(1) / (steps + 1)
+        return MetricScores(to_cpu(aopc), to_cpu(curve), list(range(1, steps + 1)))
+    return Plan([clean_jobs(x, targets, "probability"), Jobs(n * steps, build, "probability")], finish)
 
 
 def random_subsets(x: torch.Tensor, seeds: Sequence[int], runs: int, size: int) -> torch.Tensor:
@@ -112,14 +130,22 @@ def random_subsets(x: torch.Tensor, seeds: Sequence[int], runs: int, size: int) 
 
 
 def faithfulness_correlation(net: Callable, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, *,
-                             nr_runs: int = 100, subset_size: int = 224, perturb_baseline: str | float = "black",
-                             abs: bool = False, normalise: bool = True, seeds: int | Sequence[int] = 0,
-                             batch_size: int = 32, subsets: torch.Tensor | None = None,
-                             callback: Callable[[int], None] | None = None) -> MetricScores:
+                             batch_size: int = 32, callback: Callable[[int], None] | None = None,
+                             **options) -> MetricScores:
     """Faithfulness correlation (Bhatt et al. 2020; `quantus.FaithfulnessCorrelation`): `nr_runs` times, a
     random subset of `subset_size` features is replaced by the baseline; value: Pearson correlation over the
     runs between the subset's summed attribution and the drop of the target's logit (Quantus reads logits here,
-    softmax=False); higher is better. `subsets` (N, runs, size) replaces the random draw (tests use it)."""
+    softmax=False); higher is better. `subsets` (N, runs, size) replaces the random draw (tests use it).
+    `options`: those of `faithfulness_correlation_plan`."""
+    return run_plans(net, [faithfulness_correlation_plan(x, maps, targets, **options)], batch_size, x.device,
+                     callback)[0]
+
+
+def faithfulness_correlation_plan(x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, *, nr_runs: int = 100,
+                                  subset_size: int = 224, perturb_baseline: str | float = "black", abs: bool = False,
+                                  normalise: bool = True, seeds: int | Sequence[int] = 0,
+                                  subsets: torch.Tensor | None = None) -> Plan:
+    """Faithfulness correlation as work to run (`core.run_plans`)."""
     _check_maps(x, maps)
     n, c, h, w = x.shape
     if subsets is None:
@@ -129,7 +155,6 @@ def faithfulness_correlation(net: Callable, x: torch.Tensor, maps: torch.Tensor,
     a = prepare(maps, abs, normalise).flatten(1)
     attribution = a.gather(1, (subsets % (h * w)).flatten(1)).view(n, runs, -1).double().sum(-1)
     fill = baseline_fill(x, perturb_baseline)
-    clean = clean_scores(net, x, targets, "logit", batch_size)
 
     def build(job: torch.Tensor):
         i, r = job // runs, job % runs
@@ -137,19 +162,27 @@ def faithfulness_correlation(net: Callable, x: torch.Tensor, maps: torch.Tensor,
         chosen.scatter_(1, subsets[i, r], True)
         return torch.where(chosen.view(-1, c, h, w), fill[i], x[i]), targets[i]
 
-    scores = forward_scores(net, n * runs, build, "logit", batch_size, x.device, callback).view(n, runs)
-    return MetricScores(to_cpu(pearson(attribution, clean[:, None] - scores)))
+    def finish(scores: list[torch.Tensor]) -> MetricScores:
+        clean, perturbed = scores
+        return MetricScores(to_cpu(pearson(attribution, clean[:, None] - perturbed.view(n, runs))))
+    return Plan([clean_jobs(x, targets, "logit"), Jobs(n * runs, build, "logit")], finish)
 
 
-def road(net: Callable, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, *,
-         percentages: Sequence[float] = ROAD_PERCENTAGES, noise: float = 0.01, abs: bool = False,
-         normalise: bool = True, seeds: int | Sequence[int] = 0, batch_size: int = 32,
-         orders: Sequence[str] = ("morf", "lerf"), callback: Callable[[int], None] | None = None) -> MetricScores:
+def road(net: Callable, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, *, batch_size: int = 32,
+         callback: Callable[[int], None] | None = None, **options) -> MetricScores:
     """ROAD, RemOve And Debias (Rong et al. 2022; `quantus.ROAD`): for each percentage p the int(H*W*p/100)
     most relevant pixels (MoRF; LeRF: least relevant) are removed by noisy linear imputation, and the curve
     records whether the model still predicts the target (1/0). Value: mean LeRF accuracy - mean MoRF accuracy
     (higher is better: removing the pixels the map calls important hurts more than removing the others); the
-    MoRF and LeRF means and curves are kept. Quantus computes MoRF only (and fails on RGB images, see README)."""
+    MoRF and LeRF means and curves are kept. Quantus computes MoRF only (and fails on RGB images, see README).
+    `options`: those of `road_plan`."""
+    return run_plans(net, [road_plan(x, maps, targets, **options)], batch_size, x.device, callback)[0]
+
+
+def road_plan(x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, *,
+              percentages: Sequence[float] = ROAD_PERCENTAGES, noise: float = 0.01, abs: bool = False,
+              normalise: bool = True, seeds: int | Sequence[int] = 0, orders: Sequence[str] = ("morf", "lerf")) -> Plan:
+    """ROAD as work to run (`core.run_plans`)."""
     _check_maps(x, maps)
     n, _, h, w = x.shape
     seeds = as_seeds(seeds, n)
@@ -165,43 +198,51 @@ def road(net: Callable, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tens
         removed = (order_ranks[o, i] < counts[k, None]).view(-1, h, w)
         return noisy_linear_imputation(x[i], removed, noise, [gens[j] for j in i.tolist()]), targets[i]
 
-    correct = forward_scores(net, n * per_image, build, "correct", batch_size, x.device, callback)
-    correct = correct.view(n, len(orders), len(counts))
-    curves = {o: to_cpu(correct[:, j]) for j, o in enumerate(orders)}
-    means = {o: curve.mean(1) for o, curve in curves.items()}
-    value = means.get("lerf", torch.zeros(n, dtype=torch.float64)) - means.get("morf", torch.zeros(n,
-                                                                                            dtype=torch.float64))
-    return MetricScores(value, None, [float(p) for p in percentages], extra=means, curves=curves)
+    def finish(scores: list[torch.Tensor]) -> MetricScores:
+        correct = scores[0].view(n, len(orders), len(counts))
+        curves = {o: to_cpu(correct[:, j]) for j, o in enumerate(orders)}
+        means = {o: curve.mean(1) for o, curve in curves.items()}
+        none = torch.zeros(n, dtype=torch.float64)
+        value = means.get("lerf", none) - means.get("morf", none)
+        return MetricScores(value, None, [float(p) for p in percentages], extra=means, curves=curves)
+    return Plan([Jobs(n * per_image, build, "correct")], finish)
 
 
-def infidelity(net: Callable, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, *,
-               perturb_patch_sizes: Sequence[int] = (4,), perturb_baseline: str | float = "black", abs: bool = False,
-               normalise: bool = False, batch_size: int = 32,
-               callback: Callable[[int], None] | None = None) -> MetricScores:
+def infidelity(net: Callable, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, *, batch_size: int = 32,
+               callback: Callable[[int], None] | None = None, **options) -> MetricScores:
     """Infidelity (Yeh et al. 2019) as `quantus.Infidelity` computes it: patches of each size are replaced by
     the baseline one more per step in row-major order; at each step the drop of the target's logit is compared
     with the attribution-weighted change of the input, sum(a * (x - x_k)); value: mean squared difference over
     the steps, averaged over the patch sizes; lower is better. Quantus repeats this deterministic experiment
-    `n_perturb_samples` (10) times and averages identical numbers; it is computed once here."""
+    `n_perturb_samples` (10) times and averages identical numbers; it is computed once here. `options`: those of
+    `infidelity_plan`."""
+    return run_plans(net, [infidelity_plan(x, maps, targets, **options)], batch_size, x.device, callback)[0]
+
+
+def infidelity_plan(x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, *,
+                    perturb_patch_sizes: Sequence[int] = (4,), perturb_baseline: str | float = "black",
+                    abs: bool = False, normalise: bool = False) -> Plan:
+    """Infidelity as work to run (`core.run_plans`): the clean images, then each patch size's removals."""
     _check_maps(x, maps)
     n, c, h, w = x.shape
     a = prepare(maps, abs, normalise).flatten(1).double()
     fill = baseline_fill(x, perturb_baseline)
-    clean = clean_scores(net, x, targets, "logit", batch_size).double()
-    losses = []
+    expected, jobs = [], [clean_jobs(x, targets, "logit")]
     for size in perturb_patch_sizes:
         ids, patches = patch_ids(h, w, size, x.device)
         # sum(a * (x - x_k)) grows by each patch's attribution-weighted change as it is removed
         change = a * (x - fill).double().sum(1).flatten(1)
         per_patch = torch.zeros(n, patches, dtype=torch.float64, device=x.device).index_add_(1, ids, change)
-        expected = per_patch.cumsum(1)
-        order = ids.view(1, 1, h, w)
+        expected.append(per_patch.cumsum(1))
 
-        def build(job: torch.Tensor):
+        def build(job: torch.Tensor, order=ids.view(1, 1, h, w), patches=patches):
             i, s = job // patches, job % patches
             return torch.where(order <= s.view(-1, 1, 1, 1), fill[i], x[i]), targets[i]
+        jobs.append(Jobs(n * patches, build, "logit"))
 
-        scores = forward_scores(net, n * patches, build, "logit", batch_size, x.device, callback)
-        drops = clean[:, None] - scores.view(n, patches).double()
-        losses.append((drops - expected).pow(2).mean(1))
-    return MetricScores(to_cpu(torch.stack(losses, 1).mean(1)))
+    def finish(scores: list[torch.Tensor]) -> MetricScores:
+        clean = scores[0].double()
+        losses = [((clean[:, None] - got.view(n, -1).double()) - want).pow(2).mean(1)
+                  for got, want in zip(scores[1:], expected)]
+        return MetricScores(to_cpu(torch.stack(losses, 1).mean(1)))
+    return Plan(jobs, finish)

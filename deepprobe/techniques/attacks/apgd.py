@@ -116,7 +116,8 @@ def _run(bundle, checker: Checker, index: torch.Tensor, keys: torch.Tensor, *, s
     x0, y = checker.x[index], checker.labels[index]
     cost = torch.zeros(index.shape[0], dtype=torch.long, device=x0.device)
     x_adv = random_start(keys, x0, eps, norm)
-    loss_value, logits, grad = loss_and_grad(bundle, x_adv, objective(loss, y, target))
+    goal = _goal(loss, y, target)
+    loss_value, logits, grad = loss_and_grad(bundle, x_adv, goal, checker.group)
     cost += 1
     s = _State(index=torch.arange(index.shape[0], device=x0.device), x0=x0, y=y, target=target, x_adv=x_adv,
                x_old=x_adv, grad=grad, x_best=x_adv, grad_best=grad, loss_best=loss_value, loss_prev=loss_value,
@@ -135,7 +136,7 @@ def _run(bundle, checker: Checker, index: torch.Tensor, keys: torch.Tensor, *, s
         z = project(s.x_adv - _view(s.step) * steepest(s.grad, norm), s.x0, eps, norm)  # descend the loss
         new = project(s.x_adv + (z - s.x_adv) * a + (s.x_adv - s.x_old) * (1 - a), s.x0, eps, norm)
         s.x_old, s.x_adv = s.x_adv, new
-        loss_value, logits, s.grad = loss_and_grad(bundle, new, objective(loss, s.y, s.target))
+        loss_value, logits, s.grad = loss_and_grad(bundle, new, _goal(loss, s.y, s.target), checker.group)
         cost[s.index] += 1
         s.improved += (loss_value < s.loss_prev).float()
         s.loss_prev = loss_value
@@ -158,3 +159,8 @@ def _run(bundle, checker: Checker, index: torch.Tensor, keys: torch.Tensor, *, s
         if progress is not None:
             progress(i + 1, steps)
     return cost
+
+
+def _goal(loss: str, y: torch.Tensor, target: torch.Tensor | None):
+    """The objective of rows `rows` (a slice) of the images attacked (loss_and_grad calls it per group)."""
+    return lambda rows: objective(loss, y[rows], None if target is None else target[rows])

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ...errors import DeepprobeError
+from ...forwards import ForwardCount
 from ...models import ModelBundle
 from ...options.attacks import DEFAULT_CASCADE, AttackSettings, eps_key, expand_cascade, stage_names
 from .. import fool
@@ -23,7 +24,7 @@ from .apgd import targeted as apgd_targeted_body, untargeted as apgd_untargeted
 from .fab import targeted as fab_targeted_body
 from .square import search as square_search
 from .check import Checker, norms
-from .common import Adversarial, Seeds, StepProgress, logits, prepare
+from .common import Adversarial, Seeds, StepProgress, groups, logits, prepare
 from .run import run_attack
 
 # body(bundle, checker, keys, settings, progress) -> (N,) cost; attacks the images the checker has not counted.
@@ -63,14 +64,15 @@ def _square(bundle, checker, keys, settings, progress):
 def _fool(method: str) -> Body:
     """deepprobe.attack's pgd / fgsm / cw as a cascade stage (each image seeded from its own key)."""
     def body(bundle, checker, keys, settings, progress):
-        todo = (~checker.success).nonzero().flatten()
-        report = None if progress is None else (lambda step, total, _loss, _fwd: progress(step, total))
-        with torch.enable_grad():  # robust_batch runs under no_grad; the engine needs gradients
-            res = fool.attack(bundle, checker.x[todo], labels=checker.labels[todo], method=method, eps=checker.eps,
-                              norm=settings.norm, steps=settings.steps, seed=keys[todo].tolist(), callback=report)
-        checker(todo, res.images.to(checker.x.device))
         cost = torch.zeros(checker.x.shape[0], dtype=torch.long, device=checker.x.device)
-        cost[todo] = res.steps.to(cost.device)
+        report = None if progress is None else (lambda step, total, _loss, _fwd: progress(step, total))
+        for todo in groups((~checker.success).nonzero().flatten(), checker.group):
+            with torch.enable_grad():  # robust_batch runs under no_grad; the engine needs gradients
+                res = fool.attack(bundle, checker.x[todo], labels=checker.labels[todo], method=method,
+                                  eps=checker.eps, norm=settings.norm, steps=settings.steps, seed=keys[todo].tolist(),
+                                  callback=report)
+            checker(todo, res.images.to(checker.x.device))
+            cost[todo] = res.steps.to(cost.device)
         return cost
     return body
 
@@ -95,7 +97,7 @@ class StageProgress:
     eps: float
     step: int  # steps/queries done in this stage (its `steps` when finished)
     steps: int  # steps/queries the stage runs at most (per image, all targets and restarts together)
-    robust: int  # images of the batch still robust at this eps
+    robust: int  # images (of the batch, or of the pool) still robust at this eps
     finished: bool  # True once, when the stage is over
 
 
@@ -113,13 +115,18 @@ class RobustBatch:
 def robust_batch(bundle: ModelBundle, x: torch.Tensor, labels, eps: float | Iterable[float],
                  cascade: str | Sequence[str] = DEFAULT_CASCADE, settings: AttackSettings | None = None,
                  seeds: Seeds = None, callback: Callable[[StageProgress], None] | None = None,
-                 examples: bool = True) -> RobustBatch:
+                 examples: bool = True, group: int | None = None, count: ForwardCount | None = None) -> RobustBatch:
     """Attack a batch `x` (N,3,H,W in [0,1], rounded to the 8-bit grid first) with true `labels` (N,).
 
     cascade: attack names and/or `autoattack` (expanded by expand_cascade). seeds: one int per image (an
     image's result then never depends on its batch: pass ids that are stable across runs and shards), an
     int s (image i uses s + i) or None (image i uses i). callback(StageProgress) is called as stages run.
     examples=False leaves `adversarial` empty (saves a copy of the batch per eps on the CPU).
+    group: images per forward pass (None: all N at once). With N larger (a pool of batches), each attack runs on
+    every image still robust as one state, its forward passes `group` images at a time, as AutoAttack runs each
+    attack over all remaining images at full batch size: as images break and leave, the others fill the passes
+    (every pass full but the last of each step). count: a ForwardCount; each attack's passes count under its stage
+    name, the checks of its 8-bit examples (a few images at a time) under "<stage> check".
 
     Returns RobustBatch with
       records[i] = {"clean_pred", "clean_correct", "eps": {eps_key(e): {"robust", "broken_by", "broken_at",
@@ -138,8 +145,9 @@ def robust_batch(bundle: ModelBundle, x: torch.Tensor, labels, eps: float | Iter
     x, labels, keys = prepare(bundle, x, labels, 0.0, settings.norm, seeds)
     n = x.shape[0]
     _check_labels(bundle, labels)
+    count = count or ForwardCount()
     with fool.eval_mode(bundle.net), torch.no_grad():
-        clean_pred = logits(bundle, x).argmax(1)
+        clean_pred = logits(bundle, x, group).argmax(1)
         robust = clean_pred == labels
         adv, final = x.clone(), clean_pred.clone()
         broken_by = [None if bool(ok) else "clean" for ok in robust.tolist()]
@@ -154,10 +162,12 @@ def robust_batch(bundle: ModelBundle, x: torch.Tensor, labels, eps: float | Iter
             for stage, name in zip(stages, names):
                 idx = robust.nonzero().flatten()
                 if e > 0 and idx.numel():
-                    checker = Checker(bundle, x[idx], labels[idx], e, settings.norm)
+                    checker = Checker(bundle, x[idx], labels[idx], e, settings.norm, group, count)
                     report = _stage_progress(callback, stage, e, robust, checker, _total(name, settings))
                     start = time.perf_counter()
-                    cost[idx] += ATTACKS[name].body(bundle, checker, rng.derive(keys[idx], stage), settings, report)
+                    with count.during(stage):
+                        cost[idx] += ATTACKS[name].body(bundle, checker, rng.derive(keys[idx], stage), settings,
+                                                        report)
                     if x.device.type == "cuda":
                         torch.cuda.synchronize(x.device)
                     seconds[idx.cpu()] += (time.perf_counter() - start) / idx.numel()

@@ -14,8 +14,11 @@ rounding), and plain rounding only where that differs and keeps at least half of
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
+from ...forwards import ForwardCount
 from ...models import ModelBundle
 from ..fool import on_grid
 from .common import logits
@@ -85,11 +88,15 @@ def _fill_budget(x: torch.Tensor, delta: torch.Tensor, eps: float, norm: str) ->
 class Checker:
     """Keeps, per image, the first adversarial example that passed the checks, and its class.
 
-    `x` (N,3,H,W) on the 8-bit grid, `labels` (N,) the classes an attack must move away from.
+    `x` (N,3,H,W) on the 8-bit grid, `labels` (N,) the classes an attack must move away from. `group`: images
+    per forward pass of the attacks run on it (None: all N at once); N may be several batches' survivors.
     """
 
-    def __init__(self, bundle: ModelBundle, x: torch.Tensor, labels: torch.Tensor, eps: float, norm: str):
+    def __init__(self, bundle: ModelBundle, x: torch.Tensor, labels: torch.Tensor, eps: float, norm: str,
+                 group: int | None = None, count: ForwardCount | None = None):
         self.bundle, self.x, self.labels, self.eps, self.norm = bundle, x, labels, float(eps), norm
+        self.group = group
+        self.count = count  # its passes are counted under "<the attack's stage> check" (few images each)
         self.success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         self.images = x.clone()
         self.predicted = labels.clone()
@@ -99,7 +106,7 @@ class Checker:
     @torch.no_grad()
     def count_clean(self) -> None:
         """Images misclassified as they are count as broken (their example is the clean image itself)."""
-        pred = logits(self.bundle, self.x).argmax(1)
+        pred = logits(self.bundle, self.x, self.group).argmax(1)
         self.forwards += self.x.shape[0]
         wrong = pred != self.labels
         self.success |= wrong
@@ -143,7 +150,8 @@ class Checker:
         ok = torch.zeros_like(valid)
         rows = valid.nonzero().flatten()
         if rows.numel():
-            pred = logits(self.bundle, q[rows]).argmax(1)
+            with self.count.during(f"{self.count.stage} check") if self.count else contextlib.nullcontext():
+                pred = logits(self.bundle, q[rows], self.group).argmax(1)
             self.forwards += rows.numel()
             fooled = pred != self.labels[index[rows]]
             ok[rows[fooled]] = True

@@ -55,10 +55,17 @@ def offset_progress(progress: StepProgress | None, done: int, total: int) -> Ste
     return lambda step, _steps: progress(done + step, total)
 
 
+def groups(index: torch.Tensor, size: int | None) -> list[torch.Tensor]:
+    """`index` in consecutive slices of at most `size` rows (one slice when size is None)."""
+    if size is None or index.numel() <= size:
+        return [index]
+    return list(index.split(size))
+
+
 def repeat_runs(checker, keys: torch.Tensor, count: int, length: int, progress: StepProgress | None,
              run: Callable[[torch.Tensor, torch.Tensor, int, StepProgress | None], torch.Tensor]) -> torch.Tensor:
-    """`count` runs of `run(todo, keys, r, progress)`, each on the images the checker has not counted yet,
-    with fresh per-image keys; returns the cost per image of all runs (`length` steps each, for progress)."""
+    """`count` runs of `run(todo, keys, r, progress)`, each on the images the checker has not counted yet, with
+    fresh per-image keys; returns the cost per image of all runs (`length` steps each, for progress)."""
     cost = torch.zeros(checker.x.shape[0], dtype=torch.long, device=checker.x.device)
     for r in range(count):
         todo = (~checker.success).nonzero().flatten()
@@ -111,9 +118,11 @@ def objective(loss: str, y: torch.Tensor, target: torch.Tensor | None = None) ->
 
 
 @torch.no_grad()
-def logits(bundle: ModelBundle, images: torch.Tensor) -> torch.Tensor:
-    """(N, classes) float logits of one forward pass without gradients."""
-    return bundle.net(fast_layout(images)).float()
+def logits(bundle: ModelBundle, images: torch.Tensor, group: int | None = None) -> torch.Tensor:
+    """(N, classes) float logits without gradients: one forward pass, or one per `group` images."""
+    if group is None or images.shape[0] <= group:
+        return bundle.net(fast_layout(images)).float()
+    return torch.cat([bundle.net(fast_layout(part)).float() for part in images.split(group)])
 
 
 def over_targets(bundle: ModelBundle, checker, keys: torch.Tensor, count: int, length: int,
@@ -121,7 +130,7 @@ def over_targets(bundle: ModelBundle, checker, keys: torch.Tensor, count: int, l
                  run: Callable[[torch.Tensor, torch.Tensor, StepProgress | None], torch.Tensor]) -> torch.Tensor:
     """APGD-T / FAB-T: `run(targets, keys, progress)` once per runner-up class of each clean image (the 2nd,
     3rd, ... (count+1)-th most likely, capped at the number of classes - 1), in turn; returns the cost."""
-    ranked = logits(bundle, checker.x).argsort(1, descending=True)
+    ranked = logits(bundle, checker.x, checker.group).argsort(1, descending=True)
     count = max(1, min(count, ranked.shape[1] - 1))
     cost = torch.zeros(checker.x.shape[0], dtype=torch.long, device=checker.x.device)
     for j in range(count):
@@ -130,8 +139,19 @@ def over_targets(bundle: ModelBundle, checker, keys: torch.Tensor, count: int, l
     return cost
 
 
-def loss_and_grad(bundle: ModelBundle, images: torch.Tensor, goal: E.Objective):
-    """(per-image loss, logits, gradient of the loss wrt the images): one forward and one backward pass."""
+def loss_and_grad(bundle: ModelBundle, images: torch.Tensor, goal: E.Objective | Callable[[slice], E.Objective],
+                  group: int | None = None):
+    """(per-image loss, logits, gradient of the loss wrt the images): one forward and one backward pass, or one
+    per `group` images; then `goal(rows)` gives the objective of the rows in slice `rows`. Every image an attack
+    still works on, of however many batches, is one state: its passes are full but the last."""
+    if group is None or images.shape[0] <= group:
+        return _loss_and_grad(bundle, images, goal if isinstance(goal, E.Objective) else goal(slice(None)))
+    parts = [_loss_and_grad(bundle, images[start:start + group], goal(slice(start, start + group)))
+             for start in range(0, images.shape[0], group)]
+    return tuple(torch.cat(values) for values in zip(*parts))
+
+
+def _loss_and_grad(bundle: ModelBundle, images: torch.Tensor, goal: E.Objective):
     images = fast_layout(images.detach()).requires_grad_(True)
     with torch.enable_grad():
         per_image, fwd = E.evaluate(bundle, images, goal)

@@ -74,9 +74,7 @@ def _run(bundle, checker: Checker, index: torch.Tensor, target: torch.Tensor, st
     for i in range(steps):
         if len(s) == 0:
             break
-        gap = E.Objective(lambda f, s=s: (f.logits.gather(1, s.target[:, None]) - f.logits.gather(1, s.y[:, None]))[:, 0],
-                          "z_target - z_label", needs_logits=True)
-        f, _, g = loss_and_grad(bundle, s.x1, gap)
+        f, _, g = loss_and_grad(bundle, s.x1, lambda rows, s=s: _gap(s.y[rows], s.target[rows]), checker.group)
         cost[s.index] += 1
         # Boundary f + g.(z - x1) = 0: project the current point and the original onto it, inside the box.
         m = len(s)
@@ -87,7 +85,7 @@ def _run(bundle, checker: Checker, index: torch.Tensor, target: torch.Tensor, st
         size = lp_norm(d, norm).clamp_min(1e-8)
         alpha = (size[:m] / (size[:m] + size[m:])).clamp(0, ALPHA_MAX)
         s.x1 = ((s.x1 + ETA * d[:m]) * _view(1 - alpha) + (s.x0 + ETA * d[m:]) * _view(alpha)).clamp(0, 1)
-        out = logits(bundle, s.x1)
+        out = logits(bundle, s.x1, checker.group)
         fooled = out.argmax(1) != s.y
         found = s.x1
         s.x1 = torch.where(_view(fooled), s.x0 + (s.x1 - s.x0) * BETA, s.x1)
@@ -98,6 +96,12 @@ def _run(bundle, checker: Checker, index: torch.Tensor, target: torch.Tensor, st
         if progress is not None:
             progress(i + 1, steps)
     return cost
+
+
+def _gap(y: torch.Tensor, target: torch.Tensor) -> E.Objective:
+    """z_target - z_label: FAB's linearized boundary function."""
+    return E.Objective(lambda f: (f.logits.gather(1, target[:, None]) - f.logits.gather(1, y[:, None]))[:, 0],
+                       "z_target - z_label", needs_logits=True)
 
 
 def hyperplane_step(t: torch.Tensor, w: torch.Tensor, c: torch.Tensor, norm: str) -> torch.Tensor:

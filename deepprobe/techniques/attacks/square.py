@@ -77,7 +77,7 @@ def _run(bundle, checker: Checker, index: torch.Tensor, keys: torch.Tensor, *, q
     cost = torch.zeros(index.shape[0], dtype=torch.long, device=x0.device)
     start = _start_linf(keys, x0, eps) if norm == "linf" else _start_l2(keys, x0, eps)
     s = _State(index=torch.arange(index.shape[0], device=x0.device), x0=x0, y=y, keys=keys, x_best=start,
-               margin=margin(logits(bundle, start), y))
+               margin=margin(logits(bundle, start, checker.group), y))
     if norm == "linf":
         s.up, s.down = (x0 + eps).clamp(0, 1), (x0 - eps).clamp(0, 1)
     cost += 1
@@ -92,7 +92,7 @@ def _run(bundle, checker: Checker, index: torch.Tensor, keys: torch.Tensor, *, q
         rows = changed.nonzero().flatten()
         if rows.numel():
             asked = proposal if rows.numel() == len(s) else proposal[rows]
-            new_margin = margin(logits(bundle, asked), s.y[rows])
+            new_margin = margin(logits(bundle, asked, checker.group), s.y[rows])
             cost[s.index[rows]] += 1
             keep = (new_margin < s.margin[rows]) | (new_margin <= 0)
             rows, new_margin = rows[keep], new_margin[keep]
