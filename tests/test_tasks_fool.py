@@ -40,10 +40,17 @@ def test_vanish_hides_the_square_on_the_saved_png(tiny_tasks, shapes, tmp_path):
     row = summary["results"][0]
     assert row["success"] and row["checked_on"] == "saved PNG" and row["goal"] == "vanish square"
     assert sorted(d["class"] for d in row["before"]["detections"]) == ["disk", "square"]
-    # an independent run on the file as written: the square is gone, the disk (not asked) is still there
+    # an independent run on the file as written: no square box is left, the disk (not asked) is still found on the
+    # disk. (DAG's vanish loss says nothing about other classes: a disk box the perturbation raises elsewhere, as
+    # one CPU's floating point did, is no failure of the goal.)
+    from torchvision.ops import box_iou
+
     probe = dp.load_model(DET, weights=str(tiny_tasks[0]), device="cpu")
+    clean = dp.detect(probe, probe.load_image(shapes), min_score=0.5)[0]
     found = dp.detect(probe, probe.load_image(row["output"]), min_score=0.5)[0]
-    assert found.names == ["disk"]
+    assert "square" not in found.names and "disk" in found.names, found.records()
+    disk = found.select(found.labels == 2)
+    assert float(box_iou(disk.boxes, clean.boxes[clean.labels == 2]).max()) >= 0.5, (disk.records(), clean.records())
     assert (tmp_path / "shapes_fool_vanish_square_panel.png").is_file()
 
 
