@@ -1,18 +1,23 @@
 """CLI start-up: `deepprobe --help`, `deepprobe classify --help`, and time to the first result of a real run.
 
-Each figure is the median wall time of fresh processes (what a user waits for at the prompt), next to the
-reference it is bounded by: a bare `python -c pass` for the help screens (they must not import torch) and
+Each figure is the median wall time of fresh processes (what a user waits for at the prompt), the commands taken
+in turns, next to the reference it is bounded by: a bare `python -c pass` for the help screens (they must not import torch) and
 `python -c "import torch"` for the first classification (torch's import is most of it).
 
-    python benchmarks/bench_startup.py [--repeats 5] [--device cpu]   # --device: of the real run
+    python benchmarks/bench_startup.py [--repeats 5] [--device cpu] [--threads N]   # --device: of the real run
+
+--threads sets OMP_NUM_THREADS for every process: on shared, oversubscribed cores a two-thread forward pass spends
+seconds waiting for the other thread, which measures the neighbours rather than the start-up.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,15 +35,18 @@ def deepprobe_exe() -> list[str]:
     return [sys.executable, "-c", "from deepprobe.cli import app; app()"]
 
 
-def wall(argv: list[str], repeats: int) -> float:
-    """Median seconds of `repeats` fresh runs (after one warm-up run that fills the OS file cache)."""
-    subprocess.run(argv, cwd=ROOT, capture_output=True, check=True)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        subprocess.run(argv, cwd=ROOT, capture_output=True, check=True)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def interleaved(commands: dict[str, list[str]], repeats: int) -> dict[str, float]:
+    """Median seconds of `repeats` fresh runs of each command, taken in turns (a, b, c, a, b, c, ...) after one
+    warm-up round that fills the OS file cache: on a shared machine a burst of load then hits every command
+    alike, so the ratios hold where the absolute times drift."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for round_ in range(repeats + 1):
+        for name, argv in commands.items():
+            t = time.perf_counter()
+            subprocess.run(argv, cwd=ROOT, capture_output=True, check=True)
+            if round_:
+                times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def torch_free_help() -> bool:
@@ -53,23 +61,32 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cpu", help="device of the real run (cuda: includes CUDA's start-up)")
+    ap.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of every run (default: inherited)")
     args = ap.parse_args()
+    if args.threads is not None:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the subprocesses inherit it
     exe = deepprobe_exe()
-    python = wall([sys.executable, "-c", "pass"], args.repeats)
-    torch_import = wall([sys.executable, "-c", "import torch"], args.repeats)
-    help_all = wall([*exe, "--help"], args.repeats)
-    help_classify = wall([*exe, "classify", "--help"], args.repeats)
-    first = wall([*exe, "classify", str(ROOT / "examples" / "cat.jpg"), "--quiet", "--device", args.device],
-                 max(1, args.repeats // 2))
-    print(f"fresh processes, median of {args.repeats}; torch-free --help: {torch_free_help()}")
-    print(f"  python -c pass                      {python * 1e3:7.0f} ms")
-    print(f"  python -c 'import torch'            {torch_import * 1e3:7.0f} ms")
-    print(f"  deepprobe --help                    {help_all * 1e3:7.0f} ms   ratio to bare python "
-          f"{help_all / python:.1f}x")
-    print(f"  deepprobe classify --help           {help_classify * 1e3:7.0f} ms   ratio to bare python "
-          f"{help_classify / python:.1f}x")
-    print(f"  deepprobe classify examples/cat.jpg {first * 1e3:7.0f} ms   ratio to 'import torch' "
-          f"{first / torch_import:.1f}x  (time to first result, --device {args.device})")
+    out = tempfile.mkdtemp(prefix="bench-startup-")  # classify writes no file for a classifier; kept apart anyway
+    t = interleaved({
+        "python": [sys.executable, "-c", "pass"],
+        "torch": [sys.executable, "-c", "import torch"],
+        "help": [*exe, "--help"],
+        "classify_help": [*exe, "classify", "--help"],
+        "classify": [*exe, "classify", str(ROOT / "examples" / "cat.jpg"), "--quiet", "--device", args.device,
+                     "--out", out, "--force"],
+    }, args.repeats)
+    shutil.rmtree(out, ignore_errors=True)
+    threads = os.environ.get("OMP_NUM_THREADS", "default")
+    print(f"fresh processes, median of {args.repeats} interleaved rounds, OMP_NUM_THREADS={threads}; "
+          f"torch-free --help: {torch_free_help()}")
+    print(f"  python -c pass                      {t['python'] * 1e3:7.0f} ms")
+    print(f"  python -c 'import torch'            {t['torch'] * 1e3:7.0f} ms")
+    print(f"  deepprobe --help                    {t['help'] * 1e3:7.0f} ms   ratio to bare python "
+          f"{t['help'] / t['python']:.1f}x")
+    print(f"  deepprobe classify --help           {t['classify_help'] * 1e3:7.0f} ms   ratio to bare python "
+          f"{t['classify_help'] / t['python']:.1f}x")
+    print(f"  deepprobe classify examples/cat.jpg {t['classify'] * 1e3:7.0f} ms   ratio to 'import torch' "
+          f"{t['classify'] / t['torch']:.2f}x  (time to first result, --device {args.device})")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,10 @@ _EXPORTS = {
     "prompts_from_labels": "deepprobe.models.clip:prompts_from_labels",
     "evaluate": "deepprobe.explain.evaluate:evaluate",
     "robustness": "deepprobe.techniques.robustness:robustness",
+    "embed": "deepprobe.models.embedding:embed",
+    "feature_attack": "deepprobe.techniques.fool_embedding:feature_attack",
+    "build_gallery": "deepprobe.techniques.knn:build_gallery",
+    "knn_classify": "deepprobe.techniques.knn:knn_classify",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -2,13 +2,19 @@
 or global state."""
 from __future__ import annotations
 
+import contextlib
+import functools
 import random
+from collections.abc import Callable, Iterator
+from typing import ParamSpec, TypeVar
 
 import torch
 
 from .errors import DeepprobeError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
@@ -33,7 +39,10 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
 
 
 def seed_everything(seed: int | None) -> torch.Generator | None:
-    """Seed Python, NumPy and torch so a run with the same seed on the same device repeats exactly."""
+    """Seed Python, NumPy and torch so a run with the same seed on the same device repeats exactly.
+
+    For the command line only (it owns its process): the Python API never changes a caller's global state; it draws
+    from its own generators, and `caller_random_state` guards the libraries that draw from the global ones."""
     if seed is None:
         return None
     import numpy as np
@@ -47,6 +56,34 @@ def seed_everything(seed: int | None) -> torch.Generator | None:
     gen = torch.Generator()
     gen.manual_seed(seed)
     return gen
+
+
+@contextlib.contextmanager
+def caller_random_state() -> Iterator[None]:
+    """Run code that draws from the global generators (weight init in timm, torchvision, transformers or a user's
+    model; captum's noise) and give the caller back Python's, NumPy's and torch's states as they were: the CPU
+    generator and those of the GPUs already in use (reading another GPU's would start CUDA on it)."""
+    import numpy as np
+
+    gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=gpus):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+def keeps_caller_random_state(function: Callable[P, R]) -> Callable[P, R]:
+    """`caller_random_state` around every call of a public function."""
+
+    @functools.wraps(function)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        with caller_random_state():
+            return function(*args, **kwargs)
+
+    return guarded
 
 
 def fast_layout(images: torch.Tensor) -> torch.Tensor:

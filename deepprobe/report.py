@@ -182,7 +182,8 @@ def build_html(runs: Sequence[RunGroup], *, title: str, link_from: Path | None =
 def _run_html(run: RunGroup, link_from: Path | None, command_line) -> str:
     rec = run.record
     when = run.started.strftime("%Y-%m-%d %H:%M:%S")
-    facts = [("model", rec.get("model")), ("device", rec.get("device")), ("seed", rec.get("seed")),
+    model = f"{rec.get('model')} (random weights)" if rec.get("random_init") else rec.get("model")
+    facts = [("model", model), ("weights", rec.get("weights")), ("device", rec.get("device")), ("seed", rec.get("seed")),
              ("elapsed", f"{rec['elapsed_s']:.1f} s" if isinstance(rec.get("elapsed_s"), (int, float)) else None),
              ("deepprobe", (rec.get("versions") or {}).get("deepprobe")),
              ("torch", (rec.get("versions") or {}).get("torch"))]

@@ -1,8 +1,10 @@
-"""Shared fixtures: the bundled model is loaded once per test session; photos come from examples/."""
+"""Shared fixtures: the bundled model is loaded once per test session; photos come from examples/; `attempts`
+blocks the network and records every connection attempt."""
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -80,3 +82,27 @@ def tiny_tasks():
     from tests.tiny_tasks import DETECTOR_WEIGHTS, SEGMENTER_WEIGHTS
 
     return DETECTOR_WEIGHTS, SEGMENTER_WEIGHTS
+
+
+@pytest.fixture
+def attempts(monkeypatch) -> list[str]:
+    """Block every network connection (Unix sockets stay allowed) and record each attempt."""
+    seen: list[str] = []
+    connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def refuse(what: str):
+        seen.append(what)
+        raise OSError(f"network access blocked in tests: {what}")
+
+    def guarded(original):
+        def method(sock, address, *args):
+            if sock.family == getattr(socket, "AF_UNIX", None):
+                return original(sock, address, *args)
+            return refuse(f"connect {address!r}")
+        return method
+
+    monkeypatch.setattr(socket.socket, "connect", guarded(connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded(connect_ex))
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: refuse(f"getaddrinfo {host!r}"))
+    monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: refuse(f"create_connection {address!r}"))
+    return seen

@@ -158,3 +158,21 @@ def test_help_paragraphs_are_reflowed_not_broken_where_the_source_wraps():
     assert wrapped.strip() not in lines, "a source line break survived into --help"  # ...not as a line of their own
     assert reflow("Title.\n\nOne\nparagraph.\n- item one\n- item two\n\nNext.") == \
         "Title.\n\nOne paragraph.\n- item one\n- item two\n\nNext."
+
+
+def test_help_shows_no_value_type_for_flags():
+    """A flag takes no value: no `--json <bool>` or `--help <bool>` in any help screen; options that take one still
+    show its type."""
+    import typer
+
+    def walk(cmd, path):
+        yield path
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, path + [name])
+
+    screens = {" ".join(path): CliRunner().invoke(app, path + ["--help"], env={"COLUMNS": "200"}).output
+               for path in walk(typer.main.get_command(app), [])}
+    assert len(screens) > 15 and all("--help" in text for text in screens.values())
+    assert not [name for name, text in screens.items() if "<bool>" in text]
+    assert "--version" in screens[""] and "--json" in screens["classify"] and "--trust" in screens["rerun"]
+    assert "<int>" in screens["classify"] and "<str>" in screens["classify"]  # value types are still shown

@@ -26,14 +26,32 @@ def test_bundled_lite1_and_lite2_classify_the_espresso(examples):
         assert probe.class_name(int(probe.predict(x).argmax())) == "espresso"
 
 
-def test_bundled_lite0_equals_timm_with_half_normalization(lite0, cat):
+@pytest.mark.parametrize("spec", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_bundled_models_are_timms_tf_efficientnet_lite(spec, examples):
+    """The bundled nets are built without importing timm (seconds of start-up), yet are timm's tf_efficientnet_lite*:
+    the same module tree, the bundled weights mapped in the same order, the same logits bit for bit, at the crop
+    size and at another one (TF "same" padding depends on it). The bundle normalizes inside: (x - 0.5) / 0.5."""
+    import importlib
+
     import timm
 
-    # The ModelBundle's net normalizes inside: its logits equal timm's model on (x - 0.5) / 0.5.
-    inner = lite0.inner
-    assert isinstance(inner, timm.models.efficientnet.EfficientNet)
+    from deepprobe.models.sources import BUNDLED
+    from deepprobe.models.weights import map_in_order, read_state_dict
+
+    probe = dp.load_model(spec, device="cpu")
+    reference = timm.create_model("tf_" + spec, pretrained=False).eval()
+    module_name, class_name, _ = BUNDLED[spec]
+    map_in_order(reference, read_state_dict(getattr(importlib.import_module(module_name), class_name)
+                                            .get_model_file_path()), spec)
+    inner = probe.inner
+    assert [(n, type(m).__name__) for n, m in inner.named_modules()] == \
+        [(n, type(m).__name__) for n, m in reference.named_modules()]
+    x = probe.load_image(examples / "cat.jpg")
+    other = torch.nn.functional.interpolate(x, size=(201, 262), mode="bilinear")
     with torch.no_grad():
-        assert torch.allclose(lite0.net(cat), inner((cat - 0.5) / 0.5), atol=1e-5)
+        for image in (x, other):
+            assert torch.equal(inner((image - 0.5) / 0.5), reference((image - 0.5) / 0.5))
+        assert torch.allclose(probe.net(x), inner((x - 0.5) / 0.5), atol=1e-5)
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])

@@ -20,6 +20,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from deepprobe.cli import app
+from tiny_embedders import save_hf
 
 runner = CliRunner()
 CAT, FACE = "examples/cat.jpg", "examples/astronaut.jpg"
@@ -51,6 +52,8 @@ RUNS: dict[str, Callable[[Path], list[str]]] = {
     "age": lambda tmp: [FACE],
     "style": lambda tmp: [CAT, "examples/styles/swirls.jpg", "--size", "32", "--steps", "1"],  # + the judge model
     "explain": lambda tmp: [CAT],
+    # a model kind: an embedder saved with save_pretrained (hf:DIR), every load local_files_only
+    "explain --method attention": lambda tmp: [CAT, "--model", f"hf:{save_hf('Dinov2Model', tmp / 'dinov2')}"],
     "evaluate": lambda tmp: [CAT, "--metric", "deletion", "--steps", "1"],
     "robustness": lambda tmp: [CAT, "--attack", "fgsm", "--eps", "1/255", "--workers", "0"],
     "recipes": lambda tmp: [],
@@ -68,30 +71,6 @@ def _command_paths() -> list[str]:
         for name, sub in (subs or {}).items():
             yield from walk(sub, path + [name])
     return list(walk(typer.main.get_command(app), []))
-
-
-@pytest.fixture
-def attempts(monkeypatch) -> list[str]:
-    """Block every network connection (Unix sockets stay allowed) and record each attempt."""
-    seen: list[str] = []
-    connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
-
-    def refuse(what: str):
-        seen.append(what)
-        raise OSError(f"network access blocked in tests: {what}")
-
-    def guarded(original):
-        def method(sock, address, *args):
-            if sock.family == getattr(socket, "AF_UNIX", None):
-                return original(sock, address, *args)
-            return refuse(f"connect {address!r}")
-        return method
-
-    monkeypatch.setattr(socket.socket, "connect", guarded(connect))
-    monkeypatch.setattr(socket.socket, "connect_ex", guarded(connect_ex))
-    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: refuse(f"getaddrinfo {host!r}"))
-    monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: refuse(f"create_connection {address!r}"))
-    return seen
 
 
 def test_every_command_has_an_offline_run():
@@ -174,17 +153,32 @@ def hf_folders(tmp_path_factory) -> dict[str, tuple[Path, list[str]]]:
     return folders
 
 
+@pytest.mark.parametrize("form", ["folder", "hub id"])
 @pytest.mark.parametrize("kind", sorted(HF_MODELS))
-def test_hf_models_load_and_run_without_the_network(kind, hf_folders, attempts, tmp_path, monkeypatch):
-    """`hf:DIR` of each kind loads and classifies with every socket blocked, with the Hub's own offline switch off
-    (HF_HUB_OFFLINE unset): deepprobe itself must keep transformers and timm on the folder."""
+def test_hf_models_load_and_run_without_the_network(kind, form, hf_folders, attempts, tmp_path, monkeypatch):
+    """`hf:DIR` and `hf:ORG/NAME` (its snapshot in a temporary HF_HOME, laid out as the hub client keeps it) of
+    each kind load and classify with every socket blocked, with the Hub's own offline switch off (HF_HUB_OFFLINE
+    0): deepprobe itself must keep transformers, timm and the hub client on the disk."""
+    import shutil
+
     import huggingface_hub.constants
 
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "0")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     folder, extra = hf_folders[kind]
-    res = runner.invoke(app, ["classify", CAT, "--model", f"hf:{folder}", *extra, "--out", str(tmp_path), "--json"])
-    assert not attempts, f"loading hf:DIR ({kind}) tried to reach the network: {attempts}"
+    spec = str(folder)
+    if form == "hub id":
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+        monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+        repo = tmp_path / "hf" / "hub" / f"models--tiny-org--tiny-{kind}"
+        (repo / "refs").mkdir(parents=True)
+        (repo / "refs" / "main").write_text("0123abcd")
+        shutil.copytree(folder, repo / "snapshots" / "0123abcd")
+        spec = f"tiny-org/tiny-{kind}"
+    res = runner.invoke(app, ["classify", CAT, "--model", f"hf:{spec}", *extra, "--out", str(tmp_path / "out"),
+                              "--json"])
+    assert not attempts, f"loading hf:{spec} ({kind}) tried to reach the network: {attempts}"
     assert res.exit_code == 0, (res.exit_code, res.output)
-    assert json.loads(res.stdout)["results"][0]["input"] == CAT
+    summary = json.loads(res.stdout)
+    assert summary["results"][0]["input"] == CAT and summary["model"] == f"hf:{spec}"

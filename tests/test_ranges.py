@@ -171,8 +171,8 @@ def test_recipe_out_of_range_is_named_with_its_file(tmp_path):
 # (None stands for a model or a tensor: the range check must come before any work), and, for functions that
 # take the options as **keywords, which fields they accept.
 API_FUNCTIONS = {
-    "classify": [(dp.classify, (None, None), None)],
-    "fool": [(dp.attack, (None, None), None)],
+    "classify": [(dp.classify, (None, None), None), (dp.knn_classify, (None, None, None), None)],
+    "fool": [(dp.attack, (None, None), None), (dp.feature_attack, (None, None), None)],
     "noise": [(dp.fool_from_noise, (None, ["toaster"]), None)],
     "patch": [(dp.train_patch, (None, None, "toaster"), None), (dp.apply_patch, (None, None, None, "toaster"), None)],
     "invert": [(dp.invert, (None, None), None)],

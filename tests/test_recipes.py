@@ -100,7 +100,8 @@ def test_recipe_sets_options_and_typed_options_win(tmp_path, examples):
     summary = json.loads(res.stdout)
     assert len(summary["results"][0]["top"]) == 2  # from the recipe
     assert summary["arguments"]["top"] == 2 and summary["arguments"]["batch_size"] == 4  # typed wins
-    assert summary["options"] == {"top": 2, "batch_size": 4, "min_score": 0.5, "alpha": 0.5} and summary["arguments"]["recipe"] == str(path)
+    assert summary["options"] == {"top": 2, "batch_size": 4, "min_score": 0.5, "alpha": 0.5, "neighbors": 20,
+                                  "temperature": 0.07} and summary["arguments"]["recipe"] == str(path)
 
 
 def test_fraction_values():

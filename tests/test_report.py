@@ -130,6 +130,17 @@ def test_empty_and_missing_folders(tmp_path):
     assert res.exit_code == 0 and "No runs found" in (tmp_path / "report.html").read_text()
 
 
+
+def test_paths_print_as_they_are_not_as_markup(tmp_path):
+    """A folder named with brackets is no Rich markup: the error and the summary line show it unchanged."""
+    odd = tmp_path / "runs[red]x"
+    res = runner.invoke(main_app, ["report", str(odd)])
+    assert res.exit_code == 2 and res.stderr.strip() == f"error: {odd}: no such folder"
+    odd.mkdir()
+    res = runner.invoke(main_app, ["report", str(odd)])
+    unwrapped = "".join(res.stdout.split())  # the console wraps the line at its width
+    assert res.exit_code == 0 and unwrapped == "".join(f"0 run(s) from {odd} -> {odd / 'report.html'}".split())
+
 # ----- a real browser --------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")

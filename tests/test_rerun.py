@@ -74,7 +74,8 @@ def test_tiny_command_reruns_pixel_for_pixel(tmp_path, examples, monkeypatch):
     first = Path("o/cat_a-b_2_3.png")
     sidecar = first.with_suffix(".json")
     record = load_sidecar(sidecar)
-    assert record["options"] == {"top": 2, "batch_size": 3, "min_score": 0.5, "alpha": 0.5}
+    assert record["options"] == {"top": 2, "batch_size": 3, "min_score": 0.5, "alpha": 0.5, "neighbors": 20,
+                                 "temperature": 0.07}
 
     rebuilt = command_line(app, record)
     argv = rebuilt.argv
@@ -144,3 +145,78 @@ def test_fool_reruns_pixel_for_pixel(tmp_path, examples, lite0):
     assert a["arguments"]["eps"] == b["arguments"]["eps"] == pytest.approx(4 / 255)
     assert a["result"]["loss_curve"] == b["result"]["loss_curve"]
     assert a["run_id"] != b["run_id"]
+
+
+THEIR_MODEL = '''
+from pathlib import Path
+
+import torch.nn as nn
+
+
+def make():
+    Path(__file__).with_name("their_code_ran").write_text("yes")
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+'''
+
+
+def _one_error_line(res) -> str:
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:"), res.output
+    return lines[0]
+
+
+def test_rerun_runs_a_sidecars_python_model_only_with_trust(tmp_path, examples, monkeypatch):
+    """A sidecar is a file anyone can write; its python: spec would import and call their code."""
+    from deepprobe.cli import app
+
+    (tmp_path / "their_model.py").write_text(THEIR_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    sidecar = tmp_path / "outputs" / "cat.json"
+    sidecar.parent.mkdir()
+    sidecar.write_text(json.dumps({"command": "classify", "cwd": str(tmp_path), "arguments": {
+        "images": [str(examples / "cat.jpg")], "model": "python:their_model:make", "device": "cpu"}}))
+    ran = tmp_path / "their_code_ran"
+    line = _one_error_line(runner.invoke(app, ["rerun", str(sidecar)]))
+    assert "python:their_model:make" in line and "--trust" in line and not ran.exists()
+    shown = runner.invoke(app, ["rerun", str(sidecar), "--print"])  # inspecting it runs nothing
+    assert shown.exit_code == 0 and "python:their_model:make" in shown.stdout and not ran.exists()
+    res = runner.invoke(app, ["rerun", str(sidecar), "--trust", "--json"])
+    assert res.exit_code == 0, res.output
+    assert ran.exists() and json.loads(res.stdout)["model"] == "python:their_model:make"
+
+
+def test_rerun_replays_a_working_folder_outside_the_sidecars_only_with_trust(tmp_path, examples, monkeypatch):
+    """Relative paths are resolved in the recorded working folder: from elsewhere, only one inside the sidecar's
+    folder is taken without --trust (the current folder is no replay at all)."""
+    from deepprobe.cli import app
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    (work / "pics").mkdir(parents=True)
+    (work / "outputs").mkdir()
+    elsewhere.mkdir()
+    (work / "pics" / "cat.jpg").write_bytes((examples / "cat.jpg").read_bytes())
+    record = {"command": "classify", "cwd": str(work), "arguments": {"images": ["pics/cat.jpg"], "device": "cpu"}}
+    outside, inside = work / "outputs" / "cat.json", work / "cat.json"
+    for path in (outside, inside):
+        path.write_text(json.dumps(record))
+
+    def top(res) -> str:
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout)["results"][0]["top"][0]["class"]
+
+    cats = {"tiger cat", "Egyptian cat", "tabby"}
+    monkeypatch.chdir(elsewhere)
+    line = _one_error_line(runner.invoke(app, ["rerun", str(outside), "--json"]))
+    assert f"it ran in {work}, outside the sidecar's folder" in " ".join(line.split()) and "--trust" in line
+    assert top(runner.invoke(app, ["rerun", str(outside), "--json", "--trust"])) in cats
+    assert top(runner.invoke(app, ["rerun", str(inside), "--json"])) in cats
+    monkeypatch.chdir(work)
+    assert top(runner.invoke(app, ["rerun", str(outside), "--json"])) in cats
+
+
+def test_rerun_prints_paths_as_they_are_not_as_markup(tmp_path):
+    from deepprobe.cli import app
+
+    missing = tmp_path / "a[red]b.json"
+    assert _one_error_line(runner.invoke(app, ["rerun", str(missing)])) == f"error: {missing}: no such sidecar file"

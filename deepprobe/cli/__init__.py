@@ -4,8 +4,31 @@ from __future__ import annotations
 import importlib
 
 import typer
+from typer.core import TyperCommand, TyperGroup
+
+
+class _FlagsShowNoType:
+    """typer's rich --help prints a value type after every option, flags included (`--json <bool>`); a flag takes no
+    value, so it shows none (typer prints an option's metavar instead of its type: an empty one for flags)."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class Command(_FlagsShowNoType, TyperCommand):
+    pass
+
+
+class Group(_FlagsShowNoType, TyperGroup):
+    pass
+
 
 app = typer.Typer(
+    cls=Group,
     name="deepprobe",
     help="Fool, visualize and explain trained image networks.\n\n"
          "Examples:  deepprobe classify examples/  |  deepprobe fool examples/cat.jpg --target ostrich  |  "
@@ -36,3 +59,16 @@ COMMAND_MODULES = ["classify", "info", "fool", "patch", "invert", "maximize", "d
                    "evaluate", "robustness", "recipes", "rerun", "report"]
 for _name in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}")
+
+
+def _use_our_classes(typer_app: typer.Typer) -> None:
+    """Every command and sub-group, however it was registered, is built with the classes above."""
+    for info in typer_app.registered_commands:
+        if info.cls in (None, TyperCommand):
+            info.cls = Command
+    for group in typer_app.registered_groups:
+        group.typer_instance.info.cls = Group
+        _use_our_classes(group.typer_instance)
+
+
+_use_our_classes(app)

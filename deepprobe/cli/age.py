@@ -70,7 +70,7 @@ def _estimate(run, bundle, paths: list[Path], opts: Options) -> None:
     from ..io import read_image
     from ..techniques.age import estimate_age
 
-    table = Table(title=f"estimated age ({bundle.spec})")
+    table = Table(title=f"estimated age ({bundle.title})")
     for column in ("image", "face", "age", "box (l,t,r,b)", "detector score"):
         table.add_column(column)
     for path in paths:

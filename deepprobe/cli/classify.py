@@ -9,6 +9,7 @@ from . import app
 from .common import command, opt, out_console
 from .progress import make_progress
 from .inputs import batches, image_paths
+from .gallery import EMBEDDERS
 from .prompts import apply_prompts, labels_option, text_option
 
 
@@ -19,13 +20,22 @@ def classify_cmd(run, images: list[str] = typer.Argument(..., help="Image files,
                                                                    "segmenters: one at a time)."),
                  min_score: str = opt(Options, "min_score", help="Detectors: boxes at or above this score."),
                  alpha: str = opt(Options, "alpha", help="Segmenters: opacity of the class colours."),
+                 gallery: str = typer.Option(None, "--gallery", help="Embedders: a folder with a sub-folder of "
+                                             "images per class (DINO's k-NN classification), or of images only "
+                                             "(nearest images).", rich_help_panel=EMBEDDERS),
+                 neighbors: int = opt(Options, "neighbors", help="Embedders: k, the gallery images that vote.",
+                                      rich_help_panel=EMBEDDERS),
+                 temperature: str = opt(Options, "temperature", help="Embedders: each neighbour votes with "
+                                        "weight exp(cosine / T).", rich_help_panel=EMBEDDERS),
                  text: list[str] = text_option(), labels: str = labels_option()):
     """Print the top-k classes of each image with their probabilities.
 
     On a detector: every box at or above --min-score (class, score, xyxy) and NAME_detections.png with the boxes
     drawn; on a segmenter: the classes present with their share of the image and NAME_segmentation.png with a
     colour per class. Both with JSON sidecars. On CLIP (hf:DIR): zero-shot probabilities over the --text /
-    --labels prompts."""
+    --labels prompts. On an embedder (DINO, CLIP/SigLIP image towers) with --gallery DIR of class folders:
+    DINO's k-NN classification (the --neighbors most cosine-similar gallery images vote with weight
+    exp(cosine / T)), with the nearest gallery images; a gallery without class folders gives the nearest images."""
     from rich.table import Table
 
     from ..models.tasks import CLASSIFICATION, IMAGE_TEXT
@@ -34,9 +44,18 @@ def classify_cmd(run, images: list[str] = typer.Argument(..., help="Image files,
     opts = run.options
     bundle = run.bundle()
     apply_prompts(run, bundle, text, labels)
+    if bundle.task == "embedding":
+        from .classify_embedding import classify_embedder_images
+
+        return classify_embedder_images(run, bundle, images, gallery, opts)
+    if gallery:
+        from ..errors import DeepprobeError
+        from ..models.tasks import describe_task
+
+        raise DeepprobeError(f"--gallery applies to embedders; {bundle.spec} is {describe_task(bundle.task)}")
     paths = image_paths(run, images)
     rows = []  # classifiers: (file name, [(class, probability)]), laid out by _table to fit the terminal
-    table = Table(title=f"{bundle.spec} on {bundle.device}")  # detectors and segmenters: a row per box / class
+    table = Table(title=f"{bundle.title} on {bundle.device}")  # detectors and segmenters: a row per box / class
     table.add_column("image")
     ranks = bundle.task in (CLASSIFICATION, IMAGE_TEXT)  # class logits (CLIP: over the prompts)
     for column in () if ranks else _COLUMNS[bundle.task]:

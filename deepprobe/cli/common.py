@@ -4,17 +4,19 @@ Nothing here imports torch at module level, so `deepprobe --help` stays fast.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import functools
 import inspect
 import json
+import os
 import platform
 import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import typer
 from rich.markup import escape
@@ -34,6 +36,9 @@ class Common:
 
     model: str = DEFAULT_MODEL
     weights: str | None = None
+    random_init: bool = False
+    input_size: str | None = None
+    offline: bool = False
     normalize: str | None = None
     device: str = "auto"
     amp: bool = False
@@ -56,8 +61,17 @@ def _common_parameters(uses_model: bool, uses_recipe: bool) -> list[inspect.Para
     if uses_model:
         add("model", str, typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model spec (see `deepprobe models`).",
                                        rich_help_panel="Model"))
-        add("weights", str | None, typer.Option(None, "--weights", "-w", help="Local weights file for timm:/torchvision:/python: specs.",
+        add("weights", str | None, typer.Option(None, "--weights", "-w", help="Local weights file for timm:/torchvision:/python: "
+                                                "specs (without it timm:/torchvision: load their pretrained weights).",
                                                 rich_help_panel="Model"))
+        add("random_init", bool, typer.Option(False, "--random-init", help="timm:/torchvision:/bundled: random weights "
+                                              "instead of pretrained ones (every output then says \"random weights\").",
+                                              rich_help_panel="Model"))
+        add("input_size", str | None, typer.Option(None, "--input-size", help="The model's input size, N or H,W "
+                                                   "(default: its own, e.g. 224; 32 for a CIFAR model).",
+                                                   rich_help_panel="Model"))
+        add("offline", bool, typer.Option(False, "--offline", help="Never download: pretrained weights must be in the "
+                                          "local caches (as with HF_HUB_OFFLINE=1).", rich_help_panel="Model"))
         add("normalize", str | None, typer.Option(None, "--normalize", help="Override input normalization: imagenet, half, none or 'm,m,m/s,s,s'.",
                                                   rich_help_panel="Model"))
         add("device", str, typer.Option("auto", "--device", help="auto|cpu|cuda|mps (auto picks CUDA when present).",
@@ -119,11 +133,22 @@ class Run:
         if self._bundle is None:
             from ..device import seed_everything
             from ..models import load_model
+            from ..options.values import parse_input_size
 
             seed_everything(self.common.seed)
-            with self.status(f"loading {self.common.model}"):
+            if self.common.offline:
+                os.environ["HF_HUB_OFFLINE"] = "1"  # also for the hub client and transformers
+            with self.status(f"loading {self.common.model}") as spinner:
+                def announce(message: str) -> None:  # a download: its own progress bar replaces the spinner
+                    if spinner is not None:
+                        spinner.stop()
+                    err_console.print(escape(message))
+
                 self._bundle = load_model(self.common.model, self.common.weights, self.common.device,
-                                          normalize=self.common.normalize)
+                                          normalize=self.common.normalize,
+                                          input_size=parse_input_size(self.common.input_size),
+                                          random_init=self.common.random_init,
+                                          offline=True if self.common.offline else None, announce=announce)
             if self.common.amp and self._bundle.device.type == "cuda":
                 import torch
 
@@ -133,6 +158,17 @@ class Run:
                 err_console.print(f"[yellow]note:[/yellow] --amp works on CUDA only; on {self._bundle.device.type} "
                                   "this run is float32 as without it")
         return self._bundle
+
+    def layers_for(self, asked: list[str], defaults: tuple[str, ...], deepest_only: bool = True) -> list[str]:
+        """`asked`, or, when those are the EfficientNet-Lite default names and the model lacks them, its own stage
+        outputs (models/layers.default_layers), with a note saying which."""
+        from ..models.layers import default_layers
+
+        chosen = default_layers(self.bundle(), asked, defaults, deepest_only)
+        if chosen != list(asked) and self.show_progress:
+            err_console.print(f"note: {self._bundle.spec} has no {', '.join(asked)} (the EfficientNet-Lite default); "
+                              f"using {', '.join(chosen)} (stage output at stride <= 16)", markup=False)
+        return chosen
 
     @property
     def show_progress(self) -> bool:
@@ -186,17 +222,31 @@ class Run:
     def fail(self, item: str, reason: str) -> None:
         """Record a per-input failure; the rest of the batch goes on."""
         self.failed.append({"input": str(item), "error": reason})
-        line = reason if str(item) in reason else f"{item}: {reason}"
-        err_console.print(f"[red]error:[/red] {escape(line)}")
+        print_error(reason if str(item) in reason else f"{item}: {reason}")
 
     # ----- the record of the run --------------------------------------------------------------
+    def model_config(self) -> dict[str, Any]:
+        """What a run's results depend on about the model (a resumed run's config must match); random weights and
+        an input size appear only when asked for, so folders of earlier runs still resume."""
+        bundle = self.bundle()
+        config = {"model": bundle.spec, "weights": self.common.weights, "normalize": self.common.normalize}
+        if bundle.random_init:
+            config["random_init"] = True
+        if self.common.input_size:
+            config["input_size"] = list(bundle.input_size)
+        return config
+
     def record(self) -> dict[str, Any]:
+        bundle = self._bundle
         record = {
             "command": self.command,
             "arguments": self.arguments,
-            "model": self._bundle.spec if self._bundle is not None else self.arguments.get("model"),
-            "weights": self.common.weights,
-            "device": str(self._bundle.device) if self._bundle is not None else None,
+            "model": bundle.spec if bundle is not None else self.arguments.get("model"),
+            # where the weights came from: a file, "pretrained ...", "random weights" (said in every output)
+            "weights": (bundle.origin or bundle.weights) if bundle is not None else self.common.weights,
+            "random_init": bundle.random_init if bundle is not None else self.common.random_init,
+            "input_size": list(bundle.input_size) if bundle is not None and bundle.input_size else None,
+            "device": str(bundle.device) if bundle is not None else None,
             "seed": self.common.seed,
             "versions": versions(),
             "elapsed_s": round(time.perf_counter() - self.started, 3),
@@ -248,6 +298,29 @@ def versions() -> dict[str, str]:
     return found
 
 
+def print_error(message: str) -> None:
+    """One red `error:` line on stderr. The message is escaped: a path such as `a[red]b` is printed as it is,
+    not read as Rich markup."""
+    err_console.print(f"[red]error:[/red] {escape(message)}")
+
+
+def exit_on_user_error(exc: DeepprobeError, debug: bool):
+    """A user's mistake ends a command with one error line and exit 2; with --debug, the traceback instead."""
+    if debug:
+        raise exc
+    print_error(str(exc))
+    raise typer.Exit(2) from None
+
+
+@contextlib.contextmanager
+def user_errors(debug: bool) -> Iterator[None]:
+    """`exit_on_user_error` around the body of a command that takes no common options (report, rerun)."""
+    try:
+        yield
+    except DeepprobeError as exc:
+        exit_on_user_error(exc, debug)
+
+
 # "patch train" -> "patch": every registered command with options and the options module it reads (the test
 # that walks every option's range finds the commands here).
 COMMAND_OPTIONS: dict[str, str] = {}
@@ -279,16 +352,15 @@ def command(app: typer.Typer, name: str, *, uses_model: bool = True, help: str |
             try:
                 resolved = None
                 if options_cls is not None:
-                    kwargs, resolved = _resolve_options(group, options_cls, common.recipe, kwargs)
+                    kwargs, resolved, model = _resolve_options(group, options_cls, common.recipe, kwargs)
+                    if uses_model and common.input_size is None:
+                        common.input_size = model.get("input_size")  # a recipe's, unless typed
                 run = Run(recorded, common, {**_plain(kwargs), **_plain(dataclasses.asdict(common))})
                 run.options = resolved
                 code = func(run, **kwargs)
                 code = run.finish() if code is None else code
             except DeepprobeError as exc:
-                if common.debug:
-                    raise
-                err_console.print(f"[red]error:[/red] {escape(str(exc))}")
-                raise typer.Exit(2) from None
+                exit_on_user_error(exc, common.debug)
             except KeyboardInterrupt:
                 if common.debug:
                     raise
@@ -300,7 +372,7 @@ def command(app: typer.Typer, name: str, *, uses_model: bool = True, help: str |
                 if common.debug:
                     raise
                 message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                err_console.print(f"[red]error:[/red] {type(exc).__name__}: {escape(message)} (run with --debug for details)")
+                print_error(f"{type(exc).__name__}: {message} (run with --debug for details)")
                 raise typer.Exit(1) from None
             if code:
                 raise typer.Exit(code)
@@ -339,7 +411,7 @@ def _resolve_options(name: str, options_cls, recipe_name: str | None, kwargs: di
     given = {k: v for k, v in kwargs.items() if k in fields}
     resolved = resolve(options_cls, recipe.options if recipe else None, given, str(recipe.path) if recipe else "recipe")
     values = dataclasses.asdict(resolved)  # checked against the options' RANGES (deepprobe/options/ranges.py)
-    return {**kwargs, **{k: values[k] for k in given}}, resolved
+    return {**kwargs, **{k: values[k] for k in given}}, resolved, recipe.model if recipe else {}
 
 
 def _plain(values: dict) -> dict:

@@ -40,6 +40,7 @@ def dream_cmd(run, images: list[str] = typer.Argument(..., help="Photos to dream
     opts = run.options
     _check(opts)
     bundle = run.bundle()
+    opts.layer = run.layers_for(opts.layer, DEFAULT_LAYERS)
     for name in opts.layer:
         bundle.layer(name)  # unknown layers fail here, once, with suggestions
     target = None
@@ -142,7 +143,7 @@ def _dream_one(run, bundle, path: Path, photo, opts: Options, target: int | None
         caption = (f"dream guided to {record['target']}\nlogit {record['target_logit_before']:.1f} -> "
                    f"{record['target_logit_after']:.1f} · layout r={record['layout_correlation']:.2f}")
     cell = min(int(w), 512)
-    title = f"{path.name} · {bundle.spec} · {len(result.octave_sizes)} octaves x {opts.steps} steps"
+    title = f"{path.name} · {bundle.title} · {len(result.octave_sizes)} octaves x {opts.steps} steps"
     panel_path = run.save_image(panel([photo, dreamed], [f"input {w}x{h}", caption], cell=cell, title=title),
                                 f"{name}_panel.png", result={"input": str(path), "dream": str(out), "panel": True})
     record.update(output=str(out), panel=str(panel_path))
@@ -158,7 +159,7 @@ class _Table:
 
         what = f"guided to {bundle.class_name(target)}" if target is not None else ", ".join(opts.layer)
         self.guided = target is not None
-        self.table = Table(title=f"dream · {bundle.spec} · {what} on {bundle.device}")
+        self.table = Table(title=f"dream · {bundle.title} · {what} on {bundle.device}")
         columns = ["image", "size", "norm before -> after", "layout r"]
         columns += ["target logit before -> after"] if self.guided else []
         for column in columns + ["output"]:

@@ -179,8 +179,7 @@ def _config(run, bundle, dataset, methods, metrics, opts: Options) -> dict:
     """Everything that changes a per-image result or which images are scored (the resume fingerprint)."""
     from ..explain.evaluate import settings_record
 
-    return {"command": "evaluate", "model": bundle.spec, "weights": run.common.weights,
-            "normalize": run.common.normalize, "data": dataset.describe(), "limit": opts.limit,
+    return {"command": "evaluate", **run.model_config(), "data": dataset.describe(), "limit": opts.limit,
             "sample": opts.sample, "methods": methods, "metrics": metrics, "target": opts.target,
             "layer": opts.layer, "masks": str(Path(opts.masks).resolve()) if opts.masks else None,
             **settings_record(opts, bundle, run.common.seed, opts.layer)}
@@ -274,16 +273,16 @@ def _plots(bundle, summary: dict, metrics: list[str], images: int) -> dict:
             xs = axes.get(metric) or list(range(len(next(iter(lines.values())))))
             panels.append(Panel(label, xlabel, ylabel, xs, lines, numbers if key == "curve" else {}, "mean"))
     if panels:
-        out["curves"] = curves_plot(panels, title=f"{bundle.spec} · mean of {images} image(s)")
+        out["curves"] = curves_plot(panels, title=f"{bundle.title} · mean of {images} image(s)")
     if "sanity" in curves and "curve" in curves["sanity"]:
         lines = curves["sanity"]["curve"]
         out["sanity"] = sanity_plot(axes.get("sanity") or list(range(len(next(iter(lines.values()))))), lines,
-                                    title=f"{bundle.spec} · cascading randomization · mean of {images} image(s)")
+                                    title=f"{bundle.title} · cascading randomization · mean of {images} image(s)")
     names = list(table)
     higher = {m: METRICS[m][1] for m in metrics}
     out["table"] = table_plot(names, metrics, {n: {m: table[n][m]["mean"] for m in metrics} for n in names},
                               {n: {m: _half(table[n][m]) for m in metrics} for n in names}, higher,
-                              _leaders(summary), title=f"{bundle.spec} · {images} image(s) · mean ± half the 95% "
+                              _leaders(summary), title=f"{bundle.title} · {images} image(s) · mean ± half the 95% "
                                                         f"interval; bold: best or not significantly worse")
     return out
 
@@ -312,7 +311,7 @@ def _table(run, bundle, summary: dict, images: int) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"evaluate · {bundle.spec} · {images} image(s) on {bundle.device}")
+    table = Table(title=f"evaluate · {bundle.title} · {images} image(s) on {bundle.device}")
     test = next(iter(summary["ranking"].values()))["test"] if summary["ranking"] else "paired test"
     note = f"mean ± half the 95% interval; bold: best, or not significantly worse ({test})"
     leaders = _leaders(summary)

@@ -10,6 +10,7 @@ from ..options.explain import (CAM_METHODS, CLASS_FREE, DEFAULT_METHODS, LAYER_M
                                default_methods, method_kwargs)
 from . import app
 from .common import command, opt, out_console
+from .gallery import EMBEDDERS
 from .prompts import apply_prompts, labels_option, text_option
 
 
@@ -39,6 +40,9 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
                 alpha: str = opt(Options, "alpha", help="Opacity of the heat map over the photo."),
                 min_score: str = opt(Options, "min_score", help="Detectors: explain each box at or above this "
                                                                 "score."),
+                reference: str = typer.Option(None, "--reference", help="Embedders: explain where each image "
+                                              "resembles this one (the cosine similarity of their embeddings).",
+                                              rich_help_panel=EMBEDDERS),
                 text: list[str] = text_option(), labels: str = labels_option()):
     """Explain each image's decision with one or more methods (Grad-CAM, captum, ViT attention).
 
@@ -53,10 +57,16 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
 
     CLIP (hf:DIR): every --text/--labels prompt is explained (or only the --target ones); `chefer` then also
     scores each word of the prompt (Chefer's bi-modal rule on the text tower), printed and saved.
-    DETR (hf:DIR): `chefer` is Chefer's encoder-decoder relevance of each box's query."""
+    DETR (hf:DIR): `chefer` is Chefer's encoder-decoder relevance of each box's query.
+
+    Embedders (a backbone without a head: DINO, DINOv2, CLIP's or SigLIP's image tower): `attention` draws the CLS
+    token's attention of every head (NAME_attention_heads.png, DINO's figure), `rollout` works as on any ViT;
+    with --reference IMG, `similarity` (Chefer on ViTs, Grad-CAM on CNNs; or any other method) maps where each
+    image resembles IMG: NAME_METHOD_vs_REF.png shows both images with their maps and the cosine."""
     from ..explain import method_function
     from ..explain.detr import is_detr
     from ..models.bundle import require_classifier
+    from ..models.tasks import describe_task
     from .inputs import batches, image_paths
 
     opts = run.options
@@ -65,6 +75,12 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
         method_function(name)  # unknown methods fail here, listing the known ones
     bundle = run.bundle()
     prompts = apply_prompts(run, bundle, text, labels)
+    if bundle.task == "embedding":
+        from .explain_embedding import explain_embedder_images
+
+        return explain_embedder_images(run, bundle, images, opts, reference)
+    if reference:
+        raise DeepprobeError(f"--reference applies to embedders; {bundle.spec} is {describe_task(bundle.task)}")
     # DETR is explained through its own attention by default
     opts.method = opts.method or (["chefer"] if is_detr(bundle) else default_methods(bundle.task))
     if bundle.task in ("detection", "segmentation"):
@@ -109,7 +125,7 @@ def _check(opts: Options) -> None:
         raise DeepprobeError(f"--alpha must be in [0, 1], got {opts.alpha:g}")
     if opts.layer and not any(m in LAYER_METHODS for m in methods):
         raise DeepprobeError(f"--layer applies to {', '.join(LAYER_METHODS)} only")
-    if opts.layer and "attention" in methods and any(m in CAM_METHODS for m in methods):
+    if opts.layer and "attention" in methods and any(m in CAM_METHODS + ("similarity",) for m in methods):
         raise DeepprobeError("--layer is a module name for CAMs but a block index for attention: "
                              "run them as separate commands")
 
@@ -122,7 +138,7 @@ class _Explainer:
 
         self.run, self.bundle, self.opts, self.targets = run, bundle, opts, targets
         self.cam_layer: str | None = opts.layer if any(m in CAM_METHODS for m in opts.method) else None
-        self.table = Table(title=f"explain · {bundle.spec} · {', '.join(opts.method)} on {bundle.device}")
+        self.table = Table(title=f"explain · {bundle.title} · {', '.join(opts.method)} on {bundle.device}")
         # CLIP with chefer: the words of each prompt are scored too (bi-modal relevance on the text tower)
         self.words = bundle.task == "image-text" and "chefer" in opts.method
         columns = ("image", "class", "probability", "predicted", "output") + (("words (chefer)",) if self.words else ())
@@ -188,6 +204,7 @@ class _Explainer:
 
         from ..io import name_slug, safe_stem
         from ..render import captioned, overlay, panel
+        from .explain_outputs import save_map
 
         class_name = self.bundle.class_name(cls)
         stem = safe_stem(path)
@@ -209,14 +226,12 @@ class _Explainer:
             entry = {"method": method, "layer": self.cam_layer if method in CAM_METHODS else
                      (self.opts.layer if method == "attention" else None),
                      "options": {k: getattr(self.opts, k) for k in METHOD_OPTIONS.get(method, ())}}
-            out = self.run.save_image(captioned(pic, caption), f"{name}.png", result={**record, **entry, "methods": None})
-            npy = self.run.save_file(lambda p, a=heat_np: np.save(p, a), f"{name}.npy", sidecar=False)
-            record["methods"][method] = {**entry, "overlay": str(out), "map": str(npy)}
+            record["methods"][method] = save_map(self.run, captioned(pic, caption), name, heat_np, record, entry)
             tiles.append(pic)
             captions.append(caption)
         shown = next(iter(record["methods"].values()))["overlay"]
         if len(per_method) > 1:
-            title = f"{path.name} · {self.bundle.spec} · explaining {class_name}"
+            title = f"{path.name} · {self.bundle.title} · explaining {class_name}"
             out = self.run.save_image(panel(tiles, captions, cell=224, title=title),
                                       f"{stem}_{name_slug(class_name)}_panel.png",
                                       result={**record, "panel": True})
@@ -226,20 +241,13 @@ class _Explainer:
                            record["predicted"] or "-", Path(shown).name, *((words.line(),) if words else ()))
 
     def _write_heads(self, path: Path, photo, heads) -> None:
-        from ..io import safe_stem
-        from ..render import grid, overlay
+        from .explain_outputs import write_heads
 
-        tiles = [overlay(photo, h.numpy(), alpha=self.opts.alpha) for h in heads]
-        block = self.opts.layer if self.opts.layer not in (None, "") else "last"
-        figure = grid([photo] + tiles, ["input"] + [f"head {k}" for k in range(len(tiles))],
-                      columns=min(len(tiles) + 1, 7), cell=160,
-                      title=f"{path.name} · CLS attention per head · block {block}")
-        out = self.run.save_image(figure, f"{safe_stem(path)}_attention_heads.png",
-                                  result={"input": str(path), "heads": len(tiles), "block": block})
-        self.run.add_result({"input": str(path), "attention_heads": str(out), "heads": len(tiles)})
+        write_heads(self.run, path, photo, heads, self.opts)
 
     def show(self) -> None:
         if self.run.show_progress and self.table.row_count:
             out_console.print(self.table)
             if self.cam_layer:
                 out_console.print(f"CAM layer: {self.cam_layer}")
+

@@ -20,7 +20,7 @@ def explain_task_images(run, bundle, images: list[str], opts: Options) -> None:
     if opts.layer and any(m in CAM_METHODS for m in opts.method):
         bundle.layer(opts.layer)
     paths = image_paths(run, images)
-    table = Table(title=f"explain · {bundle.spec} · {', '.join(opts.method)} on {bundle.device}")
+    table = Table(title=f"explain · {bundle.title} · {', '.join(opts.method)} on {bundle.device}")
     for column in ("image", "class", "score" if bundle.task == "detection" else "area", "output"):
         table.add_column(column)
     writer = _Writer(run, bundle, opts, table)
@@ -124,7 +124,7 @@ class _Writer:
             captions.append(f"{label}\n{caption}")
         first = next(iter(record["methods"].values()))["overlay"]
         if len(maps) > 1:
-            title = f"{path.name} · {self.bundle.spec} · explaining {caption}"
+            title = f"{path.name} · {self.bundle.title} · explaining {caption}"
             first = str(self.run.save_image(panel(tiles, captions, cell=224, title=title),
                                             f"{stem}_{name_slug(what)}_panel.png", result={**record, "panel": True}))
             record["panel"] = first

@@ -13,6 +13,7 @@ from ..errors import DeepprobeError
 from ..options.fool import DEFAULT_CONFIDENCE, DEFAULT_STEPS, METHODS, Options
 from . import app
 from .common import command, err_console, opt, out_console
+from .gallery import EMBEDDERS
 from .prompts import apply_prompts, labels_option, text_option
 
 
@@ -51,6 +52,13 @@ def fool_cmd(run, images: list[str] = typer.Argument(None, help="Images (files, 
              from_noise: bool = typer.Option(False, "--from-noise",
                                              help="Grow unrecognizable images the model labels as each --target "
                                                   "(Nguyen et al. 2015); no IMAGES needed."),
+             reference: str = typer.Option(None, "--reference", help="Embedders: pull each image's embedding "
+                                           "toward this image's.", rich_help_panel=EMBEDDERS),
+             away: bool = typer.Option(False, "--away", help="Embedders: push each image's embedding away from "
+                                       "its own.", rich_help_panel=EMBEDDERS),
+             gallery: str = typer.Option(None, "--gallery", help="Embedders: judge retrieval on this folder of "
+                                         "images (class sub-folders also give the k-NN class).",
+                                         rich_help_panel=EMBEDDERS),
              text: list[str] = text_option(), labels: str = labels_option(),
              target_text: list[str] = typer.Option(None, "--target-text",
                                                    help="CLIP: the prompt to reach, e.g. 'a photo of an ostrich' "
@@ -69,7 +77,11 @@ def fool_cmd(run, images: list[str] = typer.Argument(None, help="Images (files, 
     inside --eps (TOG). Writes NAME_fool_GOAL.png and a panel with the boxes or classes before and after;
     success is checked on the saved PNG.
 
-    CLIP (hf:DIR): the classes are the --text/--labels prompts, and --target-text names the prompt to reach."""
+    CLIP (hf:DIR): the classes are the --text/--labels prompts, and --target-text names the prompt to reach.
+
+    Embedders (DINO, CLIP/SigLIP image towers): --reference IMG pulls each embedding toward IMG's, --away pushes
+    it from its own (PGD inside --eps); judged on the saved PNG by cosine similarity and, with --gallery DIR, by
+    the nearest gallery image (and the k-NN class of a gallery of class folders)."""
     opts = run.options
     if from_noise:
         # Hook for `fool --from-noise`: cli/noise.py owns it. method/steps/lr are None unless the user (or a
@@ -83,6 +95,15 @@ def fool_cmd(run, images: list[str] = typer.Argument(None, help="Images (files, 
     if not images:
         raise DeepprobeError("give at least one image to fool (or --from-noise with --target)")
     bundle = run.bundle()
+    if bundle.task == "embedding":
+        from .fool_embedding import fool_embedder_images
+
+        if target or vanish or source or text or labels or target_text:
+            raise DeepprobeError(f"{bundle.spec} is an embedder: it has no classes; use --reference IMG or --away")
+        return fool_embedder_images(run, bundle, images, reference, away, gallery, opts)
+    if reference or away or gallery:
+        raise DeepprobeError(f"--reference, --away and --gallery apply to embedders; {bundle.spec} is a "
+                             f"{bundle.task} model")
     if bundle.task in ("detection", "segmentation"):
         from .fool_tasks import fool_task_images
 
@@ -242,7 +263,7 @@ class _Table:
     def __init__(self, bundle, kwargs: dict):
         from rich.table import Table
 
-        self.table = Table(title=f"{bundle.spec} · {kwargs['method']} on {bundle.device}")
+        self.table = Table(title=f"{bundle.title} · {kwargs['method']} on {bundle.device}")
         for column in ("image", "original", "adversarial (saved PNG)", "fooled", "L-inf x255", "L2", "steps"):
             self.table.add_column(column)
 

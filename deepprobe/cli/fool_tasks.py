@@ -110,7 +110,7 @@ def _summary(found) -> str:
 def _table(bundle, method: str):
     from rich.table import Table
 
-    table = Table(title=f"{bundle.spec} · {method} on {bundle.device}")
+    table = Table(title=f"{bundle.title} · {method} on {bundle.device}")
     for column in ("image", "goal", "before", "after (saved PNG)", "fooled", "done", "L-inf x255", "steps"):
         table.add_column(column)
     return table

@@ -43,6 +43,7 @@ def invert_cmd(run, images: list[str] = typer.Argument(..., help="Photos to reco
     if not opts.layer:
         raise DeepprobeError("give at least one --layer")
     bundle = run.bundle()
+    opts.layer = run.layers_for(opts.layer, DEFAULT_LAYERS)
     for name in opts.layer:
         bundle.layer(name)  # unknown layers fail here, once, with suggestions
     paths = image_paths(run, images)
@@ -112,8 +113,8 @@ def _save(run, bundle, path: Path, i: int, result, opts: Options) -> dict:
         outputs[name] = str(out)
     tiles = [original] + [result.images[name][i:i + 1] for name in result.layers]
     captions = [f"original {w}x{h}"] + [f"{name}\nerror {errors[name]:.3f}" for name in result.layers]
-    title = f"{path.name} · inverted from {bundle.spec} · {result.steps} steps"
-    picture = grid(tiles, captions, columns=len(tiles), cell=min(int(w), 224), title=title)
+    title = f"{path.name} · inverted from {bundle.title} · {result.steps} steps"
+    picture = grid(tiles, captions, columns=len(tiles), cell=min(max(int(w), 128), 224), title=title)
     grid_path = run.save_image(picture, f"{stem}_invert_grid.png", result={**record, "outputs": outputs,
                                                                            "grid": True})
     record.update(outputs=outputs, grid=str(grid_path))
@@ -131,7 +132,7 @@ def _show(run, bundle, records: list[dict]) -> None:
     from rich.table import Table
 
     layers = records[0]["layers"]
-    table = Table(title=f"invert · {bundle.spec} · relative feature error (not squared)")
+    table = Table(title=f"invert · {bundle.title} · relative feature error (not squared)")
     for column in ["image", *layers, "grid"]:
         table.add_column(column)
     for r in records:

@@ -39,10 +39,14 @@ def maximize_cmd(run,
     opts = run.options
     _check(opts)
     bundle = run.bundle()
-    from ..models.tasks import CLASSIFICATION, require_task
+    from ..models.tasks import CLASSIFICATION, EMBEDDING, require_task
     from ..techniques.maximize import maximize, resolve_units
 
-    require_task(bundle, "maximize", CLASSIFICATION)  # its photos' best batches photos of one size
+    # its photos' best batches photos of one size; an embedder's channels need no classes
+    require_task(bundle, "maximize", CLASSIFICATION, EMBEDDING)
+    from ..techniques.maximize import native_side
+
+    opts.size = opts.size or native_side(bundle)
 
     units = resolve_units(bundle, opts.target or None, opts.layer, opts.channel or None, opts.neuron, opts.size)
     photo_paths, photo_batch = _photos(run, bundle, opts.photos)
@@ -71,8 +75,6 @@ def maximize_cmd(run,
 
 def _check(opts: Options) -> None:
     """Option values a user can get wrong, reported before any model is loaded."""
-    if opts.size < 32:
-        raise DeepprobeError(f"--size must be at least 32 pixels, got {opts.size}")
     if opts.robustness < 0 or opts.decay_power < 0:
         raise DeepprobeError("--robustness and --decay-power must be 0 or more")
     if opts.columns < 0:
@@ -126,8 +128,8 @@ def _save(run, bundle, opts: Options, result, photo_paths) -> list[dict]:
                              result={**rec, **common})
         rec["output"] = str(out)
     columns = opts.columns or min(len(records), 8)
-    cell = min(opts.size, 224)
-    title = f"maximize · {bundle.spec} · {opts.size}px · {result.steps} steps"
+    cell = min(max(opts.size, 128), 224)  # small results are shown enlarged, so captions stay readable
+    title = f"maximize · {bundle.title} · {opts.size}px · {result.steps} steps"
     picture = grid(list(result.images), [_caption(r) for r in records], columns=columns, cell=cell, title=title)
     grid_path = run.save_image(picture, "maximize_grid.png",
                                result={"units": records, **common, "photos": [str(p) for p in photo_paths],
@@ -148,7 +150,7 @@ def _show(run, bundle, records: list[dict]) -> None:
         return
     from rich.table import Table
 
-    table = Table(title=f"maximize · {bundle.spec} on {bundle.device}")
+    table = Table(title=f"maximize · {bundle.title} on {bundle.device}")
     for column in ("unit", "reached", "photos best", "best photo", "ratio", "output"):
         table.add_column(column)
     for r in records:

@@ -83,7 +83,7 @@ def _save(run, bundle, result, grid) -> None:
     if run.show_progress:
         from rich.table import Table
 
-        table = Table(title=f"{bundle.spec} · from noise ({result.method})")
+        table = Table(title=f"{bundle.title} · from noise ({result.method})")
         for column in ("target", "confidence (saved PNG)", "success", "generations/steps", "refined"):
             table.add_column(column)
         for r in records:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from . import app
 from .common import command, out_console
@@ -64,8 +65,9 @@ def _print(rows: list[dict], detailed: bool) -> None:
 
     if detailed:
         row = rows[0]
-        out_console.print(f"[bold]{row['name']}[/bold] ({row['path']}; {_where(row)})\n{row['description']}\n"
-                          f"use: deepprobe {row['command']} ... --recipe {row['name']}")
+        out_console.print(f"[bold]{escape(row['name'])}[/bold] "
+                          + escape(f"({row['path']}; {_where(row)})\n{row['description']}\n"
+                                   f"use: deepprobe {row['command']} ... --recipe {row['name']}"))
         table = Table()
         table.add_column("option")
         table.add_column("value")
@@ -78,6 +80,7 @@ def _print(rows: list[dict], detailed: bool) -> None:
     for col in ("name", "command", "from", "description"):
         table.add_column(col, overflow="fold")
     for row in rows:
-        description = row["description"] if "error" not in row else f"[red]{row['error']}[/red]"
-        table.add_row(row["name"], row["command"], _where(row), description)
+        # names, paths and descriptions come from users' files: escaped, so brackets print as they are
+        description = escape(row["description"]) if "error" not in row else f"[red]{escape(row['error'])}[/red]"
+        table.add_row(escape(row["name"]), escape(row["command"]), escape(_where(row)), description)
     out_console.print(table)

@@ -6,10 +6,11 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from ..errors import DeepprobeError
 from . import app
-from .common import err_console, out_console
+from .common import out_console, user_errors
 
 
 @app.command("report")
@@ -28,19 +29,14 @@ def report_cmd(folder: str = typer.Argument("outputs", help="Output folder to re
 
     Runs are grouped by command, newest first. Images are inlined, so the page can be mailed or archived
     alone (--link keeps it small instead)."""
-    try:
+    with user_errors(debug):
         path, runs = _write(Path(folder), output, link, title, force)
-    except DeepprobeError as exc:
-        if debug:
-            raise
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
     if json_summary:
         summary = {"command": "report", "folder": folder, "runs": len(runs),
                    "commands": sorted({r.command for r in runs}), "outputs": [str(path)]}
         sys.stdout.write(json.dumps(summary) + "\n")
     elif not quiet:
-        out_console.print(f"{len(runs)} run(s) from {folder} -> [bold]{path}[/bold]")
+        out_console.print(f"{len(runs)} run(s) from {escape(folder)} -> [bold]{escape(str(path))}[/bold]")
 
 
 def _write(folder: Path, output: str | None, link: bool, title: str | None, force: bool):

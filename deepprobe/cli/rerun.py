@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from ..errors import DeepprobeError
 from . import app
-from .common import Common, err_console
+from .common import Common, err_console, user_errors
 
 # Arguments that belong to the rerun, not to the recorded run.
 _OUTPUT_FLAGS = {"json", "quiet", "debug", "force", "recipe"}
@@ -80,8 +81,8 @@ def command_line(typer_app: typer.Typer, record: dict[str, Any], *, out: str | N
     common = {f.name for f in dataclasses.fields(Common)}
     unknown = [k for k in args if k not in params and k not in common]
     if unknown and warn:
-        err_console.print(f"[yellow]warning:[/yellow] `deepprobe {record['command']}` no longer takes "
-                          f"{', '.join(unknown)}; rerunning without")
+        err_console.print(f"[yellow]warning:[/yellow] `deepprobe {escape(record['command'])}` no longer takes "
+                          f"{escape(', '.join(unknown))}; rerunning without")
 
     options, positionals = [], []
     for param in cmd.params:
@@ -190,6 +191,26 @@ def _toml(value: Any) -> str:
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
+def trust_needed(typer_app: typer.Typer, record: dict[str, Any], sidecar: str | Path,
+                 extra: list[str] | None = None) -> str | None:
+    """Why running this sidecar needs --trust, or None. A sidecar is a file anyone can write: its `python:` model
+    spec imports and calls code it names, and its recorded working folder (where relative inputs are read and
+    outputs written) can point anywhere. Both are replayed only on trust, unless the rerun overrides them: a
+    typed --model, or a recorded folder that is the current one or inside the sidecar's own folder."""
+    cmd, _ = find_command(typer.main.get_command(typer_app), record["command"].split())
+    typed = _named_in(cmd, list(extra or []))
+    spec = record["arguments"].get("model")
+    if "model" not in typed and isinstance(spec, str) and spec.startswith("python:"):
+        return f"its model {spec} runs Python code the file names"
+    cwd = record.get("cwd")
+    if isinstance(cwd, str):
+        recorded = Path(cwd).resolve()
+        if recorded != Path.cwd().resolve() and not recorded.is_relative_to(Path(sidecar).resolve().parent):
+            return (f"it ran in {cwd}, outside the sidecar's folder, and its relative paths would be read and written "
+                    "there (rerunning from that folder needs no --trust)")
+    return None
+
+
 def rerun(typer_app: typer.Typer, record: dict[str, Any], *, out: str | None = None, device: str | None = None,
           extra: list[str] | None = None, **flags: bool) -> int:
     """Run the recorded command again in this process; returns its exit code."""
@@ -237,26 +258,31 @@ def rerun_cmd(ctx: typer.Context,
               out: str = typer.Option(None, "--out", "-o", help="Folder for the new outputs (default: the original's)."),
               device: str = typer.Option(None, "--device", help="Run on this device instead of the recorded one."),
               show: bool = typer.Option(False, "--print", help="Only print the rebuilt command line."),
+              trust: bool = typer.Option(False, "--trust", help="Run a sidecar whose model is python: code, or whose "
+                                                                "working folder lies outside the sidecar's folder: "
+                                                                "only for files you made or trust."),
               json_summary: bool = typer.Option(False, "--json", help="Print the rerun's JSON summary on stdout."),
               quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
               debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")):
     """Reproduce a run from its sidecar: same command, options, seed and device; new outputs never overwrite.
 
-    Options after the sidecar change the rerun, e.g. `deepprobe rerun outputs/cat_fool.json --steps 100`."""
-    try:
-        rebuilt = command_line(app, load_sidecar(sidecar), out=out, device=device, extra=ctx.args)
+    Options after the sidecar change the rerun, e.g. `deepprobe rerun outputs/cat_fool.json --steps 100`. A sidecar
+    whose model is python: code, or that ran in a folder outside its own (other than the current one), is refused
+    unless --trust: a sidecar from someone else would run their code or use their paths."""
+    with user_errors(debug):
+        record = load_sidecar(sidecar)
+        rebuilt = command_line(app, record, out=out, device=device, extra=ctx.args)
         if show:
             typer.echo(shell_line(rebuilt.argv))
             if rebuilt.recipe:
                 typer.echo("# plus options without a flag, passed as a recipe:\n" + rebuilt.recipe, nl=False)
             return
+        reason = None if trust else trust_needed(app, record, sidecar, ctx.args)
+        if reason:
+            raise DeepprobeError(f"{sidecar}: {reason}; rerun it with --trust only if you trust the file "
+                                 "(--print shows the command)")
         if not quiet and not json_summary:
-            err_console.print(f"[dim]{shell_line(rebuilt.argv)}[/dim]", soft_wrap=True)
+            err_console.print(f"[dim]{escape(shell_line(rebuilt.argv))}[/dim]", soft_wrap=True)
         code = execute(app, rebuilt, json_summary=json_summary, quiet=quiet, debug=debug)
-    except DeepprobeError as exc:
-        if debug:
-            raise
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
     if code:
         raise typer.Exit(code)

@@ -100,8 +100,7 @@ def _measure(run, data: list[str], opts: Options) -> int:
 
 def _config(run, bundle, dataset, plan, opts: Options) -> dict:
     """Everything that changes a per-image result or which images are measured (the resume fingerprint)."""
-    return {"command": "robustness", "model": bundle.spec, "weights": run.common.weights,
-            "normalize": run.common.normalize, "amp": bool(bundle.notes.get("amp")), "data": dataset.describe(),
+    return {"command": "robustness", **run.model_config(), "amp": bool(bundle.notes.get("amp")), "data": dataset.describe(),
             "limit": opts.limit, "sample": opts.sample, "seed": run.common.seed, "batch_size": opts.batch_size,
             **plan.describe()}
 
@@ -207,7 +206,7 @@ def _report(run, bundle, dataset, plan, config, outcome, ctx) -> int:
     folder = outcome.folder
     outputs = [str(folder.results), str(folder.summary)]
     if summary["n"]:
-        title = f"{bundle.spec} · {summary['n']} images · {' > '.join(plan.cascade)} · {plan.settings.norm}"
+        title = f"{bundle.title} · {summary['n']} images · {' > '.join(plan.cascade)} · {plan.settings.norm}"
         shown = ("n", "labels", "measure", "clean_accuracy", "robust_accuracy", "stage_accuracy", "ci95", "per_eps",
                  "complete", "n_skipped")
         plot = run.save_image(accuracy_plot(dict(summary), title=title), PLOT, replace=True,
@@ -240,7 +239,7 @@ def _table(run, bundle, summary: dict, plan) -> None:
         return "" if value is None else f"{value:.1%} [dim]({bounds[0]:.0%}–{bounds[1]:.0%})[/dim]"
 
     measure = "prediction robustness" if summary["labels"] == "predictions" else "accuracy"
-    table = Table(title=f"robustness · {bundle.spec} · {summary['n']} images on {bundle.device}")
+    table = Table(title=f"robustness · {bundle.title} · {summary['n']} images on {bundle.device}")
     table.add_column("eps")
     for stage in plan.stages:
         table.add_column(f"after {stage}", justify="right")

@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 
 from ..errors import DeepprobeError
-from ..options.style import INITS, OPTIMIZERS, STYLE_LAYERS, Options
+from ..options.style import CONTENT_LAYER, INITS, OPTIMIZERS, STYLE_LAYERS, Options
 from . import app
 from .common import command, err_console, opt, out_console
 
@@ -47,6 +47,8 @@ def style_cmd(run, content: str = typer.Argument(..., metavar="CONTENT", help="T
     opts = run.options
     _check(opts, len(styles))
     bundle = run.bundle()
+    opts.style_layers = run.layers_for(opts.style_layers, STYLE_LAYERS, deepest_only=False)
+    opts.content_layer = run.layers_for([opts.content_layer], (CONTENT_LAYER,))[0]
     for layer in [*opts.style_layers, opts.content_layer]:
         bundle.layer(layer)  # unknown layers fail here, with suggestions
     images = []
@@ -123,7 +125,7 @@ def _transfer(run, bundle, judge, content_path: Path, style_paths: list[Path], c
                         f"content dist x{record['content_ratio']:.2f} of style's · {judge_name}")
     else:
         captions.append("result")
-    title = (f"style transfer · {bundle.spec} · {opts.optimizer} {result.steps} steps"
+    title = (f"style transfer · {bundle.title} · {opts.optimizer} {result.steps} steps"
              + (" · colours kept" if opts.preserve_colors else ""))
     cell = min(256, max(int(w), 160))
     panel_path = run.save_image(panel(tiles, captions, cell=cell, title=title), f"{name}_panel.png",

@@ -85,14 +85,16 @@ def _whole(chunk: LoadedChunk) -> LoadedChunk:
 
 def stream(chunks: Sequence[Chunk], preprocess, tensors=None, workers: int = 0) -> Iterator[LoadedChunk]:
     """Yield the chunks in order, read ahead by `workers` DataLoader processes (0: in this process)."""
+    import torch
     from torch.utils.data import DataLoader
 
     if not chunks:
         return
     workers = 0 if tensors is not None else max(0, int(workers))  # tensors are in memory already
+    # its own generator: a DataLoader otherwise draws its workers' base seed from the caller's global one
     loader = DataLoader(_ChunkImages(chunks, preprocess, tensors), batch_size=None, shuffle=False,
                         num_workers=min(workers, len(chunks)), collate_fn=_whole,
-                        prefetch_factor=2 if workers else None)
+                        prefetch_factor=2 if workers else None, generator=torch.Generator())
     for loaded in loader:
         if loaded.error:
             raise DeepprobeError(loaded.error)

@@ -68,10 +68,12 @@ def compose(transforms: Sequence[Transform]) -> Transform:
     return apply
 
 
-def standard_robustness(generator: torch.Generator | None = None, strength: float = 1.0) -> list[Transform]:
-    """Lucent's default stack: pad, jitter, scale, rotate, jitter (for feature visualization)."""
-    j = max(1, round(8 * strength))
-    return [pad(max(2, round(12 * strength)), mode="constant"), jitter(j, generator),
+def standard_robustness(generator: torch.Generator | None = None, strength: float = 1.0,
+                        pixels: float = 1.0) -> list[Transform]:
+    """Lucent's default stack: pad, jitter, scale, rotate, jitter (for feature visualization). `pixels` scales the
+    pad and jitter distances alone (lucent's suit a 224-px network: 32/224 for a 32-px one)."""
+    j = max(1, round(8 * strength * pixels))
+    return [pad(max(2, round(12 * strength * pixels)), mode="constant"), jitter(j, generator),
             random_scale([1 + (i - 5) / 50 * strength for i in range(11)], generator),
             random_rotate(10 * strength, generator), jitter(max(1, j // 2), generator)]
 

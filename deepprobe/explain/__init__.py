@@ -24,9 +24,20 @@ def explain(probe, x: torch.Tensor, method: str = "gradcam", target=None, layer:
     Detectors and segmenters (`probe.task`): see `deepprobe.explain.tasks` -- a detector gives one BoxMaps per
     image (its boxes, one map per box; `min_score` picks the boxes), a segmenter (N,H,W) maps of `target`'s
     predicted pixels (default: each image's largest class other than background). CLIP (`image-text`) is
-    explained like a classifier whose classes are its prompts (`probe.set_prompts`).
+    explained like a classifier whose classes are its prompts (`probe.set_prompts`). Embedders (DINO, CLIP's
+    image tower): `attention`/`rollout` as on any ViT, and with `reference=` (images) every other method, and
+    `similarity`, maps where each image resembles the reference (see `deepprobe.explain.embedding`).
     """
     check_ranges("explain", method_options)
+    if getattr(probe, "task", "classification") == "embedding":
+        from .embedding import explain_embedder
+
+        return explain_embedder(probe, x, method, target=target, layer=layer, **method_options)
+    if method_options.get("reference") is not None:
+        from ..errors import DeepprobeError
+
+        raise DeepprobeError(f"reference= explains the similarity of an embedder's embeddings; {probe.spec} is a "
+                             f"{getattr(probe, 'task', 'classification')} model")
     if getattr(probe, "task", "classification") in ("detection", "segmentation"):  # CLIP ranks its prompts
         from .tasks import explain_task
 

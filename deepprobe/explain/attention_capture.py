@@ -70,7 +70,8 @@ def _timm_grid(model: nn.Module, size: tuple[int, int]) -> tuple[int, int] | Non
     pe = getattr(model, "patch_embed", None)
     if pe is None:
         return None
-    if getattr(pe, "dynamic_img_size", False) and hasattr(pe, "dynamic_feat_size"):
+    dynamic = getattr(pe, "dynamic_img_size", False) or getattr(model, "dynamic_img_size", False)  # (ViTs: the model)
+    if dynamic and hasattr(pe, "dynamic_feat_size"):
         return tuple(int(v) for v in pe.dynamic_feat_size(size))
     grid = getattr(pe, "grid_size", None)
     if grid is not None:

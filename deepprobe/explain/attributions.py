@@ -21,6 +21,7 @@ import warnings
 import torch
 from torch import nn
 
+from ..device import caller_random_state
 from ..errors import DeepprobeError
 from ..options.explain import Options
 
@@ -100,9 +101,10 @@ def smoothgrad(probe, x: torch.Tensor, targets: torch.Tensor, layer: str | None 
     samples = _positive("samples", samples)
     if not float(noise) > 0:
         raise DeepprobeError(f"--noise must be positive, got {noise}")
-    attr = NoiseTunnel(Saliency(probe.net)).attribute(
-        _input(x), nt_type="smoothgrad", nt_samples=samples, nt_samples_batch_size=_chunk(internal_batch, x.shape[0]),
-        stdevs=float(noise), target=targets, abs=False)
+    with caller_random_state():  # captum draws the noise from the global generator: the caller's, left as it was
+        attr = NoiseTunnel(Saliency(probe.net)).attribute(
+            _input(x), nt_type="smoothgrad", nt_samples=samples,
+            nt_samples_batch_size=_chunk(internal_batch, x.shape[0]), stdevs=float(noise), target=targets, abs=False)
     return _abs_max(attr)
 
 

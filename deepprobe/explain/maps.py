@@ -29,6 +29,7 @@ METHODS: dict[str, str] = {
     "rollout": "transformer:rollout",
     "chefer": "transformer:chefer",
     "attention": "transformer:attention",
+    "similarity": "embedding:similarity",  # embedders with a reference image (explain/embedding.py)
 }
 EPS = 1e-8
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..device import keeps_caller_random_state
 from ..errors import DeepprobeError
 from .bundle import ModelBundle
 from .preprocess import Preprocess
@@ -98,6 +99,7 @@ def _bundle_on(device: str) -> ModelBundle:
                        notes={"num_classes": len(AGE_BINS), "kind": "age"})
 
 
+@keeps_caller_random_state  # the ONNX conversion builds modules, which draw initial weights globally
 def load_age_model(device: str | torch.device = "auto") -> ModelBundle:
     """The age model as a ModelBundle (net: [0,1] chips -> probabilities), converted once per process."""
     from ..device import resolve_device

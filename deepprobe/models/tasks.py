@@ -6,7 +6,9 @@ Every bundle's `net` takes (N,3,H,W) float images in [0,1]. What it returns depe
 - detection: a list of N dicts {"boxes" (K,4) xyxy in input pixels, "labels" (K,), "scores" (K,)} (torchvision's
   convention; the scores keep their gradients), produced by `DetectorNet`;
 - segmentation: (N, classes, H, W) logits at the input's size, produced by `SegmenterNet`;
-- image-text: defined by the CLIP adapter.
+- image-text: defined by the CLIP adapter;
+- embedding: (N, D) image embeddings (a head-less backbone: DINO, DINOv2, CLIP's or SigLIP's image tower),
+  produced by `models.embedding.EmbedderNet`; compared by cosine similarity.
 An adapter module says its task with a class attribute `task`; a user's network (python:, torchscript:, onnx:)
 gets its task from the shape of its output on one probe image (`wrap_by_output`).
 """
@@ -21,10 +23,11 @@ from torch import nn
 from ..errors import DeepprobeError
 
 CLASSIFICATION, DETECTION, SEGMENTATION, IMAGE_TEXT = "classification", "detection", "segmentation", "image-text"
-TASKS = (CLASSIFICATION, DETECTION, SEGMENTATION, IMAGE_TEXT)
+EMBEDDING = "embedding"
+TASKS = (CLASSIFICATION, DETECTION, SEGMENTATION, IMAGE_TEXT, EMBEDDING)
 # the command (or method) -> the tasks it works on; used for the one-line refusal
 _ARTICLE = {CLASSIFICATION: "a classifier", DETECTION: "a detector", SEGMENTATION: "a segmenter",
-            IMAGE_TEXT: "an image-text model"}
+            IMAGE_TEXT: "an image-text model", EMBEDDING: "an embedder"}
 
 
 def describe_task(task: str) -> str:

@@ -46,14 +46,16 @@ def categories(name: str) -> list[str]:
     return list(next(iter(models.get_model_weights(name))).meta["categories"])
 
 
-def build(name: str, weights: str | Path | None) -> tuple[nn.Module, list[str] | None, Preprocess]:
-    """(adapter, class names or None, preprocess) for a torchvision detector or segmenter."""
+def build(name: str, weights: str | Path | None, pretrained: nn.Module | None = None,
+          enum=None) -> tuple[nn.Module, list[str] | None, Preprocess]:
+    """(adapter, class names or None, preprocess) for a torchvision detector or segmenter: built offline and given
+    the weights file, or `pretrained` (built with the weights enum `enum`), or random weights."""
     from torchvision import models
 
     task = task_of_name(name)
-    names = categories(name)
+    names = list(enum.meta["categories"]) if enum is not None else categories(name)
     kwargs: dict = {"weights": None, "weights_backbone": None}
-    net = models.get_model(name, **kwargs)
+    net = pretrained if pretrained is not None else models.get_model(name, **kwargs)
     classes = len(names)
     if weights:
         state = read_state_dict(weights)

@@ -52,7 +52,8 @@ METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "rollout": ("head_fusion", "discard_ratio"),
     "attention": ("head",),
 }
-LAYER_METHODS = CAM_METHODS + ("attention",)  # methods that read --layer (a module name; a block index for attention)
+# methods that read --layer (a module name; a block index for attention; similarity: Grad-CAM's layer)
+LAYER_METHODS = CAM_METHODS + ("attention", "similarity")
 
 
 def method_kwargs(opts: Options, method: str, cam_layer: str | None) -> dict:

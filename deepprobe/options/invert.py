@@ -48,5 +48,5 @@ class Options:
 
 RANGES = {
     "steps": "[1, inf)", "lr": "(0, inf)", "tv": "[0, inf)", "beta": "(0, inf)", "alpha_weight": "[0, inf)",
-    "alpha": "(0, inf)", "noise": "[0, 0.5]", "levels": "[1, inf)", "size": "[32, inf)", "batch_size": "[1, inf)",
+    "alpha": "(0, inf)", "noise": "[0, 0.5]", "levels": "[1, inf)", "size": "[8, inf)", "batch_size": "[1, inf)",
 }

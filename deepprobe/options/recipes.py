@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DeepprobeError
-from .values import coerce, options_for
+from .values import coerce, options_for, parse_input_size
 
+# model options a recipe may set beside the command's own (typed --input-size still wins)
+MODEL_KEYS = ("input_size",)
 WORKING_DIRECTORY, USER_CONFIG, BUNDLED, FILE = "working directory", "user config", "bundled", "file"
 
 
@@ -71,6 +73,7 @@ class Recipe:
     path: Path
     origin: str = FILE
     shadows: list[RecipeFile] = dataclasses.field(default_factory=list)
+    model: dict[str, Any] = dataclasses.field(default_factory=dict)  # MODEL_KEYS found in [options]
 
 
 def list_recipes() -> list[Recipe]:
@@ -112,6 +115,11 @@ def read_recipe(entry: RecipeFile, command: str | None = None) -> Recipe:
     options_cls = options_for(recipe_command)
     if options_cls is None:
         raise DeepprobeError(f"{path}: command {recipe_command!r} takes no recipe")
+    options = dict(options)
+    model = {key: options.pop(key) for key in MODEL_KEYS if key in options}
+    if "input_size" in model:
+        height, width = parse_input_size(model["input_size"], f"{path}: input_size")
+        model["input_size"] = f"{height},{width}"
     coerce(options_cls, options, str(path))
     return Recipe(entry.name, recipe_command, str(data.get("description", "")), options, path, entry.origin,
-                  list(entry.shadows))
+                  list(entry.shadows), model)

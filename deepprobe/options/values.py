@@ -89,3 +89,21 @@ def resolve(options_cls, recipe: dict[str, Any] | None, given: dict[str, Any], r
     options = options_cls(**merged)
     check_ranges(options_cls, dataclasses.asdict(options), COMMAND_LINE)
     return options
+
+
+def parse_input_size(value: Any, source: str = "--input-size") -> tuple[int, int] | None:
+    """A model input size as (H, W): N, "N", "H,W", "HxW" or [H, W]; None stays None."""
+    if value is None:
+        return None
+    items: Any = value
+    if isinstance(value, str):
+        items = [v for v in value.replace("x", ",").split(",")]
+    elif isinstance(value, int) and not isinstance(value, bool):
+        items = [value]
+    try:
+        numbers = [int(str(v).strip()) for v in items]
+    except (TypeError, ValueError):
+        numbers = []
+    if not 1 <= len(numbers) <= 2 or min(numbers) < 1 or isinstance(value, bool):
+        raise DeepprobeError(f"{source} must be N or H,W (positive pixel counts), got {value!r}")
+    return (numbers[0], numbers[-1])

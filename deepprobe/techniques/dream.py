@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from .. import engine as E
 from ..engine.transforms import gaussian_blur, luma
 from ..models import ModelBundle
-from ..options.dream import Options
+from ..models.layers import default_layers
+from ..options.dream import DEFAULT_LAYERS, Options
 from ..options.ranges import check_ranges
 
 MIN_SIDE = 32  # octaves smaller than this are skipped (the net's receptive field would see only padding)
@@ -47,7 +48,7 @@ def dream(probe: ModelBundle, images: torch.Tensor, layers: Sequence[str] | str 
     (1 = the full dream). Ctrl-C stops early and keeps what was dreamed so far (stopped = "interrupted").
     """
     check_ranges("dream", locals())
-    layers = _layers(layers)
+    layers = default_layers(probe, _layers(layers), DEFAULT_LAYERS)
     target = probe.class_index(target) if target is not None else None
     generator = torch.Generator().manual_seed(seed)
     base = images.detach().to(probe.device).float().clamp(0, 1)

@@ -17,7 +17,8 @@ import torch
 from .. import engine as E
 from ..errors import DeepprobeError
 from ..models import ModelBundle
-from ..options.invert import LR_FLOOR, PIXEL_SCALE, TV_SCALE, Options
+from ..models.layers import default_layers
+from ..options.invert import DEFAULT_LAYERS, LR_FLOOR, PIXEL_SCALE, TV_SCALE, Options
 from ..options.ranges import check_ranges
 from .invert_params import Pyramid
 
@@ -50,7 +51,7 @@ def invert(probe: ModelBundle, x: torch.Tensor, layer: Sequence[str] | str | Non
     (results do not depend on it). Ctrl-C stops and keeps the best images so far (stopped = "interrupted").
     """
     check_ranges("invert", locals())
-    layers = _layers(layer)
+    layers = default_layers(probe, _layers(layer), DEFAULT_LAYERS)
     for name in layers:
         probe.layer(name)  # unknown layers fail here, with suggestions
     from .style import fit_size

@@ -8,6 +8,7 @@ starting spectrum is seeded from (seed, unit), so a unit gives the same image al
 """
 from __future__ import annotations
 
+import math
 import re
 import zlib
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ class Unit:
     y: int | None = None  # neuron cell in the layer's map at the optimized size (None: centre)
     x: int | None = None
     label: str = ""  # class name, for captions
+    prefix: int | None = None  # a ViT block's (N,T,C) tokens: tokens before the patch grid; None: a (N,C,H,W) map
 
     @property
     def name(self) -> str:
@@ -54,8 +56,18 @@ class Unit:
         if self.kind == "class":
             return E.class_logit(self.index)
         if self.kind == "channel":
-            return E.channel(self.layer, self.index)
-        return E.neuron(self.layer, self.index, self.y, self.x, map_size=map_size)
+            base = E.channel(self.layer, self.index)
+        else:
+            base = E.neuron(self.layer, self.index, self.y, self.x, map_size=map_size)
+        if self.prefix is None:
+            return base
+        return E.Objective(lambda f: base(self._as_map(f)), base.name, base.layers)
+
+    def _as_map(self, fwd: E.Forward) -> E.Forward:
+        """The forward pass with this unit's layer as a (N,C,H,W) map (ViT tokens over their patch grid)."""
+        if self.prefix is None:
+            return fwd
+        return E.Forward(fwd.images, fwd.logits, {self.layer: token_map(fwd[self.layer], self.prefix)}, fwd.bundle)
 
     def read(self, fwd: E.Forward, natural: bool = False) -> torch.Tensor:
         """The unit's activation per image, (N,), on an untransformed forward pass.
@@ -65,7 +77,7 @@ class Unit:
         """
         if self.kind == "class":
             return fwd.logits[:, self.index].float()
-        act = fwd[self.layer][:, self.index].float()
+        act = self._as_map(fwd)[self.layer][:, self.index].float()
         if self.kind == "channel":
             return act.flatten(1).mean(1)
         if natural:
@@ -135,21 +147,49 @@ def parse_neuron(value: str | Sequence[int] | None) -> tuple[int | None, int | N
     return int(y), int(x)
 
 
+def token_map(tokens: torch.Tensor, prefix: int) -> torch.Tensor:
+    """(N,T,C) tokens of a vision transformer block -> (N,C,h,w) over its square patch grid, the `prefix` tokens
+    (class token, registers) left out: a channel of a ViT is then read like a CNN's."""
+    patches = tokens[:, prefix:]
+    side = math.isqrt(patches.shape[1])
+    if side * side != patches.shape[1]:
+        raise DeepprobeError(f"{patches.shape[1]} patch tokens do not make a square grid; maximize a square image")
+    return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
+
+
 def layer_shape(probe: ModelBundle, layer: str, size: int) -> tuple[int, int, int]:
-    """(C,H,W) of the layer's output for a size x size input; the layer must give a (N,C,H,W) map."""
+    """(C,H,W) of the layer's output for a size x size input: a (N,C,H,W) map, or a ViT block's tokens."""
+    return layer_output(probe, layer, size)[:3]
+
+
+def layer_output(probe: ModelBundle, layer: str, size: int) -> tuple[int, int, int, int | None]:
+    """(C, H, W, prefix): prefix None for a (N,C,H,W) map; for (N,T,C) tokens, those before the patch grid
+    (the model's declared count, e.g. timm's num_prefix_tokens, else what a square grid leaves)."""
     probe.layer(layer)  # unknown names fail here, with suggestions
     with torch.no_grad():
         probe_input = torch.full((1, 3, size, size), 0.5, device=probe.device)
         act = E.forward(probe, probe_input, [layer], need_logits=False)[layer]
+    if act.dim() == 3:
+        declared = getattr(probe.inner, "num_prefix_tokens", None)
+        prefix = int(declared) if declared is not None else act.shape[1] - math.isqrt(act.shape[1]) ** 2
+        grid = token_map(act, prefix)
+        return int(grid.shape[1]), int(grid.shape[2]), int(grid.shape[3]), prefix
     if act.dim() != 4:
-        raise DeepprobeError(f"layer {layer!r} gives shape {tuple(act.shape)}, not a (N,C,H,W) map; "
-                             "pick a convolutional layer (see `deepprobe layers`)")
-    return int(act.shape[1]), int(act.shape[2]), int(act.shape[3])
+        raise DeepprobeError(f"layer {layer!r} gives shape {tuple(act.shape)}, not a (N,C,H,W) map or (N,T,C) "
+                             "tokens; pick a convolutional layer or a transformer block (see `deepprobe layers`)")
+    return int(act.shape[1]), int(act.shape[2]), int(act.shape[3]), None
+
+
+def native_side(probe: ModelBundle) -> int:
+    """The side of the square images maximize draws when no size is given: the model's input size (its longer
+    side), 224 for a model of any input size."""
+    return max(probe.input_size) if probe.input_size else 224
 
 
 def resolve_units(probe: ModelBundle, target=None, layer: str | None = None, channel=None, neuron=None,
-                  size: int = Options.size) -> list[Unit]:
+                  size: int | None = Options.size) -> list[Unit]:
     """Check what the user asked for and turn it into Units (classes first, then channels)."""
+    size = size or native_side(probe)
     targets = [] if target is None else ([target] if isinstance(target, (int, str)) else list(target))
     channels = parse_channels(channel)
     cell = parse_neuron(neuron)
@@ -171,7 +211,7 @@ def resolve_units(probe: ModelBundle, target=None, layer: str | None = None, cha
             index = probe.class_index(t)
             units.append(Unit("class", index, label=probe.class_name(index)))
     if channels:
-        count, h, w = layer_shape(probe, layer, size)
+        count, h, w, prefix = layer_output(probe, layer, size)
         bad = [c for c in channels if c >= count]
         if bad:
             raise DeepprobeError(f"channel {bad[0]} is out of range: layer {layer!r} has {count} channels "
@@ -183,13 +223,13 @@ def resolve_units(probe: ModelBundle, target=None, layer: str | None = None, cha
                 raise DeepprobeError(f"neuron ({y},{x}) is outside layer {layer!r}'s {h}x{w} map at "
                                      f"{size} px (Y in 0-{h - 1}, X in 0-{w - 1})")
         kind = "channel" if cell is None else "neuron"
-        units += [Unit(kind, c, layer=layer, y=y, x=x) for c in channels]
+        units += [Unit(kind, c, layer=layer, y=y, x=x, prefix=prefix) for c in channels]
     return list(dict.fromkeys(units))
 
 
 def maximize(probe: ModelBundle, target=None, *, layer: str | None = None, channel=None, neuron=None,
              units: Sequence[Unit] | None = None, steps: int = Options.steps, lr: float = Options.lr,
-             size: int = Options.size, decay_power: float = Options.decay_power,
+             size: int | None = Options.size, decay_power: float = Options.decay_power,
              robustness: float = Options.robustness, seed: int = 0, photos: torch.Tensor | None = None,
              photo_names: Sequence[str] | None = None,
              callback: Callable[[int, int, float, E.Forward | None], None] | None = None) -> MaximizeResult:
@@ -200,12 +240,15 @@ def maximize(probe: ModelBundle, target=None, *, layer: str | None = None, chann
     them is reported beside the one reached (`result.natural`), measured at the same size as the result.
     """
     check_ranges("maximize", locals())
+    size = size or native_side(probe)
     units = list(units) if units is not None else resolve_units(probe, target, layer, channel, neuron, size)
     map_sizes = {u.layer: layer_shape(probe, u.layer, size)[1:] for u in units if u.kind == "neuron"}
     objective = E.rowwise([u.objective(map_sizes.get(u.layer)) for u in units])
     param = fourier_image(units, size, decay_power, seed, probe.device)
     generator = torch.Generator().manual_seed(seed)
-    transforms = E.standard_robustness(generator, robustness) if robustness > 0 else []
+    # lucent's pixel sizes suit a 224-px network; a smaller network's objects are smaller by its input's ratio
+    pixels = min(1.0, native_side(probe) / 224)
+    transforms = E.standard_robustness(generator, robustness, pixels) if robustness > 0 else []
     res = E.optimize(probe, param, objective, steps=steps, lr=lr, optimizer="adam", transforms=transforms,
                      callback=callback, check_every=min(10, steps))
     # The best-loss image was scored on a random transform; the last iterate is what the optimization settled on.
@@ -224,7 +267,8 @@ def maximize(probe: ModelBundle, target=None, *, layer: str | None = None, chann
 def fourier_image(units: Sequence[Unit], size: int, decay_power: float, seed: int,
                   device: torch.device | str) -> E.FourierImage:
     """A batch of Fourier images; row i starts from a spectrum seeded by (seed, unit i) alone."""
-    param = E.FourierImage(len(units), size, size, decay_power=decay_power, device=device)
+    # every row is overwritten below; its own generator keeps the first draw off the caller's global one
+    param = E.FourierImage(len(units), size, size, decay_power=decay_power, device=device, generator=torch.Generator())
     with torch.no_grad():
         for i, unit in enumerate(units):
             gen = torch.Generator().manual_seed(zlib.crc32(f"{seed}:{unit.key}".encode()))

@@ -249,7 +249,7 @@ def robustness(bundle: ModelBundle, data: Any, labels: Any = None, *,
     for record in records:
         tally.add(record)
     summary = tally.summary()
-    summary.update(skipped=outcome.skipped, config={"model": bundle.spec, "data": dataset.describe(),
+    summary.update(skipped=outcome.skipped, config={"model": bundle.spec, "weights": bundle.origin, "data": dataset.describe(),
                                                     "seed": seed, "batch_size": batch_size, **plan.describe()})
     return result_from_summary(summary, plan, records)
 

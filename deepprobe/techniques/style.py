@@ -22,8 +22,9 @@ from torch import nn
 from .. import engine as E
 from ..errors import DeepprobeError
 from ..models import ModelBundle
-from ..options.style import (INITS, MEASURE_CONTENT_LAYER, MEASURE_STYLE_LAYERS, OPTIMIZERS, STYLE_LAYERS, Options,
-                             lr_for)
+from ..models.layers import default_layers
+from ..options.style import (CONTENT_LAYER, INITS, MEASURE_CONTENT_LAYER, MEASURE_STYLE_LAYERS, OPTIMIZERS,
+                             STYLE_LAYERS, Options, lr_for)
 from ..options.ranges import check_ranges
 from .fool_params import BoxPixels
 
@@ -75,6 +76,8 @@ def style(probe: ModelBundle, content: torch.Tensor, styles: Sequence[torch.Tens
     styles = [styles] if isinstance(styles, torch.Tensor) else list(styles)
     if not styles:
         raise DeepprobeError("give at least one style image")
+    style_layers = default_layers(probe, list(style_layers), STYLE_LAYERS, deepest_only=False)
+    content_layer = default_layers(probe, [content_layer], (CONTENT_LAYER,))[0]
     blend = blend_weights(len(styles), style_blend)
     device = probe.device
     content = fit_size(content.to(device).float(), size)
