@@ -39,6 +39,12 @@ _EXPORTS = {
     "feature_attack": "deepprobe.techniques.fool_embedding:feature_attack",
     "build_gallery": "deepprobe.techniques.knn:build_gallery",
     "knn_classify": "deepprobe.techniques.knn:knn_classify",
+    "Prompt": "deepprobe.models.sam:Prompt",
+    "segment_prompts": "deepprobe.models.sam_masks:segment_prompts",
+    "fool_prompt": "deepprobe.techniques.fool_prompt:fool_prompt",
+    "estimate_depth": "deepprobe.models.depth:estimate_depth",
+    "fool_depth": "deepprobe.techniques.fool_depth:fool_depth",
+    "depth_robustness": "deepprobe.techniques.depth_robustness:depth_robustness",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

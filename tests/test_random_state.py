@@ -67,7 +67,19 @@ def _robustness(get):
             for r in result.records]
 
 
+def _tiny32(get):
+    return F.interpolate(get("cat"), size=(32, 32), mode="area")
+
+
+def _gallery(get):
+    pair = torch.cat([_tiny32(get), _tiny32(get).flip(-1)])
+    return dp.build_gallery(get("embedder"), pair, ["cat", "flipped"], ["a", "b"])
+
+
 LITE0, TASKS = ("lite0", "cat", "examples"), ("detector", "segmenter", "shapes")
+EMBED = ("embedder", "cat")
+SAM, DEPTH = ("sam", "cat"), ("depth", "cat")
+POINT = (12.0, 20.0)
 CASES = {
     "load_model": ((), lambda get: dp.load_model("efficientnet_lite0", device="cpu").inner.classifier.weight),
     "read_image": (LITE0, lambda get: dp.read_image(get("examples") / "cat.jpg")),
@@ -102,6 +114,21 @@ CASES = {
     "age": (LITE0, lambda get: dp.age(_astronaut(get), 60, steps=1, rounds=1).chips),
     "text_relevance": (("clip",), lambda get: dp.text_relevance(get("clip"), torch.rand(
         1, 3, 48, 48, generator=torch.Generator()))[0].scores),
+    "embed": (EMBED, lambda get: dp.embed(get("embedder"), _tiny32(get))),
+    "build_gallery": (EMBED, lambda get: _gallery(get).embeddings),
+    "knn_classify": (EMBED, lambda get: dp.knn_classify(get("embedder"), _tiny32(get), _gallery(get),
+                                                         neighbors=2)[0].scores),
+    "feature_attack": (EMBED, lambda get: dp.feature_attack(get("embedder"), _tiny32(get), away=True, steps=2,
+                                                             seed=5).images),
+    "segment_prompts": (SAM, lambda get: dp.segment_prompts(get("sam"), _tiny32(get), [dp.Prompt.point(*POINT)])
+                        [0][0].logits),
+    "fool_prompt": (SAM, lambda get: dp.fool_prompt(get("sam"), _tiny32(get), dp.Prompt.point(*POINT), steps=2,
+                                                    rounds=1, seed=5).images),
+    "estimate_depth": (DEPTH, lambda get: dp.estimate_depth(get("depth"), _tiny32(get))[0].depth),
+    "fool_depth": (DEPTH, lambda get: dp.fool_depth(get("depth"), _tiny32(get), (4, 4, 20, 20), steps=2, rounds=1,
+                                                    seed=5).images),
+    "depth_robustness": (DEPTH, lambda get: dp.depth_robustness(get("depth"), _tiny32(get), eps=2 / 255, steps=2,
+                                                                seed=5).abs_rel),
     "prompts_from_labels": ((), lambda get: dp.prompts_from_labels(["cat"])),
 }
 # SmoothGrad draws captum's noise from the caller's generator, by design (as a torch function would): it may differ
@@ -129,6 +156,15 @@ def fixtures(request, tiny_tasks):
                 from tests.tiny_tasks import two_shapes
 
                 made[name] = two_shapes()[0]
+            elif name == "embedder":
+                made[name] = dp.load_model("python:tests.tiny_embedders:vit", device="cpu", input_size=32)
+            elif name == "sam":
+                from tests.tiny_foundation import save_sam
+
+                made[name] = dp.load_model(f"hf:{save_sam(request.getfixturevalue('tmp_path_factory').mktemp('sam'))}",
+                                           device="cpu")
+            elif name == "depth":
+                made[name] = dp.load_model("python:tests.tiny_foundation:brightness_depth", device="cpu")
             elif name == "clip":
                 made[name] = _tiny_clip(request.getfixturevalue("tmp_path_factory").mktemp("clip"))
             else:

@@ -172,7 +172,9 @@ def test_recipe_out_of_range_is_named_with_its_file(tmp_path):
 # take the options as **keywords, which fields they accept.
 API_FUNCTIONS = {
     "classify": [(dp.classify, (None, None), None), (dp.knn_classify, (None, None, None), None)],
-    "fool": [(dp.attack, (None, None), None), (dp.feature_attack, (None, None), None)],
+    "fool": [(dp.attack, (None, None), None), (dp.feature_attack, (None, None), None),
+             (dp.fool_prompt, (None, None, None), {"eps", "alpha", "steps", "kappa", "rounds"}),
+             (dp.fool_depth, (None, None, None), {"eps", "alpha", "steps", "rounds", "factor"})],
     "noise": [(dp.fool_from_noise, (None, ["toaster"]), None)],
     "patch": [(dp.train_patch, (None, None, "toaster"), None), (dp.apply_patch, (None, None, None, "toaster"), None)],
     "invert": [(dp.invert, (None, None), None)],
@@ -185,7 +187,8 @@ API_FUNCTIONS = {
                                                   "discard_ratio", "head"})],
     "evaluate": [(dp.evaluate, (None, None), {f.name for f in dataclasses.fields(MODULES["evaluate"].Options)})],
     "robustness": [(dp.robustness, (None, None), {"eps", "steps", "restarts", "targets", "queries", "batch_size",
-                                                  "limit", "sample", "workers"})],
+                                                  "limit", "sample", "workers"}),
+                   (dp.depth_robustness, (None, None), {"eps", "steps", "batch_size", "limit", "sample", "workers"})],
 }
 
 

@@ -11,6 +11,7 @@ from .progress import make_progress
 from .inputs import batches, image_paths
 from .gallery import EMBEDDERS
 from .prompts import apply_prompts, labels_option, text_option
+from .regions import box_option, point_option, refuse_spatial, region_option
 
 
 @command(app, "classify")
@@ -27,7 +28,9 @@ def classify_cmd(run, images: list[str] = typer.Argument(..., help="Image files,
                                       rich_help_panel=EMBEDDERS),
                  temperature: str = opt(Options, "temperature", help="Embedders: each neighbour votes with "
                                         "weight exp(cosine / T).", rich_help_panel=EMBEDDERS),
-                 text: list[str] = text_option(), labels: str = labels_option()):
+                 text: list[str] = text_option(), labels: str = labels_option(),
+                 point: list[str] = point_option(), box: list[str] = box_option(),
+                 region: str = region_option("whose mean depth to report")):
     """Print the top-k classes of each image with their probabilities.
 
     On a detector: every box at or above --min-score (class, score, xyxy) and NAME_detections.png with the boxes
@@ -35,7 +38,11 @@ def classify_cmd(run, images: list[str] = typer.Argument(..., help="Image files,
     colour per class. Both with JSON sidecars. On CLIP (hf:DIR): zero-shot probabilities over the --text /
     --labels prompts. On an embedder (DINO, CLIP/SigLIP image towers) with --gallery DIR of class folders:
     DINO's k-NN classification (the --neighbors most cosine-similar gallery images vote with weight
-    exp(cosine / T)), with the nearest gallery images; a gallery without class folders gives the nearest images."""
+    exp(cosine / T)), with the nearest gallery images; a gallery without class folders gives the nearest images.
+
+    On Segment Anything (hf:DIR): per --point/--box prompt SAM's three masks with their predicted IoU scores
+    (NAME_sam_K_PROMPT.png and _masks.npy); on a depth estimator: NAME_depth.png (depth in colour),
+    NAME_depth_panel.png (photo | depth) and NAME_depth.npy."""
     from rich.table import Table
 
     from ..models.tasks import CLASSIFICATION, IMAGE_TEXT
@@ -44,6 +51,7 @@ def classify_cmd(run, images: list[str] = typer.Argument(..., help="Image files,
     opts = run.options
     bundle = run.bundle()
     apply_prompts(run, bundle, text, labels)
+    refuse_spatial(bundle, point, box, region)
     if bundle.task == "embedding":
         from .classify_embedding import classify_embedder_images
 
@@ -53,6 +61,14 @@ def classify_cmd(run, images: list[str] = typer.Argument(..., help="Image files,
         from ..models.tasks import describe_task
 
         raise DeepprobeError(f"--gallery applies to embedders; {bundle.spec} is {describe_task(bundle.task)}")
+    if bundle.task == "promptable-segmentation":
+        from .sam_tasks import classify_prompts
+
+        return classify_prompts(run, bundle, images, point, box, opts.alpha)
+    if bundle.task == "depth":
+        from .depth_tasks import classify_depth
+
+        return classify_depth(run, bundle, images, region)
     paths = image_paths(run, images)
     rows = []  # classifiers: (file name, [(class, probability)]), laid out by _table to fit the terminal
     table = Table(title=f"{bundle.title} on {bundle.device}")  # detectors and segmenters: a row per box / class

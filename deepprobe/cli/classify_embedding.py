@@ -24,7 +24,7 @@ def classify_embedder_images(run, bundle, images: list[str], gallery_dir: str | 
     paths = image_paths(run, images)
     gallery = read_gallery(run, bundle, gallery_dir, opts.batch_size)
     labelled = gallery.labels is not None
-    title = (f"{bundle.spec} · {opts.neighbors}-NN over {len(gallery)} images in {len(gallery.classes)} classes "
+    title = (f"{bundle.title} · {opts.neighbors}-NN over {len(gallery)} images in {len(gallery.classes)} classes "
              f"(T={opts.temperature:g})" if labelled else f"{bundle.spec} · nearest of {len(gallery)} images")
     table = Table(title=title)
     for column in ("image",) + (("k-NN class", "vote") if labelled else ()) + ("nearest", "cosine"):
@@ -62,7 +62,7 @@ def _figure(run, bundle, path: Path, photo, found, top: list[dict] | None) -> Pa
     for name, sim, label in zip(found.names, found.similarities, found.labels or [None] * len(found.names)):
         tiles.append(bundle.load_image(name)[0].cpu())
         captions.append(f"{Path(name).name}\n" + (f"{label} · " if label else "") + f"cosine {sim:.3f}")
-    title = f"{path.name} · nearest gallery images · {bundle.spec}"
+    title = f"{path.name} · nearest gallery images · {bundle.title}"
     return run.save_image(grid(tiles, captions, columns=len(tiles), cell=160, title=title),
                           f"{safe_stem(path)}_neighbours.png",
                           result={"input": str(path), "nearest": found.as_dict(), "top": top})

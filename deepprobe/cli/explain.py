@@ -12,6 +12,7 @@ from . import app
 from .common import command, opt, out_console
 from .gallery import EMBEDDERS
 from .prompts import apply_prompts, labels_option, text_option
+from .regions import box_option, point_option, refuse_spatial, region_option
 
 
 @command(app, "explain")
@@ -43,7 +44,9 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
                 reference: str = typer.Option(None, "--reference", help="Embedders: explain where each image "
                                               "resembles this one (the cosine similarity of their embeddings).",
                                               rich_help_panel=EMBEDDERS),
-                text: list[str] = text_option(), labels: str = labels_option()):
+                text: list[str] = text_option(), labels: str = labels_option(),
+                point: list[str] = point_option(), box: list[str] = box_option(),
+                region: str = region_option("whose depth to explain (default: the whole image)")):
     """Explain each image's decision with one or more methods (Grad-CAM, captum, ViT attention).
 
     Writes per image and class NAME_METHOD_CLASS.png
@@ -62,7 +65,11 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
     Embedders (a backbone without a head: DINO, DINOv2, CLIP's or SigLIP's image tower): `attention` draws the CLS
     token's attention of every head (NAME_attention_heads.png, DINO's figure), `rollout` works as on any ViT;
     with --reference IMG, `similarity` (Chefer on ViTs, Grad-CAM on CNNs; or any other method) maps where each
-    image resembles IMG: NAME_METHOD_vs_REF.png shows both images with their maps and the cosine."""
+    image resembles IMG: NAME_METHOD_vs_REF.png shows both images with their maps and the cosine.
+
+    Segment Anything (hf:DIR): per --point/--box prompt, what drives the mask SAM chooses (its logits summed
+    over the mask): NAME_METHOD_sam_K.png/.npy. Depth estimators: what drives the mean depth of --region
+    (default: the whole image): NAME_METHOD_depth_REGION.png/.npy. HiResCAM by default on both."""
     from ..explain import method_function
     from ..explain.detr import is_detr
     from ..models.bundle import require_classifier
@@ -75,6 +82,7 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
         method_function(name)  # unknown methods fail here, listing the known ones
     bundle = run.bundle()
     prompts = apply_prompts(run, bundle, text, labels)
+    refuse_spatial(bundle, point, box, region)
     if bundle.task == "embedding":
         from .explain_embedding import explain_embedder_images
 
@@ -83,6 +91,14 @@ def explain_cmd(run, images: list[str] = typer.Argument(..., help="Photos to exp
         raise DeepprobeError(f"--reference applies to embedders; {bundle.spec} is {describe_task(bundle.task)}")
     # DETR is explained through its own attention by default
     opts.method = opts.method or (["chefer"] if is_detr(bundle) else default_methods(bundle.task))
+    if bundle.task == "promptable-segmentation":
+        from .sam_tasks import explain_prompts
+
+        return explain_prompts(run, bundle, images, opts, point, box)
+    if bundle.task == "depth":
+        from .depth_tasks import explain_depth
+
+        return explain_depth(run, bundle, images, opts, region)
     if bundle.task in ("detection", "segmentation"):
         from .explain_tasks import explain_task_images
 

@@ -46,7 +46,7 @@ def explain_embedder_images(run, bundle, images: list[str], opts: Options, refer
     if opts.layer and any(m in CAM_METHODS for m in opts.method):
         bundle.layer(opts.layer)  # unknown layers fail here, once, with suggestions
     paths = image_paths(run, images)
-    table = Table(title=f"explain · {bundle.spec} (embedder) · {', '.join(opts.method)} on {bundle.device}")
+    table = Table(title=f"explain · {bundle.title} (embedder) · {', '.join(opts.method)} on {bundle.device}")
     for column in ("image",) + (("reference", "cosine") if ref is not None else ()) + ("output",):
         table.add_column(column)
     writer = _Writer(run, bundle, opts, table, Path(reference) if reference else None, ref)
@@ -160,7 +160,7 @@ class _Writer:
             captions.append(caption)
         shown = next(iter(record["methods"].values()))["overlay"]
         if len(maps) > 1:
-            title = f"{path.name} · {self.bundle.spec}" + (f" · similarity to {ref_name}" if ref_name else "")
+            title = f"{path.name} · {self.bundle.title}" + (f" · similarity to {ref_name}" if ref_name else "")
             out = self.run.save_image(panel(tiles, captions, cell=224, title=title), f"{stem}_panel.png",
                                       result={**record, "panel": True})
             record["panel"] = shown = str(out)

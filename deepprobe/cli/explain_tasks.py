@@ -9,8 +9,6 @@ from .common import out_console
 
 
 def explain_task_images(run, bundle, images: list[str], opts: Options) -> None:
-    from rich.table import Table
-
     from ..explain.tasks import check_method, default_task_layer
     from .inputs import batches, image_paths
 
@@ -20,34 +18,49 @@ def explain_task_images(run, bundle, images: list[str], opts: Options) -> None:
     if opts.layer and any(m in CAM_METHODS for m in opts.method):
         bundle.layer(opts.layer)
     paths = image_paths(run, images)
-    table = Table(title=f"explain · {bundle.title} · {', '.join(opts.method)} on {bundle.device}")
-    for column in ("image", "class", "score" if bundle.task == "detection" else "area", "output"):
-        table.add_column(column)
-    writer = _Writer(run, bundle, opts, table)
+    writer = MapWriter.with_table(run, bundle, opts, ("class", "score" if bundle.task == "detection" else "area"))
     with run.progress() as progress:
         task = progress.add_task("explain", total=len(paths), info="")
         for chunk_paths, x in batches(run, bundle, paths, 1):  # one at a time: each image keeps its size
-            if writer.cam_layer is None and any(m in CAM_METHODS for m in opts.method):
-                writer.cam_layer = opts.layer or default_task_layer(bundle, x)
+            writer.pick_layer(x, default_task_layer)
             progress.update(task, info=chunk_paths[0].name)
             if bundle.task == "detection":
                 writer.boxes(chunk_paths[0], x, targets)
             else:
                 writer.segments(chunk_paths[0], x, targets)
             progress.advance(task)
-    run.summary.update(methods=list(opts.method), cam_layer=writer.cam_layer, min_score=opts.min_score)
-    if run.show_progress and table.row_count:
-        out_console.print(table)
-        if writer.cam_layer:
-            out_console.print(f"CAM layer: {writer.cam_layer}")
+    writer.finish(min_score=opts.min_score)
 
 
-class _Writer:
+class MapWriter:
     """Computes each method's maps for one image and writes overlays, .npy maps, panels and sidecars."""
 
     def __init__(self, run, bundle, opts: Options, table):
         self.run, self.bundle, self.opts, self.table = run, bundle, opts, table
         self.cam_layer: str | None = None
+
+    @classmethod
+    def with_table(cls, run, bundle, opts: Options, columns: tuple[str, ...]) -> MapWriter:
+        """A writer with its summary table: image, `columns` (what each output explains, a figure), output."""
+        from rich.table import Table
+
+        table = Table(title=f"explain · {bundle.title} · {', '.join(opts.method)} on {bundle.device}")
+        for column in ("image", *columns, "output"):
+            table.add_column(column)
+        return cls(run, bundle, opts, table)
+
+    def pick_layer(self, x, default) -> None:
+        """The CAM layer, once: --layer, else `default(bundle, x)` (only when a CAM method runs)."""
+        if self.cam_layer is None and any(m in CAM_METHODS for m in self.opts.method):
+            self.cam_layer = self.opts.layer or default(self.bundle, x)
+
+    def finish(self, **summary) -> None:
+        """The methods and CAM layer (and `summary`) into the run's summary; the table on the terminal."""
+        self.run.summary.update(methods=list(self.opts.method), cam_layer=self.cam_layer, **summary)
+        if self.run.show_progress and self.table.row_count:
+            out_console.print(self.table)
+            if self.cam_layer:
+                out_console.print(f"CAM layer: {self.cam_layer}")
 
     def _maps(self, x, **kwargs) -> dict:
         from ..explain import explain
@@ -72,7 +85,7 @@ class _Writer:
             one = found.select(torch.tensor([k]))
             maps = {m: res[0].maps[k] for m, res in per_method.items()}
             record = {"input": str(path), "box_index": k, **one.records()[0]}
-            self._write(path, f"box{k}_{one.names[0]}", photo, draw_detections(photo, one), maps, record,
+            self.write(path, f"box{k}_{one.names[0]}", photo, draw_detections(photo, one), maps, record,
                         lambda pic, one=one: draw_detections(pic, one),
                         f"{one.names[0]} {float(one.scores[0]):.2f}", f"{float(one.scores[0]):.2f}")
 
@@ -94,10 +107,10 @@ class _Writer:
                 continue
             maps = {m: v[0] for m, v in self._maps(x, target=cls).items()}
             record = {"input": str(path), "class": name, "class_index": cls, "area": round(area, 6)}
-            self._write(path, name, photo, colored, maps, record, None, f"{name} on {area:.1%} of the image",
+            self.write(path, name, photo, colored, maps, record, None, f"{name} on {area:.1%} of the image",
                         f"{area:.1%}")
 
-    def _write(self, path: Path, what: str, photo, first_tile, maps: dict, record: dict, decorate, caption: str,
+    def write(self, path: Path, what: str, photo, first_tile, maps: dict, record: dict, decorate, caption: str,
                shown: str) -> None:
         """One overlay (+ .npy) per method, `decorate(overlay)` drawing the box if given; a panel for several."""
         import numpy as np

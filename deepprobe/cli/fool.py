@@ -15,6 +15,7 @@ from . import app
 from .common import command, err_console, opt, out_console
 from .gallery import EMBEDDERS
 from .prompts import apply_prompts, labels_option, text_option
+from .regions import PANEL, box_option, point_option, refuse_spatial, region_option
 
 
 @command(app, "fool")
@@ -24,7 +25,8 @@ def fool_cmd(run, images: list[str] = typer.Argument(None, help="Images (files, 
                                                    "Without it the attack is untargeted."),
              vanish: list[str] = typer.Option(None, "--vanish", help="Detectors and segmenters: make this class "
                                                                      "disappear (repeat for several; 'all' for "
-                                                                     "every class)."),
+                                                                     "every class). Segment Anything: the "
+                                                                     "prompts' masks vanish ('all' or nothing)."),
              source: list[str] = typer.Option(None, "--source", help="Detectors and segmenters with --target: the "
                                                                      "classes to turn into it (default: all)."),
              method: str = opt(Options, "method", help="pgd | fgsm | szegedy | cw (with --from-noise: evolve | cppn | "
@@ -63,7 +65,15 @@ def fool_cmd(run, images: list[str] = typer.Argument(None, help="Images (files, 
              target_text: list[str] = typer.Option(None, "--target-text",
                                                    help="CLIP: the prompt to reach, e.g. 'a photo of an ostrich' "
                                                         "(added to the --text/--labels prompts); repeat for several.",
-                                                   rich_help_panel="Image-text (CLIP)")):
+                                                   rich_help_panel="Image-text (CLIP)"),
+             point: list[str] = point_option(), box: list[str] = box_option(),
+             region: str = region_option("to move (with --nearer or --farther)"),
+             nearer: bool = typer.Option(False, "--nearer", help="Depth: make --region look nearer by --factor.",
+                                         rich_help_panel=PANEL),
+             farther: bool = typer.Option(False, "--farther", help="Depth: make --region look farther by --factor.",
+                                          rich_help_panel=PANEL),
+             factor: str = opt(Options, "factor", help="Depth: how much nearer/farther the region should look.",
+                               rich_help_panel=PANEL)):
     """Make images the model misclassifies (as --target, or as anything else) while they look unchanged.
 
     Writes NAME_fool_TARGET.png at the model's input size (so `deepprobe classify` reads it back as is),
@@ -81,7 +91,11 @@ def fool_cmd(run, images: list[str] = typer.Argument(None, help="Images (files, 
 
     Embedders (DINO, CLIP/SigLIP image towers): --reference IMG pulls each embedding toward IMG's, --away pushes
     it from its own (PGD inside --eps); judged on the saved PNG by cosine similarity and, with --gallery DIR, by
-    the nearest gallery image (and the k-NN class of a gallery of class folders)."""
+    the nearest gallery image (and the k-NN class of a gallery of class folders).
+
+    Segment Anything (hf:DIR): the mask of each --point/--box prompt vanishes (SAM's chosen mask on the saved PNG
+    overlaps the clean one by IoU < 0.1). Depth estimators: --region looks --nearer or --farther by --factor on
+    the saved PNG. Both PGD inside --eps (8/255)."""
     opts = run.options
     if from_noise:
         # Hook for `fool --from-noise`: cli/noise.py owns it. method/steps/lr are None unless the user (or a
@@ -95,6 +109,7 @@ def fool_cmd(run, images: list[str] = typer.Argument(None, help="Images (files, 
     if not images:
         raise DeepprobeError("give at least one image to fool (or --from-noise with --target)")
     bundle = run.bundle()
+    refuse_spatial(bundle, point, box, region)
     if bundle.task == "embedding":
         from .fool_embedding import fool_embedder_images
 
@@ -104,6 +119,12 @@ def fool_cmd(run, images: list[str] = typer.Argument(None, help="Images (files, 
     if reference or away or gallery:
         raise DeepprobeError(f"--reference, --away and --gallery apply to embedders; {bundle.spec} is a "
                              f"{bundle.task} model")
+    if bundle.task in ("promptable-segmentation", "depth") or nearer or farther:
+        from .fool_foundation import fool_sam_or_depth
+
+        classes = bool(text or labels or target_text or target or source)
+        return fool_sam_or_depth(run, bundle, images, point, box, region, nearer, farther, vanish or [], classes,
+                                 opts)
     if bundle.task in ("detection", "segmentation"):
         from .fool_tasks import fool_task_images
 

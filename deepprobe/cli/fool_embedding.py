@@ -198,7 +198,7 @@ def _verdict(record: dict) -> str:
 def _table(bundle, away: bool, with_gallery: bool):
     from rich.table import Table
 
-    table = Table(title=f"{bundle.spec} · feature PGD {'away' if away else 'toward the reference'} on "
+    table = Table(title=f"{bundle.title} · feature PGD {'away' if away else 'toward the reference'} on "
                         f"{bundle.device}")
     columns = ["image", "cos to reference" if not away else "cos to original"]
     columns += ["nearest (saved PNG)"] if with_gallery else []

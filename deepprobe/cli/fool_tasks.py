@@ -1,10 +1,12 @@
 """`deepprobe fool` on detectors (boxes vanish or change class) and segmenters (pixels change class).
 
 Called by cli/fool.py once the model's task is known. One image at a time (each keeps its size); the verdict is
-measured again on the saved 8-bit PNG, read back from disk, as for classifiers.
+measured again on the saved 8-bit PNG, read back from disk, as for classifiers. `attack_images` and `save_attack`
+serve Segment Anything and depth estimators too (cli/fool_foundation.py), with their own pictures.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import DeepprobeError
@@ -14,9 +16,7 @@ from .common import err_console, out_console
 
 def fool_task_images(run, bundle, images: list[str], targets: list[str], vanish: list[str], source: list[str],
                      opts: Options) -> int:
-    from ..io import quantize
     from ..techniques.fool_tasks import fool_task
-    from .inputs import batches, image_paths
 
     method = opts.method or DEFAULT_TASK_METHOD
     if method not in TASK_METHODS:
@@ -33,6 +33,23 @@ def fool_task_images(run, bundle, images: list[str], targets: list[str], vanish:
         for name in ([goal["target"]] if "target" in goal else []) + list(goal.get("source") or []) + \
                 [v for v in goal.get("vanish", []) if v.lower() != "all"]:
             bundle.class_index(name)
+
+    def attack(x, goal, seed, callback):
+        return fool_task(bundle, x, method=method, eps=opts.eps, alpha=opts.alpha or opts.lr, steps=opts.steps,
+                         min_score=opts.min_score, kappa=opts.kappa, rounds=opts.rounds, seed=seed,
+                         callback=callback, **goal)
+    return attack_images(run, bundle, images, goals, attack, _TaskPictures(bundle), method)
+
+
+def attack_images(run, bundle, images: list[str], goals: list, attack: Callable, pictures, method: str,
+                  skip_errors: bool = False) -> int:
+    """Each image (one at a time, at its own size) against each goal: `attack(x, goal, seed, callback)` gives a
+    TaskAttackResult, saved and judged again on the PNG by `save_attack`; `pictures` draws the panel. With
+    `skip_errors` a goal that does not apply to one image (a prompt outside it) is that image's failure and the
+    others go on. Shared by every non-classifier task."""
+    from ..io import quantize
+    from .inputs import batches, image_paths
+
     paths = image_paths(run, images)
     table = _table(bundle, method)
     interrupted = False
@@ -43,11 +60,16 @@ def fool_task_images(run, bundle, images: list[str], targets: list[str], vanish:
             for goal in goals:
                 def callback(step, _total, loss, _fwd, name=chunk[0].name):
                     progress.update(task, info=f"{name} · step {step} · loss {loss:.4g}")
-                result = fool_task(bundle, x, method=method, eps=opts.eps, alpha=opts.alpha or opts.lr,
-                                   steps=opts.steps, min_score=opts.min_score, kappa=opts.kappa,
-                                   rounds=opts.rounds, seed=run.common.seed + i, callback=callback, **goal)
-                _save(run, bundle, chunk[0], result, opts, table)
-                progress.advance(task)
+                try:
+                    result = attack(x, goal, run.common.seed + i, callback)
+                except DeepprobeError as exc:
+                    if not skip_errors:
+                        raise
+                    run.fail(str(chunk[0]), str(exc))
+                    continue
+                finally:
+                    progress.advance(task)
+                save_attack(run, bundle, chunk[0], result, pictures, run.options.amplify, table)
                 if result.stopped in ("interrupted", "nan"):
                     err_console.print(f"[yellow]{result.message}[/yellow]")
                     interrupted = result.stopped == "interrupted"
@@ -60,11 +82,11 @@ def fool_task_images(run, bundle, images: list[str], targets: list[str], vanish:
     return 130 if interrupted else code
 
 
-def _save(run, bundle, path: Path, result, opts: Options, table) -> None:
-    """Write the adversarial PNG, read it back, judge it again, and write the before | change | after panel."""
+def save_attack(run, bundle, path: Path, result, pictures, amplify: float | None, table) -> None:
+    """Write the adversarial PNG, read it back, judge it again, and write the before | change | after panel
+    (`pictures.tiles` draws the before and after tiles, the perturbation goes second)."""
     from ..io import name_slug, safe_stem
-    from ..render import panel
-    from ..render import amplification
+    from ..render import amplification, panel
 
     record = {"input": str(path), **result.records()[0], "loss_curve": [round(v, 5) for v in result.losses]}
     name = f"{safe_stem(path)}_fool_{name_slug(result.goal.replace('->', 'to'))}"
@@ -74,21 +96,36 @@ def _save(run, bundle, path: Path, result, opts: Options, table) -> None:
     record.update(success=bool(success[0]), share=round(float(share[0]), 6), after=after[0].as_dict(),
                   checked_on="saved PNG", output=str(out), **(notes[0] if notes else {}))
     delta = (result.images[0] - result.original[0]).cpu()
-    scale = amplification(float(delta.abs().max()), opts.amplify)
-    tiles = [_draw(bundle, result.original[0], result.before[0]), (0.5 + scale * delta).clamp(0, 1),
-             _draw(bundle, result.images[0], after[0])]
-    captions = [f"original: {_summary(result.before[0])}",
-                f"perturbation x{scale:g}\nL-inf {record['linf_255']:g}/255 · L2 {record['l2']:.3f}",
-                f"adversarial (saved PNG): {_summary(after[0])}"]
+    scale = amplification(float(delta.abs().max()), amplify)
+    tiles, captions = pictures.tiles(result.original[0].cpu(), result.images[0].cpu(), result.before[0], after[0],
+                                     record)
+    tiles.insert(1, (0.5 + scale * delta).clamp(0, 1))
+    captions.insert(1, f"perturbation x{scale:g}\nL-inf {record['linf_255']:g}/255 · L2 {record['l2']:.3f}")
     title = f"{path.name} · {result.method} · {result.goal} · {'fooled' if record['success'] else 'NOT fooled'}"
-    size = max(224, int(result.images.shape[-1]))
-    panel_path = run.save_image(panel(tiles, captions, cell=size, title=title), f"{name}_panel.png",
-                                result={"input": str(path), "adversarial": str(out)})
+    panel_path = run.save_image(panel(tiles, captions, cell=pictures.cell(int(result.images.shape[-1])), title=title),
+                                f"{name}_panel.png", result={"input": str(path), "adversarial": str(out)})
     record["panel"] = str(panel_path)
     run.add_result(record)
     fooled = "[green]yes[/green]" if record["success"] else "[red]no[/red]"
-    table.add_row(path.name, result.goal, _summary(result.before[0]), _summary(after[0]), fooled,
+    table.add_row(path.name, result.goal, *pictures.summary(result.before[0], after[0], record), fooled,
                   f"{record['share']:.0%}", f"{record['linf_255']:g}", str(record["steps"]))
+
+
+class _TaskPictures:
+    """Detectors (boxes) and segmenters (class colours): before and after, each with what the model found."""
+
+    def __init__(self, bundle):
+        self.bundle = bundle
+
+    def tiles(self, original, adversarial, before, after, record) -> tuple[list, list[str]]:
+        return ([_draw(self.bundle, original, before), _draw(self.bundle, adversarial, after)],
+                [f"original: {_summary(before)}", f"adversarial (saved PNG): {_summary(after)}"])
+
+    def summary(self, before, after, record) -> tuple[str, str]:
+        return _summary(before), _summary(after)
+
+    def cell(self, width: int) -> int:
+        return max(224, width)
 
 
 def _draw(bundle, image, found):

@@ -45,7 +45,8 @@ def models_cmd(run):
 # spec forms whose task is not simply "classification"
 _FORM_TASKS = {"python:module:callable": "by its output", "hf:DIR (CLIPModel)": "image-text", "--random-init": "",
                "hf:DIR (DetrForObjectDetection)": "detection", "timm:NAME --weights FILE (no head)": "embedding",
-               "hf:DIR (Dinov2Model, ViTModel, CLIPVisionModel, SiglipVisionModel)": "embedding"}
+               "hf:DIR (Dinov2Model, ViTModel, CLIPVisionModel, SiglipVisionModel)": "embedding",
+               "hf:DIR (SamModel)": "promptable-segmentation", "hf:DIR (DepthAnythingForDepthEstimation)": "depth"}
 _TASK_MEANING = {"detection": "pretrained COCO weights (torch hub cache) or --weights FILE",
                  "segmentation": "pretrained VOC weights (torch hub cache) or --weights FILE"}
 

@@ -51,22 +51,30 @@ def robustness_cmd(run, ctx: typer.Context,
                    workers: int = opt(Options, "workers", help="DataLoader processes reading images ahead."),
                    resume: bool = typer.Option(False, "--resume", help="Continue the run stored in --out with its "
                                                                        "own data and options (running the same "
-                                                                       "command again does the same).")):
+                                                                       "command again does the same)."),
+                   depth_maps: str = typer.Option(None, "--depth-maps", help="Depth estimators: a folder of "
+                                                  "ground-truth depth maps named like the images (STEM.npy or a "
+                                                  "16-bit STEM.png); AbsRel is then against them, not against "
+                                                  "the clean prediction.")):
     """Measure accuracy under attack on a data set, image by image, checked on the 8-bit images.
 
     --out is the run folder: results.jsonl (one line per image), summary.json (accuracies with Wilson 95%
     intervals, per eps and per attack of the cascade), robustness_accuracy.png and examples/. Every finished
     batch is on disk at once: after Ctrl-C or a crash, the same command (or --resume) skips what is done. A
     different configuration into the same --out is refused (--force replaces it). Runs unchanged under
-    `torchrun --nproc-per-node K deepprobe robustness ...`: each rank takes a fixed share, rank 0 merges."""
+    `torchrun --nproc-per-node K deepprobe robustness ...`: each rank takes a fixed share, rank 0 merges.
+
+    On a depth estimator: PGD (--eps, --norm, --steps) pushes each prediction away from the clean one, and
+    summary.json gives the mean AbsRel (95% interval) per eps against the clean prediction or --depth-maps;
+    robustness_depth.png plots it. Photos of different sizes need --batch-size 1."""
     if resume:
         return _resume(run, ctx, data)
     if not data:
         raise DeepprobeError("give DATA: a folder of class folders, a .csv/.jsonl manifest, or image files")
-    return _measure(run, data, run.options)
+    return _measure(run, data, run.options, depth_maps)
 
 
-def _measure(run, data: list[str], opts: Options) -> int:
+def _measure(run, data: list[str], opts: Options, depth_maps: str | None = None) -> int:
     from ..data import open_dataset, select
     from ..data.runner import Hooks, run_dataset
     from ..models.bundle import require_classifier
@@ -76,6 +84,12 @@ def _measure(run, data: list[str], opts: Options) -> int:
     plan = make_plan(opts.attack, opts.eps, opts.norm, opts.steps, opts.restarts, opts.targets, opts.queries)
     with ranked(run) as ctx:
         bundle = run.bundle()
+        if bundle.task == "depth":
+            from .robustness_depth import measure_depth
+
+            return measure_depth(run, ctx, bundle, data, opts, depth_maps)
+        if depth_maps is not None:
+            raise DeepprobeError(f"--depth-maps applies to depth estimators; {bundle.spec} is a {bundle.task} model")
         require_classifier(bundle, "robustness")
         dataset = select(open_dataset(data, bundle.labels, bundle.num_classes, bundle.spec),
                          limit=opts.limit, sample=opts.sample, seed=run.common.seed)

@@ -26,10 +26,13 @@ def explain(probe, x: torch.Tensor, method: str = "gradcam", target=None, layer:
     predicted pixels (default: each image's largest class other than background). CLIP (`image-text`) is
     explained like a classifier whose classes are its prompts (`probe.set_prompts`). Embedders (DINO, CLIP's
     image tower): `attention`/`rollout` as on any ViT, and with `reference=` (images) every other method, and
-    `similarity`, maps where each image resembles the reference (see `deepprobe.explain.embedding`).
+    `similarity`, maps where each image resembles the reference (see `deepprobe.explain.embedding`). Segment
+    Anything takes `prompt=Prompt(...)` (its chosen mask is explained), a depth estimator
+    `region=(x0, y0, x1, y1)` (its mean depth there; default the whole image): see `deepprobe.explain.sam_depth`.
     """
     check_ranges("explain", method_options)
-    if getattr(probe, "task", "classification") == "embedding":
+    task = getattr(probe, "task", "classification")
+    if task == "embedding":
         from .embedding import explain_embedder
 
         return explain_embedder(probe, x, method, target=target, layer=layer, **method_options)
@@ -37,8 +40,13 @@ def explain(probe, x: torch.Tensor, method: str = "gradcam", target=None, layer:
         from ..errors import DeepprobeError
 
         raise DeepprobeError(f"reference= explains the similarity of an embedder's embeddings; {probe.spec} is a "
-                             f"{getattr(probe, 'task', 'classification')} model")
-    if getattr(probe, "task", "classification") in ("detection", "segmentation"):  # CLIP ranks its prompts
+                             f"{task} model")
+    if task in ("promptable-segmentation", "depth"):  # a prompt's mask, a region's depth
+        from .sam_depth import explain_prompt, explain_region
+
+        explainer = explain_region if task == "depth" else explain_prompt
+        return explainer(probe, x, method, target=target, layer=layer, **method_options)
+    if task in ("detection", "segmentation"):  # CLIP ranks its prompts
         from .tasks import explain_task
 
         return explain_task(probe, x, method, target=target, layer=layer, **method_options)

@@ -1,9 +1,11 @@
 """`hf:DIR`: a Hugging Face model saved with save_pretrained, recognised by its config.
 
 CLIP (`model_type` clip) becomes a zero-shot classifier over text prompts (models/clip.py), DETR (detr) a
-detector (models/detr.py), a vision tower or backbone (`Dinov2Model`, `ViTModel`, `CLIPVisionModel`,
-`SiglipVisionModel`...) an embedder (models/embedding.py), anything else an image classifier. Nothing is downloaded: every load passes
-local_files_only=True, and attention runs on the eager path so explainers can read it.
+detector (models/detr.py), SAM (sam) a promptable segmenter (models/sam.py), Depth Anything (depth_anything)
+a depth estimator (models/depth_anything.py), a vision tower or backbone (`Dinov2Model`, `ViTModel`,
+`CLIPVisionModel`, `SiglipVisionModel`...) an embedder (models/embedding.py), anything else an image classifier.
+Nothing is downloaded: every load passes local_files_only=True, and attention runs on the eager path so
+explainers can read it.
 """
 from __future__ import annotations
 
@@ -52,6 +54,14 @@ def load_hf(path: str):
             from .detr import load_detr
 
             return load_detr(folder)
+        if kind == "sam":
+            from .sam import load_sam
+
+            return load_sam(folder)
+        if kind == "depth_anything":
+            from .depth_anything import load_depth_anything
+
+            return load_depth_anything(folder)
         from .embedding import is_hf_embedder, load_hf_embedder
 
         if is_hf_embedder(config):

@@ -44,9 +44,12 @@ SPEC_FORMS = [
                                            "(vit_small_patch16_224.dino, vit_small_patch14_dinov2): embeddings"),
     ("hf:DIR (Dinov2Model, ViTModel, CLIPVisionModel, SiglipVisionModel)",
      "a vision tower or backbone saved with save_pretrained(): embeddings (DINO, DINOv2, CLIP/SigLIP images)"),
+    ("hf:DIR (SamModel)", "Segment Anything saved with its SamProcessor; masks for --point/--box prompts"),
+    ("hf:DIR (DepthAnythingForDepthEstimation)", "Depth Anything saved with its image processor; depth maps"),
     ("python:module:callable", "calls YOUR code, which returns an nn.Module (it runs with your permissions); the "
-                               "module may declare input_size, mean, std, labels; a list of box dicts or (N,C,H,W) "
-                               "output makes it a detector or segmenter, net.task = 'embedding' an embedder"),
+                               "module may declare input_size, mean, std, labels; a list of box dicts, (N,C,H,W) or "
+                               "(N,H,W) output makes it a detector, segmenter or depth estimator, net.task = "
+                               "'embedding' an embedder"),
     ("--random-init", "with timm:/torchvision:/bundled: the architecture with random weights, labelled "
                       "\"random weights\" in every output"),
 ]

@@ -1,5 +1,5 @@
-"""What a network does (classification, detection, segmentation, image-text) and the adapters that give
-detectors and segmenters one calling convention.
+"""What a network does (classification, detection, segmentation, image-text, promptable segmentation, depth) and
+the adapters that give detectors, segmenters and depth estimators one calling convention.
 
 Every bundle's `net` takes (N,3,H,W) float images in [0,1]. What it returns depends on `bundle.task`:
 - classification: (N, classes) logits;
@@ -9,6 +9,9 @@ Every bundle's `net` takes (N,3,H,W) float images in [0,1]. What it returns depe
 - image-text: defined by the CLIP adapter;
 - embedding: (N, D) image embeddings (a head-less backbone: DINO, DINOv2, CLIP's or SigLIP's image tower),
   produced by `models.embedding.EmbedderNet`; compared by cosine similarity.
+- promptable-segmentation (Segment Anything): defined by the SAM adapter (models/sam.py): (N, 3, H, W) mask
+  logits of its three candidates for the prompt set on it;
+- depth: (N, H, W) predicted depth at the input's size, produced by `DepthNet`.
 An adapter module says its task with a class attribute `task`; a user's network (python:, torchscript:, onnx:)
 gets its task from the shape of its output on one probe image (`wrap_by_output`).
 """
@@ -24,10 +27,13 @@ from ..errors import DeepprobeError
 
 CLASSIFICATION, DETECTION, SEGMENTATION, IMAGE_TEXT = "classification", "detection", "segmentation", "image-text"
 EMBEDDING = "embedding"
-TASKS = (CLASSIFICATION, DETECTION, SEGMENTATION, IMAGE_TEXT, EMBEDDING)
+PROMPTABLE_SEGMENTATION = "promptable-segmentation"
+DEPTH = "depth"
+TASKS = (CLASSIFICATION, DETECTION, SEGMENTATION, IMAGE_TEXT, EMBEDDING, PROMPTABLE_SEGMENTATION, DEPTH)
 # the command (or method) -> the tasks it works on; used for the one-line refusal
 _ARTICLE = {CLASSIFICATION: "a classifier", DETECTION: "a detector", SEGMENTATION: "a segmenter",
-            IMAGE_TEXT: "an image-text model", EMBEDDING: "an embedder"}
+            IMAGE_TEXT: "an image-text model", EMBEDDING: "an embedder",
+            PROMPTABLE_SEGMENTATION: "a promptable segmenter (Segment Anything)", DEPTH: "a depth estimator"}
 
 
 def describe_task(task: str) -> str:
@@ -89,6 +95,39 @@ class SegmenterNet(nn.Module):
         return out
 
 
+class DepthNet(nn.Module):
+    """A depth estimator that returns (N, H, W) depth at the input's size (a (N,1,H,W) map is squeezed, a smaller one
+    resized).
+
+    `larger_is_nearer`: the output grows as things come nearer (inverse depth / disparity, what Depth Anything's
+    relative models predict); False for metric depth. A user's network may say so with an attribute of that name.
+    """
+
+    task = DEPTH
+
+    def __init__(self, net: nn.Module, larger_is_nearer: bool | None = None):
+        super().__init__()
+        self.net = net
+        inner = getattr(net, "net", net)  # a LogitsOf wrapper hides the user's attribute
+        self.larger_is_nearer = bool(getattr(inner, "larger_is_nearer", False) if larger_is_nearer is None
+                                     else larger_is_nearer)
+        self.num_classes = None
+        self.short_side = None
+
+    def depth(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's own depth map (N, h, w), any size."""
+        out = self.net(x)
+        if hasattr(out, "predicted_depth"):
+            out = out.predicted_depth
+        return out[:, 0] if out.dim() == 4 else out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.depth(x)
+        if tuple(out.shape[-2:]) != tuple(x.shape[-2:]):
+            out = F.interpolate(out[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        return out
+
+
 def task_of(net: nn.Module) -> str | None:
     """The task an adapter declares (None: a plain network whose output has to be looked at)."""
     return getattr(net, "task", None) if type(net).__module__.startswith("deepprobe") else None
@@ -105,6 +144,8 @@ def wrap_by_output(net: nn.Module, output) -> tuple[nn.Module, str]:
         return SegmenterNet(inner, num_classes=int(output["out"].shape[1])), SEGMENTATION
     if isinstance(output, torch.Tensor) and output.dim() == 4:
         return SegmenterNet(inner, num_classes=int(output.shape[1])), SEGMENTATION
+    if isinstance(output, torch.Tensor) and output.dim() == 3:
+        return DepthNet(net), DEPTH
     return net, CLASSIFICATION
 
 

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 
 DEFAULT_METHODS = ("gradcam",)
 # detectors: a box's score depends on one region, which Grad-CAM's averaged channel weights lose (see
-# deepprobe.explain.cam.hirescam); the element-wise map stays on the box
-DEFAULT_METHODS_BY_TASK = {"detection": ("hirescam",)}
+# deepprobe.explain.cam.hirescam); the element-wise map stays on the box. The same holds for a prompt's mask
+# (Segment Anything) and a region's depth.
+DEFAULT_METHODS_BY_TASK = {"detection": ("hirescam",), "promptable-segmentation": ("hirescam",),
+                           "depth": ("hirescam",)}
 CAM_METHODS = ("gradcam", "gradcam++", "hirescam")  # methods that read a layer's activations and gradients
 # methods whose maps do not depend on the class: computed once per batch, without a predicted-class pass
 CLASS_FREE = ("rollout", "attention")

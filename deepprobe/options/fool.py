@@ -13,6 +13,10 @@ DEFAULT_TASK_METHOD = "dag"
 DAG_STEP = 0.5 / 255
 DAG_STEPS = {"detection": 150, "segmentation": 200}
 TOG_EPS, TOG_ALPHA, TOG_STEPS = 8 / 255, 2 / 255, 10
+# Segment Anything (vanish a prompt's mask) and depth (push a region nearer/farther): PGD inside TOG's budget, at
+# most this many steps (both stop early once the goal holds with a margin)
+FOUNDATION_STEPS = 100
+DEFAULT_FACTOR = 2.0  # depth: --nearer/--farther by this factor
 DEFAULT_STEPS = 40  # pgd: at most this many steps (it stops early); szegedy/cw: steps per round of the c search
 NORMS = ("linf", "l2")
 
@@ -46,12 +50,13 @@ class Options:
     batch_size: int = 8  # images attacked together
     amplify: float | None = None  # panel: perturbation shown x this (None: scaled so the largest change is visible)
     min_score: float = 0.5  # detectors: a box counts as detected at or above this score
+    factor: float = DEFAULT_FACTOR  # depth: how much nearer (or farther) the region should look
 
 
 RANGES = {
     "eps": "(0, inf)", "alpha": "(0, inf)", "steps": "[1, inf)", "lr": "(0, inf)", "kappa": "[0, inf)",
     "rounds": "[0, inf)", "search_steps": "[1, inf)", "c": "(0, inf)", "batch_size": "[1, inf)", "amplify": "(0, inf)",
-    "confidence": "[0, 1)", "min_score": "(0, 1]",
+    "confidence": "[0, 1)", "min_score": "(0, 1]", "factor": "(1, inf)",
 }
 
 

@@ -480,8 +480,9 @@ def eval_mode(net: torch.nn.Module):
 
 
 def options_dict(opts: Options) -> dict:
-    """Options -> keyword arguments of `attack` (everything but the CLI-only and detector-only fields)."""
-    values = {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("batch_size", "amplify", "min_score")}
+    """Options -> keyword arguments of `attack` (everything but the CLI-only, detector- and depth-only fields)."""
+    values = {k: v for k, v in dataclasses.asdict(opts).items()
+              if k not in ("batch_size", "amplify", "min_score", "factor")}
     values["method"] = DEFAULT_METHOD if values["method"] is None else values["method"]
     values["steps"] = DEFAULT_STEPS if values["steps"] is None else values["steps"]
     return values

@@ -222,7 +222,7 @@ def fool_detector(bundle: ModelBundle, x: torch.Tensor, *, vanish: ClassList = N
     require_task(bundle, "fool_detector", DETECTION)
     goal, text = _box_goal(bundle, vanish, target, source)
     spec = candidate_spec(bundle)
-    x = _batch(bundle, x)
+    x = as_batch(bundle, x)
     before = detect(bundle, x, min_score)
     # relabelling acts on the candidates on the boxes to relabel (fixed: the clean image's), per forward
     sources = [goal.sources(b).boxes for b in before] if goal.target is not None and spec.boxes else None
@@ -253,9 +253,9 @@ def fool_detector(bundle: ModelBundle, x: torch.Tensor, *, vanish: ClassList = N
         return lambda f: torch.tensor([not goal.left(p.detach(), tau) for p in probs(f)])
 
     margins = lambda attempt: min_score * MARGIN / 2 ** attempt  # noqa: E731
-    return _attack(bundle, x, before, text, objective, done, judge, margins, method=method, eps=eps, alpha=alpha,
-                   steps=steps or DAG_STEPS[DETECTION] if method == "dag" else steps, rounds=rounds, seed=seed,
-                   callback=callback)
+    return attack_rounds(bundle, x, before, text, objective, done, judge, margins, method=method, eps=eps,
+                         alpha=alpha, steps=steps or DAG_STEPS[DETECTION] if method == "dag" else steps,
+                         rounds=rounds, seed=seed, callback=callback)
 
 
 # ------------------------------------------------------------------------------------------ segmenters
@@ -269,7 +269,7 @@ def fool_segmenter(bundle: ModelBundle, x: torch.Tensor, *, vanish: ClassList = 
     if (vanish is None) == (target is None):
         raise DeepprobeError("say what the pixels should become: target (a class) or vanish (turn a class, "
                              "several, or 'all' into background), not both")
-    x = _batch(bundle, x)
+    x = as_batch(bundle, x)
     bg = background_index(bundle)
     if target is None:
         if bg is None:
@@ -310,10 +310,10 @@ def fool_segmenter(bundle: ModelBundle, x: torch.Tensor, *, vanish: ClassList = 
                               if p.any() else 1.0 for a, p in zip(after, pixels)])
         return share >= SEGMENT_SUCCESS, share, after, None
 
-    return _attack(bundle, x, before, text, objective, done, judge, lambda attempt: kappa * 2 ** attempt,
-                   method=method, eps=eps, alpha=alpha,
-                   steps=steps or DAG_STEPS[SEGMENTATION] if method == "dag" else steps, rounds=rounds, seed=seed,
-                   callback=callback)
+    return attack_rounds(bundle, x, before, text, objective, done, judge, lambda attempt: kappa * 2 ** attempt,
+                         method=method, eps=eps, alpha=alpha,
+                         steps=steps or DAG_STEPS[SEGMENTATION] if method == "dag" else steps, rounds=rounds,
+                         seed=seed, callback=callback)
 
 
 def fool_task(bundle: ModelBundle, x: torch.Tensor, **kwargs) -> TaskAttackResult:
@@ -326,15 +326,17 @@ def fool_task(bundle: ModelBundle, x: torch.Tensor, **kwargs) -> TaskAttackResul
 
 
 # ------------------------------------------------------------------------------------------ the shared loop
-def _batch(bundle, x: torch.Tensor) -> torch.Tensor:
+def as_batch(bundle, x: torch.Tensor) -> torch.Tensor:
     x = x.detach().float().to(bundle.device)
     return x.unsqueeze(0) if x.dim() == 3 else x
 
 
-def _attack(bundle, x, before, text, objective, done, judge, margin, *, method, eps, alpha, steps, rounds,
-            seed, callback) -> TaskAttackResult:
+def attack_rounds(bundle, x, before, text, objective, done, judge, margin, *, method, eps, alpha, steps, rounds,
+                  seed, callback) -> TaskAttackResult:
     """Rounds of engine runs: DAG (unbounded, L-inf-normalized steps) or PGD (signed steps in an eps ball);
-    images whose 8-bit version misses the goal go on from there with a doubled margin."""
+    images whose 8-bit version misses the goal go on from there with a doubled margin. The task-agnostic loop:
+    `objective(margin, todo)`, `done(margin, todo)` and `judge(images)` say what the goal means (detectors and
+    segmenters here, Segment Anything in fool_prompt.py, depth in fool_depth.py)."""
     if method not in TASK_METHODS:
         raise DeepprobeError(f"unknown method {method!r} for detectors and segmenters (choose from "
                              f"{', '.join(TASK_METHODS)})")
