@@ -1,10 +1,12 @@
 """Make docs/detection_panel.jpg and docs/segmentation_panel.jpg from the tiny shape detector and segmenter.
 
-No detector or segmenter weights exist offline, so this trains the test suite's tiny models (tests/tiny_tasks.py:
-a torchvision FasterRCNN and FCN on 64 px scenes with a red square and a blue disk) and runs on them what the
-README's commands run: classify, explain (one map per box / per class) and fool (DAG, checked on the saved PNG).
+No detector or segmenter weights exist offline, so this uses the test suite's tiny models (tests/tiny_tasks.py:
+a torchvision FasterRCNN and FCN trained on 64 px scenes with a red square and a blue disk; the trained weights
+are shipped in tests/fixtures/) and runs on them what the README's commands run: classify, explain (one map per
+box / per class) and fool (DAG, checked on the saved PNG).
 
-    python docs/task_figures.py          # about half a minute on 2 CPU cores
+    python docs/task_figures.py             # about half a minute on 2 CPU cores
+    python docs/task_figures.py --retrain   # train the models afresh (they differ between CPUs) instead
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 import deepprobe as dp  # noqa: E402
 from deepprobe.io import quantize, save_png  # noqa: E402
 from deepprobe.render import draw_detections, draw_segmentation, grid, overlay, segmentation_caption  # noqa: E402
-from tests.tiny_tasks import save_trained, two_shapes  # noqa: E402
+from tests.tiny_tasks import DETECTOR_WEIGHTS, SEGMENTER_WEIGHTS, save_trained, two_shapes  # noqa: E402
 
 CELL = 200
 
@@ -70,7 +72,7 @@ def segmentation(seg: dp.ModelBundle, x: torch.Tensor, folder: Path) -> None:
 def main() -> None:
     torch.set_num_threads(1)
     folder = Path(tempfile.mkdtemp())
-    det_w, seg_w = save_trained(folder)
+    det_w, seg_w = save_trained(folder) if "--retrain" in sys.argv[1:] else (DETECTOR_WEIGHTS, SEGMENTER_WEIGHTS)
     det = dp.load_model("python:tests.tiny_tasks:detector", weights=str(det_w), device="cpu")
     seg = dp.load_model("python:tests.tiny_tasks:segmenter", weights=str(seg_w), device="cpu")
     save_png(two_shapes()[0], folder / "shapes.png")

@@ -88,13 +88,22 @@ def test_user_errors_are_one_line_without_traceback(args, words):
     assert res.exit_code == 2, (res.exit_code, res.stderr)
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], res.stderr
-    assert "Traceback" not in res.stderr and res.exception is None or isinstance(res.exception, SystemExit)
+    assert "Traceback" not in res.stderr and "Traceback" not in res.stdout, res.output
+    assert isinstance(res.exception, SystemExit) and res.exception.code == 2  # the handler's exit, nothing escaped
 
 
-def test_debug_shows_the_traceback():
+@pytest.mark.parametrize("debug", [False, True], ids=["plain", "debug"])
+def test_only_debug_shows_the_traceback(debug):
+    """In a real process (the in-process runner above never prints one): one line and exit 2, or with --debug the
+    traceback."""
     out = subprocess.run([sys.executable, "-m", "deepprobe", "classify", "examples/cat.jpg", "--model", "nope",
-                          "--debug"], capture_output=True, text=True, timeout=120)
-    assert out.returncode != 0 and "Traceback" in out.stderr
+                          *(["--debug"] if debug else [])], capture_output=True, text=True, timeout=120)
+    if debug:
+        assert out.returncode != 0 and "Traceback" in out.stderr
+    else:
+        lines = [line for line in out.stderr.splitlines() if line.strip()]
+        assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), out.stderr
+        assert "Traceback" not in out.stderr + out.stdout
 
 
 def test_outputs_never_overwrite_and_sidecars_record_the_run(examples, tmp_path):

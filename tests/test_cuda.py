@@ -95,9 +95,23 @@ def test_patch_train_and_apply_on_cuda(tmp_path):
     _, summary = _cli("patch", "train", train, "--target", "toaster", "--size", "0.3", "--steps", "10",
                       "--batch-size", "3", "--device", "cuda", "--json", "--out", tmp_path / "out")
     patch = Path(summary["results"][0]["output"])
-    _, applied = _cli("patch", "apply", patch, EXAMPLES / "rocket.jpg", EXAMPLES / "motorcycle.jpg",
-                      "--device", "cuda", "--json", "--out", tmp_path / "out")
-    assert applied["images"] == 2 and 0 <= applied["success_rate"] <= 1
+    fresh = dp.load_model("efficientnet_lite0", device="cpu")
+
+    def apply(*extra):
+        """The rate reported on the GPU against a fresh float32 classification of the saved PNGs on the CPU."""
+        _, applied = _cli("patch", "apply", patch, EXAMPLES / "rocket.jpg", EXAMPLES / "motorcycle.jpg", *extra,
+                          "--device", "cuda", "--json", "--out", tmp_path / "out")
+        seen = [fresh.class_name(int(fresh.predict(fresh.load_image(r["output"])).argmax()))
+                for r in applied["results"]]
+        assert applied["images"] == 2 and [r["success"] for r in applied["results"]] == \
+            [s == applied["target"] for s in seen]
+        assert applied["success_rate"] == pytest.approx(sum(s == applied["target"] for s in seen) / 2)
+        return applied, seen
+
+    applied, seen = apply()
+    assert applied["target"] == "toaster"
+    applied, _ = apply("--target", seen[0])  # a class the first saved image is seen as: a rate above 0
+    assert applied["success_rate"] >= 0.5
 
 
 @cuda

@@ -4,6 +4,8 @@ while the user's weights stay untouched, Spearman matches scipy, the CLI writes 
 from __future__ import annotations
 
 import json
+import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -155,8 +157,13 @@ def test_cli_photos_end_to_end(tmp_path):
     evaluation = summary["evaluation"]
     assert set(evaluation["metrics"]) == {"gradcam", "random", "edge"} and evaluation["n"] == 2
     assert set(evaluation["metrics"]["gradcam"]) == {"deletion", "insertion", "sanity", "sparseness"}
+    # the summary's statistics against the per-photo numbers: mean +- 1.96 standard errors (sd with n - 1)
+    per_photo = [r["scores"]["gradcam"]["deletion"]["value"] for r in summary["results"]]
     entry = evaluation["metrics"]["gradcam"]["deletion"]
-    assert entry["n"] == 2 and entry["ci95"][0] <= entry["mean"] <= entry["ci95"][1]
+    half = statistics.NormalDist().inv_cdf(0.975) * statistics.stdev(per_photo) / math.sqrt(2)
+    assert entry["n"] == 2 and half > 0
+    assert entry["mean"] == pytest.approx(statistics.mean(per_photo), abs=1e-6)
+    assert entry["ci95"] == pytest.approx([entry["mean"] - half, entry["mean"] + half], abs=1e-5)
     assert len(evaluation["curves"]["deletion"]["curve"]["gradcam"]) == 4
     assert evaluation["axes"]["sanity"][:2] == ["none", "classifier"]
     assert evaluation["ranking"]["deletion"]["better"] == "lower"

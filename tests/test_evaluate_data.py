@@ -109,15 +109,36 @@ def test_a_run_cut_short_resumes_to_the_same_summary(reference, folder, tmp_path
     assert json.loads((out / "summary.json").read_text())["metrics"] == theirs["metrics"]
 
 
-def test_a_manifest_can_name_the_masks(folder, tmp_path):
+def test_a_manifest_can_name_the_masks(folder, tmp_path, lite0):
+    """Each image's localisation scores use its own mask: the cat's mask is the left half, the coffee's the right
+    half, and each relevance mass (and pointing game) equals the one computed here from the image's Grad-CAM and
+    its own mask, which differs from the swapped mask's."""
+    import numpy as np
+    import torch
+
+    halves = {}
+    for name, side in zip(NAMES[:2], ("left", "right")):
+        mask = np.zeros((224, 224), dtype=np.uint8)
+        mask[:, (slice(0, 112) if side == "left" else slice(112, 224))] = 255
+        Image.fromarray(mask).save(tmp_path / f"{name}_{side}.png")
+        halves[name] = (tmp_path / f"{name}_{side}.png", torch.from_numpy(mask > 0))
     manifest = tmp_path / "list.csv"
-    manifest.write_text("path,mask\n" + "".join(f"{folder}/photos/{n}.png,{folder}/masks/{n}.png\n"
-                                                  for n in NAMES[:2]))
+    manifest.write_text("path,mask\n" + "".join(f"{folder}/photos/{n}.png,{halves[n][0]}\n" for n in NAMES[:2]))
     res = cli(str(manifest), "-M", "gradcam", "--metric", "pointing-game", "--metric", "relevance-mass",
               "--no-baselines", "--out", str(tmp_path / "run"), "--json", "--device", "cpu")
     assert res.exit_code == 0, res.output
     metrics = json.loads(res.stdout.strip().splitlines()[-1])["evaluation"]["metrics"]
     assert set(metrics) == {"gradcam"} and metrics["gradcam"]["relevance-mass"]["n"] == 2
+    rows = lines(tmp_path / "run" / "results.jsonl")
+    for name in NAMES[:2]:
+        x = lite0.load_image(folder / "photos" / f"{name}.png")
+        heat = dp.explain(lite0, x, "gradcam", target=lite0.predict(x).argmax(1))[0].double()
+        own, other = halves[name][1], halves[NAMES[1 - NAMES.index(name)]][1]
+        mass = float(heat[own].sum() / heat.sum())
+        assert abs(mass - float(heat[other].sum() / heat.sum())) > 0.1  # swapped masks would show
+        got = {r["metric"]: r["value"] for r in rows if Path(r["path"]).stem == name}
+        assert got["relevance-mass"] == pytest.approx(mass, abs=1e-4), name
+        assert got["pointing-game"] == float(bool(own[heat == heat.max()].any())), name
 
 
 def test_a_missing_mask_is_one_line_and_nothing_is_written(folder, tmp_path):

@@ -157,6 +157,49 @@ def test_road_equals_quantus_on_single_channel_images(lite0, photos, targets, ma
     torch.testing.assert_close(ours.values, ours.extra["lerf"] - ours.extra["morf"])
 
 
+def test_road_equals_quantus_on_rgb_photos_with_noise(lite0, monkeypatch):
+    """The default case: RGB photos, noise 0.01. Quantus 0.6's ROAD cannot run it as it stands (it ranks the map's
+    entries broadcast over the channels, counts H*W*p/100 of them and hands them to an imputation that indexes
+    pixels: IndexError). Handed the map once per channel, and a perturb_func that turns the entries it removes back
+    into their pixels, it removes exactly deepprobe's pixels: with a tie-free map each pixel's three entries sit
+    side by side in its order, and at 80 px H*W*p/100 is whole, so 3*H*W*p/100 entries are whole pixels. The
+    imputation is then Quantus's own `noisy_linear_imputation`, with deepprobe's noise draws handed over. MoRF is
+    Quantus's ROAD of the map, LeRF Quantus's ROAD of the map turned upside down (max + 0.001 - map, in float64:
+    Quantus refuses negative maps)."""
+    from quantus.functions.perturb_func import noisy_linear_imputation
+
+    side, percentages = 80, [5, 20, 40, 60, 80, 95]
+    x = F.interpolate(torch.cat([lite0.load_image(EXAMPLES / n) for n in ("cat.jpg", "coffee.jpg")]),
+                      size=(side, side), mode="area")
+    t = lite0.predict(x).argmax(1)
+    a = _tie_free(dp.explain(lite0, x, "gradcam", target=t))
+    ours = fa.road(lite0.net, x, a, t, percentages=percentages, seeds=SEEDS)
+    hw = side * side
+
+    def replaying(gen):
+        def perturb(arr, indices, noise, **kwargs):
+            pixels = np.unique(np.asarray(indices) % hw)
+            assert len(pixels) * arr.shape[0] == len(indices)  # whole pixels, all three channels
+            draw = torch.randn(arr.shape, generator=gen, dtype=torch.float32).view(arr.shape[0], -1)[:, pixels]
+            with monkeypatch.context() as patched:
+                patched.setattr(np.random, "randn", lambda *shape: draw.double().numpy())
+                return noisy_linear_imputation(arr, pixels, noise=noise)
+        return perturb
+
+    for i in range(2):
+        gen = generators(SEEDS[i:i + 1], "cpu", stream=2)[0]  # deepprobe's noise stream of image i
+        mine = _np(a[i:i + 1]).astype(np.float64)
+        for order, given in (("morf", mine), ("lerf", mine.max() + 1e-3 - mine)):  # (one stream: MoRF's draws, LeRF's)
+            q = quantus.ROAD(percentages=percentages, perturb_func=replaying(gen), normalise_func_kwargs=PER_IMAGE,
+                             disable_warnings=True)
+            scores = q(model=lite0.net, x_batch=_np(x[i:i + 1]), y_batch=_np(t[i:i + 1]),
+                       a_batch=given[:, None].repeat(3, 1), device="cpu")
+            np.testing.assert_array_equal(ours.curves[order][i].numpy(), [scores[p] for p in percentages],
+                                          err_msg=f"{order} {i}")
+    assert 0 < float(torch.cat(list(ours.curves.values())).mean()) < 1  # the model both keeps and loses its class
+    torch.testing.assert_close(ours.values, ours.extra["lerf"] - ours.extra["morf"])
+
+
 def test_infidelity_equals_quantus(lite0, photos, targets, maps):
     _, a = maps
     ours = fa.infidelity(lite0.net, photos, a, targets, perturb_patch_sizes=(16,))
@@ -227,19 +270,36 @@ def test_ssim_equals_skimage():
         assert abs(float(ra.ssim(a[i:i + 1], b[i:i + 1])) - ref) < 1e-10
 
 
-def test_sanity_agrees_with_quantus_mprt(lite0, cat, coffee):
-    """Random weights differ, so only the distribution can agree: with every layer random, both find Grad-CAM's
-    map decorrelated from the original (160 px: a 5x5 CAM)."""
+def _quantus_random_weights(modules, generator) -> None:
+    """Quantus's draw (`PyTorchModel.get_random_layer_generator`): every module with `reset_parameters` is reset
+    right after `torch.manual_seed(seed + 1)` (seed 42), so each layer's random weights depend on its shape alone
+    and the fully random network is the same whatever the order or grouping of the layers."""
+    for member in modules:
+        for module in member.modules():
+            if hasattr(module, "reset_parameters"):
+                torch.manual_seed(43)
+                module.reset_parameters()
+
+
+def test_sanity_equals_quantus_mprt_on_the_same_random_weights(lite0, cat, coffee, monkeypatch):
+    """Handed Quantus's random weights, deepprobe's cascade ends on the network Quantus's MPRT ends on, and each
+    image's last correlation (Spearman of Grad-CAM before and after) equals Quantus's (160 px: a 5x5 CAM). With its
+    own draws the distribution agrees: little correlation left."""
+    from deepprobe.explain import sanity as cascade
+
     x = F.interpolate(torch.cat([cat, coffee]), size=(160, 160), mode="area")
     t = lite0.predict(x).argmax(1)
     a = dp.explain(lite0, x, "gradcam", target=t)
-    ours = ra.sanity(lite0, x, {"gradcam": lambda probe, xx: dp.explain(probe, xx, "gradcam", target=t)},
-                     {"gradcam": a}, seed=0)["gradcam"]
-    q = quantus.MPRT(return_last_correlation=True, skip_layers=True, disable_warnings=True)
-    net = lite0.net
-    theirs = np.asarray(q(model=net, x_batch=_np(x), y_batch=_np(t), a_batch=_np(a)[:, None], device="cpu",
-                          explain_func=_explain_func(lite0, "gradcam")))
-    assert abs(float(ours.values.mean())) < 0.5 and abs(float(theirs.mean())) < 0.5, (ours.values, theirs)
+    explainers = {"gradcam": lambda probe, xx: dp.explain(probe, xx, "gradcam", target=t)}
+    own = ra.sanity(lite0, x, explainers, {"gradcam": a}, seed=0)["gradcam"]
+    monkeypatch.setattr(cascade, "randomize_", _quantus_random_weights)
+    ours = ra.sanity(lite0, x, explainers, {"gradcam": a}, seed=0)["gradcam"]
+    q = quantus.MPRT(return_last_correlation=True, skip_layers=True, seed=42, disable_warnings=True)
+    theirs = np.asarray(q(model=lite0.net, x_batch=_np(x), y_batch=_np(t), a_batch=_np(a)[:, None], device="cpu",
+                          explain_func=_explain_func(lite0, "gradcam")), dtype=np.float64)
+    np.testing.assert_allclose(ours.values.numpy(), theirs, atol=1e-4)
+    assert ours.values.shape == (2,) and np.abs(theirs).max() > 0.05, theirs  # not zeros on both sides
+    assert abs(float(own.values.mean())) < 0.5, own.values
 
 
 # ------------------------------------------------------------------------------------------ complexity

@@ -150,10 +150,23 @@ def test_a_missing_style_image_is_a_one_line_error(tmp_path):
     assert result.exit_code == 2 and "nope.jpg" in result.output and "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("recipe, weight", [("style-soft", 2.0), ("style-strong", 10.0)])
-def test_recipes_run(tmp_path, recipe, weight):
-    result, summary = _cli("style", str(EXAMPLES / "rocket.jpg"), str(STYLES / "immunohistochemistry.jpg"),
-                           "--recipe", recipe, "--steps", "3", "--size", "64", "--measure-model", "none",
-                           "--json", "--out", str(tmp_path), "--device", "cpu")
+@pytest.mark.parametrize("recipe", ["style-soft", "style-strong"])
+def test_recipes_run(lite0, tmp_path, recipe):
+    """A recipe's options reach the optimization: the saved PNG is what dp.style paints with the options the recipe
+    file holds (read here), and not what it paints with the defaults."""
+    import tomllib
+
+    from deepprobe.io import quantize
+
+    options = tomllib.loads((EXAMPLES.parent / "recipes" / f"{recipe}.toml").read_text())["options"]
+    content, style = EXAMPLES / "rocket.jpg", STYLES / "immunohistochemistry.jpg"
+    result, summary = _cli("style", str(content), str(style), "--recipe", recipe, "--steps", "3", "--size", "64",
+                           "--measure-model", "none", "--json", "--out", str(tmp_path), "--device", "cpu")
     assert result.exit_code == 0, result.output
-    assert summary["options"]["style_weight"] == weight and summary["results"][0]["steps"] == 3
+    assert summary["options"]["style_weight"] == options["style_weight"] and summary["results"][0]["steps"] == 3
+    saved = read_image(summary["results"][0]["output"])
+    painted = {name: dp.style(lite0, read_image(content), read_image(style), size=64, **{**kw, "steps": 3}).images
+               for name, kw in (("recipe", options), ("defaults", {}))}
+    assert saved.shape == painted["recipe"].shape
+    differ = {name: float((saved != quantize(images)).float().mean()) for name, images in painted.items()}
+    assert differ["recipe"] < 1e-3 and differ["defaults"] > 0.02, differ  # (share of 8-bit values that differ)

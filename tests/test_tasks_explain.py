@@ -143,18 +143,27 @@ def test_explain_cli_writes_one_map_per_box(tiny_tasks, tmp_path):
     from deepprobe.io import save_png
     from tests.tiny_tasks import two_shapes
 
-    save_png(two_shapes()[0], tmp_path / "shapes.png")
+    image, _, _, mask = two_shapes()
+    save_png(image, tmp_path / "shapes.png")
     result = CliRunner().invoke(app, ["explain", str(tmp_path / "shapes.png"), "--model", DET, "--weights",
                                       str(tiny_tasks[0]), "--method", "hirescam", "--method", "saliency",
                                       "--out", str(tmp_path / "out"), "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["cam_layer"] == "backbone" and len(summary["results"]) == 2
+    # boxes come in score order, and the two scores are close (their order differs between CPUs): each file is
+    # named by its own box's rank and class, and its map lands on that box's shape
+    assert sorted(row["class"] for row in summary["results"]) == ["disk", "square"]
+    assert sorted(row["box_index"] for row in summary["results"]) == [0, 1]
     for row in summary["results"]:
         assert set(row["methods"]) == {"hirescam", "saliency"} and row["panel"].endswith("_panel.png")
-        heat = np.load(row["methods"]["hirescam"]["map"])
+        stem = tmp_path / "out" / f"shapes_hirescam_box{row['box_index']}_{row['class']}"
+        assert row["methods"]["hirescam"]["map"] == str(stem.with_suffix(".npy"))
+        assert stem.with_suffix(".png").is_file()
+        heat = torch.from_numpy(np.load(stem.with_suffix(".npy")))
         assert heat.shape == (64, 64) and 0 <= heat.min() and heat.max() <= 1
-    assert (tmp_path / "out" / "shapes_hirescam_box0_disk.png").is_file()
+        own = 1 if row["class"] == "square" else 2
+        assert _inside(heat, mask == own) > 2 * _inside(heat, mask == 3 - own), row["class"]
 
 
 def test_explain_cli_on_a_class_the_segmenter_does_not_see(tiny_tasks, tmp_path):

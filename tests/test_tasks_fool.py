@@ -40,10 +40,17 @@ def test_vanish_hides_the_square_on_the_saved_png(tiny_tasks, shapes, tmp_path):
     row = summary["results"][0]
     assert row["success"] and row["checked_on"] == "saved PNG" and row["goal"] == "vanish square"
     assert sorted(d["class"] for d in row["before"]["detections"]) == ["disk", "square"]
-    # an independent run on the file as written: the square is gone, the disk (not asked) is still there
+    # an independent run on the file as written: no square box is left, the disk (not asked) is still found on the
+    # disk. (DAG's vanish loss says nothing about other classes: a disk box the perturbation raises elsewhere, as
+    # one CPU's floating point did, is no failure of the goal.)
+    from torchvision.ops import box_iou
+
     probe = dp.load_model(DET, weights=str(tiny_tasks[0]), device="cpu")
+    clean = dp.detect(probe, probe.load_image(shapes), min_score=0.5)[0]
     found = dp.detect(probe, probe.load_image(row["output"]), min_score=0.5)[0]
-    assert found.names == ["disk"]
+    assert "square" not in found.names and "disk" in found.names, found.records()
+    disk = found.select(found.labels == 2)
+    assert float(box_iou(disk.boxes, clean.boxes[clean.labels == 2]).max()) >= 0.5, (disk.records(), clean.records())
     assert (tmp_path / "shapes_fool_vanish_square_panel.png").is_file()
 
 
@@ -248,7 +255,22 @@ def test_vanishing_patch_beats_noise_on_new_scenes(tiny_tasks, tmp_path):
     assert result.train_hidden > result.noise_hidden
 
 
+def _squares_hidden(probe, clean_png, patched_png) -> tuple[int, int]:
+    """(squares found on the clean PNG, how many of them a fresh detection of the patched PNG no longer finds: no
+    square box overlapping it by IoU > 0.5)."""
+    from torchvision.ops import box_iou
+
+    before, after = (dp.detect(probe, probe.load_image(p), min_score=0.5)[0].of([1]) for p in (clean_png, patched_png))
+    if not len(after):
+        return len(before), len(before)
+    return len(before), int((box_iou(before.boxes, after.boxes).amax(1) <= 0.5).sum())
+
+
 def test_patch_cli_train_and_apply_on_a_detector(tiny_tasks, tmp_path):
+    """The hiding rates the CLI reports are what fresh detections of saved PNGs show. Training judges its patch
+    on scene i with placement seed (--seed + 1 + i); `patch apply --seed 1` on the same scenes places it the same
+    way (scene b: seed + b) and saves them: detected again here, they must give training's rate, which must be
+    above 0 (a patch that hides nothing fails). A patch of the square's own red hides nothing, and says so."""
     from tests.tiny_tasks import scene
 
     gen = torch.Generator().manual_seed(9)
@@ -256,12 +278,36 @@ def test_patch_cli_train_and_apply_on_a_detector(tiny_tasks, tmp_path):
         (tmp_path / folder).mkdir()
         for i in range(n):
             save_png(scene(gen, kinds=(1, 2))[0], tmp_path / folder / f"s{i}.png")
-    common = ["--model", DET, "--weights", str(tiny_tasks[0]), "--out", str(tmp_path / "out"), "--json"]
-    result, summary = _cli("patch", "train", str(tmp_path / "train"), "--vanish", "square", "--steps", "10", *common)
+    common = ["--model", DET, "--weights", str(tiny_tasks[0]), "--json"]
+    result, summary = _cli("patch", "train", str(tmp_path / "train"), "--vanish", "square", "--steps", "10",
+                           "--seed", "0", "--out", str(tmp_path / "out"), *common)
     assert result.exit_code == 0, result.output
     row = summary["results"][0]
-    assert row["vanish"] == ["square"] and 0 <= row["train_hidden_rate"] <= 1 and "noise_patch_hidden_rate" in row
-    result, summary = _cli("patch", "apply", row["output"], str(tmp_path / "new"), *common)
+    assert row["vanish"] == ["square"] and "noise_patch_hidden_rate" in row
+    probe = dp.load_model(DET, weights=str(tiny_tasks[0]), device="cpu")
+    result, replay = _cli("patch", "apply", row["output"], str(tmp_path / "train"), "--seed", "1",
+                          "--out", str(tmp_path / "replay"), *common)
+    assert result.exit_code == 0, result.output
+    found = hidden = 0
+    for r in replay["results"]:
+        boxes, gone = _squares_hidden(probe, r["input"], r["output"])
+        assert r["boxes"] == boxes and r["hidden"] == pytest.approx(gone / boxes), r["input"]
+        found, hidden = found + boxes, hidden + gone
+    assert found == 6 and replay["hidden_rate"] == pytest.approx(hidden / found, abs=1e-4)
+    assert row["train_hidden_rate"] == pytest.approx(hidden / found, abs=1e-4)
+    assert hidden > 0, row
+    red = torch.zeros(1, 3, 16, 16)
+    red[:, 0] = 1
+    save_png(red[0], tmp_path / "red.png")
+    result, control = _cli("patch", "apply", str(tmp_path / "red.png"), str(tmp_path / "train"), "--vanish", "square",
+                           "--out", str(tmp_path / "control"), *common)
+    assert result.exit_code == 0, result.output
+    assert control["hidden_rate"] == 0 and control["boxes"] == 6
+    assert sum(_squares_hidden(probe, r["input"], r["output"])[1] for r in control["results"]) == 0
+    result, summary = _cli("patch", "apply", row["output"], str(tmp_path / "new"), "--out", str(tmp_path / "out"),
+                           *common)
     assert result.exit_code == 0, result.output
     assert summary["boxes"] == 3 and len(summary["results"]) == 3  # one square per scene, each patched
     assert all(len(r["placements"]) == 1 for r in summary["results"])
+    gone = sum(_squares_hidden(probe, r["input"], r["output"])[1] for r in summary["results"])
+    assert summary["hidden_rate"] == pytest.approx(gone / 3, abs=1e-4)

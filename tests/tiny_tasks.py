@@ -3,8 +3,12 @@
 Scenes are 64x64: a textured background with a red square and/or a blue disk. Both models are real torchvision
 classes (FasterRCNN with a three-layer backbone; FCN with a three-layer backbone), exposed to deepprobe as
 `python:tests.tiny_tasks:detector` / `python:tests.tiny_tasks:segmenter` with `--weights FILE`, so every test
-runs the same code path as a user's torchvision detector or segmenter. `docs/make_task_figures.py` uses them
-for the README figures.
+runs the same code path as a user's torchvision detector or segmenter. `docs/task_figures.py` uses them for the
+README figures.
+
+The trained weights the tests use are shipped in tests/fixtures/ (float16 state dicts, loaded as float32): training
+converges to different models on CPUs with different floating-point kernels (AVX-512 or not), so the tests load
+these files instead of training. Remake them with `python -m tests.tiny_tasks` (writes tests/fixtures/).
 """
 from __future__ import annotations
 
@@ -15,6 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 CLASSES = ["__background__", "square", "disk"]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+DETECTOR_WEIGHTS = FIXTURES / "tiny_detector.pth"
+SEGMENTER_WEIGHTS = FIXTURES / "tiny_segmenter.pth"
 SIZE = 64
 COLORS = {1: (0.85, 0.15, 0.1), 2: (0.1, 0.25, 0.9)}  # square: red, disk: blue
 
@@ -144,18 +151,25 @@ def train_segmenter(steps: int = 150, seed: int = 0) -> dict[str, torch.Tensor]:
                   steps, lr=1e-2, batch_size=8, seed=seed)
 
 
+def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Float tensors as float16: half the bytes of a fixture; load_state_dict casts them back to float32."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+
+
 def save_trained(folder: str | Path) -> tuple[Path, Path]:
-    """Train both models and save their state dicts as folder/tiny_detector.pth, folder/tiny_segmenter.pth."""
+    """Train both models and save their state dicts (float16) as folder/tiny_detector.pth and
+    folder/tiny_segmenter.pth."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    det, seg = folder / "tiny_detector.pth", folder / "tiny_segmenter.pth"
-    torch.save(train_detector(), det)
-    torch.save(train_segmenter(), seg)
+    det, seg = folder / DETECTOR_WEIGHTS.name, folder / SEGMENTER_WEIGHTS.name
+    torch.save(_half(train_detector()), det)
+    torch.save(_half(train_segmenter()), seg)
     return det, seg
 
 
-if __name__ == "__main__":  # python tests/tiny_tasks.py FOLDER
+if __name__ == "__main__":  # python -m tests.tiny_tasks [FOLDER]: remake the shipped fixtures (or write elsewhere)
     import sys
 
-    print(*save_trained(sys.argv[1] if len(sys.argv) > 1 else "outputs/tiny"), sep="\n")
+    torch.set_num_threads(1)  # the thread count changes reductions' order, hence the trained weights
+    print(*save_trained(sys.argv[1] if len(sys.argv) > 1 else FIXTURES), sep="\n")
 
