@@ -40,11 +40,16 @@ _SAFE_CONTAINERS = {
     "torchvision.ops.stochastic_depth.StochasticDepth", "torchvision.models._utils.IntermediateLayerGetter",
     "torchvision.models.segmentation.fcn.FCN", "torchvision.models.segmentation.fcn.FCNHead",
     "zennit.layer.Sum",
+    # the bundled EfficientNet-Lite, rebuilt in plain torch with timm's names and structure (models/efficientnet_lite)
+    "deepprobe.models.efficientnet_lite.EfficientNet", "deepprobe.models.efficientnet_lite.SelectAdaptivePool2d",
+    "deepprobe.models.efficientnet_lite.BatchNormAct2d", "deepprobe.models.efficientnet_lite.Conv2dSame",
 }
 # Blocks with a residual `+` that a canonizer below turns into a Sum module.
 _SKIP_FLAGS = {  # class -> the flag that switches the skip off while the branch runs
     "timm.models._efficientnet_blocks.DepthwiseSeparableConv": "has_skip",
     "timm.models._efficientnet_blocks.InvertedResidual": "has_skip",
+    "deepprobe.models.efficientnet_lite.DepthwiseSeparableConv": "has_skip",
+    "deepprobe.models.efficientnet_lite.InvertedResidual": "has_skip",
     "timm.models._efficientnet_blocks.EdgeResidual": "has_skip",
     "timm.models._efficientnet_blocks.UniversalInvertedResidual": "has_skip",
     "torchvision.models.mobilenetv2.InvertedResidual": "use_res_connect",
