@@ -30,11 +30,15 @@ def cli(*args: str):
 
 
 def stable(value):
-    """A record or summary without the timings (which differ between any two runs)."""
+    """A record or summary without the timings (which differ between any two runs), its floats to 4 significant
+    digits: a process whose kernels ran with another thread count or memory layout can differ in the last digits
+    of an L2 norm (seen in-process vs. torchrun), never in a verdict, class or count."""
     if isinstance(value, dict):
         return {k: stable(v) for k, v in value.items() if k not in TIMING}
     if isinstance(value, list):
         return [stable(v) for v in value]
+    if isinstance(value, float):
+        return float(f"{value:.4g}")
     return value
 
 
@@ -175,7 +179,9 @@ def test_another_configuration_into_the_same_folder_is_refused(class_tree, tmp_p
 
 # ----- separate processes: SIGKILL and torchrun (slow) -----------------------------------------------------
 ROOT = Path(__file__).resolve().parent.parent
-PROCESS_ARGS = ["--attack", "apgd-ce", "--steps", "5", "--eps", "1/255", "--batch-size", "1", "--workers", "1", "--seed", "3"]
+# --pool 1: each batch is its own unit of work (the unit a kill loses and a rank takes on demand)
+PROCESS_ARGS = ["--attack", "apgd-ce", "--steps", "5", "--eps", "1/255", "--batch-size", "1", "--pool", "1",
+                "--workers", "1", "--seed", "3"]
 
 
 def _env() -> dict:
@@ -224,8 +230,9 @@ def test_two_process_torchrun_equals_one_process(class_tree, reference, tmp_path
     assert len(lines) == 1  # only rank 0 speaks
     summary = json.loads(lines[0])
     assert summary["world_size"] == 2 and summary["n"] == 4
-    assert all(json.loads(l)["records"] or json.loads(l)["skipped"]
-               for rank in (0, 1) for l in (out / "parts" / f"rank{rank}.jsonl").read_text().splitlines())
+    parts = sorted((out / "parts").glob("rank*.jsonl"))  # units go to whichever rank asks first: one may get none
+    assert parts and {p.name for p in parts} <= {"rank0.jsonl", "rank1.jsonl"}
+    assert all(json.loads(l)["records"] or json.loads(l)["skipped"] for p in parts for l in p.read_text().splitlines())
     assert stable(results(out)) == stable(results(reference))
     mine = stable(json.loads((out / "summary.json").read_text()))
     theirs = stable(json.loads((reference / "summary.json").read_text()))
