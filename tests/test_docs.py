@@ -113,6 +113,17 @@ def test_the_nav_lists_every_page_and_every_listed_page_exists():
     assert len(list((DOCS / "tutorials").glob("*.ipynb"))) >= 4
 
 
+def test_tutorials_are_committed_without_outputs():
+    """Outputs (megabytes of PNGs) are made by the build, never stored in git."""
+    import nbformat
+
+    for notebook in (DOCS / "tutorials").glob("*.ipynb"):
+        book = nbformat.read(notebook, as_version=4)
+        nbformat.validate(book)
+        code = [c for c in book.cells if c.cell_type == "code"]
+        assert code and all(not c.outputs and c.execution_count is None for c in code), notebook.name
+
+
 def _command_paths():
     import typer
 
