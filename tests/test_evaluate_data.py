@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from threads import same_threads  # noqa: E402
 import deepprobe as dp
 from deepprobe.cli import app
 
@@ -155,7 +156,7 @@ def test_a_missing_mask_is_one_line_and_nothing_is_written(folder, tmp_path):
 @pytest.mark.slow
 def test_two_process_torchrun_equals_one_process(reference, folder, tmp_path):
     out = tmp_path / "two"
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
+    env = {**os.environ, "OMP_NUM_THREADS": same_threads(),
            "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                           "-m", "deepprobe", "evaluate", str(folder / "photos"), *CHEAP, "--masks",
@@ -212,7 +213,7 @@ def test_a_real_run_stopped_after_its_first_chunk_resumes_to_the_same_results(fo
                                                                               signum):
     out = tmp_path / "run"
     args = [str(folder / "photos"), *CHEAP, *SLOWER, "--masks", str(folder / "masks"), "--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
+    env = {**os.environ, "OMP_NUM_THREADS": same_threads(),
            "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     proc = subprocess.Popen([sys.executable, "-m", "deepprobe", "evaluate", *args, "-q"], env=env,
                             stderr=subprocess.PIPE, text=True)

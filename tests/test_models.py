@@ -211,3 +211,28 @@ def test_cuda_request_without_a_gpu_is_a_clear_error():
         pytest.skip("a GPU is present")
     with pytest.raises(DeepprobeError, match="no CUDA GPU"):
         dp.load_model("efficientnet_lite0", device="cuda")
+
+
+def test_assumed_imagenet_names_are_said_on_stderr_and_in_the_sidecar(tmp_path, examples, monkeypatch):
+    """A user's 1000-way network without names gets ImageNet's, and every output says they were assumed; with
+    `labels` in its module nothing is assumed."""
+    from typer.testing import CliRunner
+
+    from deepprobe.cli import app
+
+    for name, extra in (("thousand", ""), ("named", "labels = [f'c{i}' for i in range(1000)]\n")):
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent("""
+            import torch
+            def build():
+                return torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(12, 1000))
+            """) + extra)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    res = CliRunner().invoke(app, ["classify", str(examples / "cat.jpg"), "--model", "python:thousand:build",
+                                   "--json", "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    assert "assumed ImageNet" in res.stderr and "assumed ImageNet" in json.loads(res.stdout)["labels"]
+    res = CliRunner().invoke(app, ["classify", str(examples / "cat.jpg"), "--model", "python:named:build",
+                                   "--json", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert "assumed" not in res.stderr and json.loads(res.stdout)["labels"] is None
+    assert json.loads(res.stdout)["results"][0]["top"][0]["class"].startswith("c")

@@ -186,3 +186,19 @@ def test_every_command_runs_on_a_32px_python_model(command, squares, tmp_path):
     if command in ("fool", "invert", "dream", "maximize"):
         result = [p for p in images if "_panel" not in p and "_grid" not in p]
         assert result and all(Image.open(p).size == (32, 32) for p in result)  # drawn at the native size
+
+
+def test_a_vit_classifier_takes_another_input_size(tmp_path):
+    """A timm ViT fixes its size in its position embeddings: --input-size rebuilds it with timm's dynamic size
+    (embeddings interpolated), the same weights, the same logits at its native size."""
+    import timm
+
+    net = timm.create_model("vit_tiny_patch16_224", num_classes=3).eval()
+    torch.save(net.state_dict(), tmp_path / "vit.pth")
+    with pytest.raises(Exception):
+        net(torch.rand(1, 3, 64, 64))  # the plain ViT refuses another size
+    small = dp.load_model("timm:vit_tiny_patch16_224", weights=tmp_path / "vit.pth", input_size=64, device="cpu")
+    assert small.input_size == (64, 64) and small.net(torch.rand(2, 3, 64, 64)).shape == (2, 3)
+    x = torch.rand(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(small.net(x), net((x - small.net.mean) / small.net.std), atol=1e-5)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from threads import same_threads  # noqa: E402
 import deepprobe as dp
 from deepprobe.cli import app
 
@@ -185,7 +186,7 @@ PROCESS_ARGS = ["--attack", "apgd-ce", "--steps", "5", "--eps", "1/255", "--batc
 
 
 def _env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+    return {**os.environ, "OMP_NUM_THREADS": same_threads(), "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 

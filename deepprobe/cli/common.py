@@ -157,6 +157,9 @@ class Run:
                                           random_init=self.common.random_init,
                                           offline=True if self.common.offline else None, announce=announce,
                                           dataset=self.common.dataset, threat_model=self.common.threat_model)
+            if self._bundle.notes.get("labels"):  # e.g. ImageNet names put on a user's 1000-way network
+                err_console.print(f"[yellow]note:[/yellow] class names {escape(self._bundle.notes['labels'])}; "
+                                  "name them with `labels = [...]` in the model's module")
             if self.common.amp and self._bundle.device.type == "cuda":
                 import torch
 
@@ -254,6 +257,7 @@ class Run:
             "weights": (bundle.origin or bundle.weights) if bundle is not None else self.common.weights,
             "random_init": bundle.random_init if bundle is not None else self.common.random_init,
             "input_size": list(bundle.input_size) if bundle is not None and bundle.input_size else None,
+            "labels": bundle.notes.get("labels") if bundle is not None else None,  # where assumed, said so
             "device": str(bundle.device) if bundle is not None else None,
             "seed": self.common.seed,
             "versions": versions(),

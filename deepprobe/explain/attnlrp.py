@@ -258,21 +258,11 @@ def attnlrp_text_relevance(probe, x: torch.Tensor, target=None, conv_gamma: floa
     matched image-text logit, with the text embedding's L2 normalization under the identity rule; relevance =
     token embedding x gradient, summed over the width, for the tokens between start and end (as `chefer`'s words).
     """
-    from ..models.clip import zero_shot_head
-    from .clip import TextRelevance, pooled_positions
-    from .maps import resolve_targets
+    from .clip import TextRelevance, pooled_positions, prompt_inputs
 
-    head = zero_shot_head(probe.net)
-    if head is None or not head.prompts:
-        raise DeepprobeError(f"text relevance needs an image-text model with prompts; {probe.spec} has none")
+    head, targets, texts, image, enc = prompt_inputs(probe, x, target)
     lxt = lxt_rules()
-    x = x.to(probe.device)
-    targets = resolve_targets(probe, x, target)
-    texts = [head.prompts[int(t)] for t in targets]
     model = head.net
-    with torch.no_grad():
-        image = head.image_features((x - probe.net.mean) / probe.net.std)
-    enc = head.tokenize(texts)
     leaves: list[torch.Tensor] = []
 
     def as_leaf(_m, _i, out):

@@ -43,8 +43,9 @@ def pooled_positions(input_ids: torch.Tensor, eos_token_id: int | None) -> torch
     return (input_ids == eos_token_id).int().argmax(-1)
 
 
-def text_relevance(probe, x: torch.Tensor, target=None) -> list[TextRelevance]:
-    """Per image, the relevance of each token of its target prompt (None: the predicted prompt)."""
+def prompt_inputs(probe, x: torch.Tensor, target=None):
+    """What explaining CLIP's prompts starts from (Chefer's and AttnLRP's text relevance alike): the zero-shot
+    head, each image's target prompt index and text, the fixed image features and the tokenized prompts."""
     from ..models.clip import zero_shot_head
     from .maps import resolve_targets
 
@@ -54,10 +55,15 @@ def text_relevance(probe, x: torch.Tensor, target=None) -> list[TextRelevance]:
     x = x.to(probe.device)
     targets = resolve_targets(probe, x, target)
     texts = [head.prompts[int(t)] for t in targets]
-    model = head.net
     with torch.no_grad():
         image = head.image_features((x - probe.net.mean) / probe.net.std)
-    enc = head.tokenize(texts)
+    return head, targets, texts, image, head.tokenize(texts)
+
+
+def text_relevance(probe, x: torch.Tensor, target=None) -> list[TextRelevance]:
+    """Per image, the relevance of each token of its target prompt (None: the predicted prompt)."""
+    head, targets, texts, image, enc = prompt_inputs(probe, x, target)
+    model = head.net
     # the weights are frozen and token ids are integers: make the token embeddings the leaf autograd starts at
     hook = model.text_model.embeddings.register_forward_hook(lambda _m, _i, out: out.detach().requires_grad_(True))
     try:

@@ -74,6 +74,7 @@ class Source:
     threat_model: str | None = None
     origin: str | None = None
     spec: str | None = None  # reported back by a loader that names the model more fully than the spec given
+    input_size: tuple[int, int] | None = None  # --input-size: a loader whose network fixes its size adapts it
 
 
 Loader = Callable[[str, Source], tuple[nn.Module, "list[str] | None", Preprocess]]
@@ -116,8 +117,10 @@ def load_model(spec: str = DEFAULT_MODEL, weights: str | Path | None = None, dev
     if random_init and kind not in RANDOM_INIT:
         raise DeepprobeError(f"--random-init applies to {', '.join(sorted(RANDOM_INIT))} models, not {kind}: "
                              "those load the weights their files hold")
+    size = parse_input_size(input_size, "input_size")
     source = Source(weights=Path(weights) if weights else None, random_init=random_init,
-                    offline=is_offline(offline), announce=announce, dataset=dataset, threat_model=threat_model)
+                    offline=is_offline(offline), announce=announce, dataset=dataset, threat_model=threat_model,
+                    input_size=size)
     net, labels, pre = _bundled(spec, source) if kind == "bundled" else LOADERS[kind](rest, source)
     spec = source.spec or spec
     if random_init:
@@ -126,7 +129,6 @@ def load_model(spec: str = DEFAULT_MODEL, weights: str | Path | None = None, dev
         source.origin = str(weights)
     if normalize is not None:
         pre = _with_normalization(pre, normalize)
-    size = parse_input_size(input_size, "input_size")
     if size is not None:
         if pre.crop is None:
             raise DeepprobeError(f"{spec} takes images of any size: --input-size applies to classifiers")
@@ -254,10 +256,12 @@ def _timm(name: str, source: Source):
                 net = timm.create_model(name, pretrained=False, num_classes=classes)
     else:
         net, source.origin = timm_pretrained(name, source.offline, source.announce)
-    if net.num_classes == 0 and "dynamic_img_size" in inspect.signature(type(net)).parameters:
+    if (net.num_classes == 0 or source.input_size) and "dynamic_img_size" in inspect.signature(type(net)).parameters:
         # a ViT backbone takes any input size, interpolating its position embeddings as DINO's own ViT does
-        # (dream's octaves, attention maps at other sizes); at the native size nothing changes
-        dynamic = timm.create_model(name, pretrained=False, num_classes=0, dynamic_img_size=True, dynamic_img_pad=True)
+        # (dream's octaves, attention maps at other sizes), and so does a ViT classifier given --input-size; at
+        # the native size nothing changes
+        dynamic = timm.create_model(name, pretrained=False, num_classes=net.num_classes, dynamic_img_size=True,
+                                    dynamic_img_pad=True)
         if state is None and not source.random_init:
             dynamic.load_state_dict(net.state_dict())  # the pretrained weights just loaded
         net = dynamic
