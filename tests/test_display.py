@@ -92,6 +92,11 @@ def test_attack_shows_the_panel_the_cli_writes(lite0, cat, examples, tmp_path):
     assert record["final_class"] == res.records(lite0)[0]["final_class"] == "ostrich"
 
 
+def test_images_from_noise_show_their_grid(lite0):
+    res = dp.fool_from_noise(lite0, ["king penguin", "starfish"], "gradient", steps=3)
+    assert png(res).width > 2 * 224  # one captioned tile per target
+
+
 def test_synthesis_results_show_their_grids(lite0, cat):
     small = torch.nn.functional.interpolate(cat, size=(64, 64), mode="area")
     inv = dp.invert(lite0, small, ["conv_stem", "blocks.1"], steps=3, size=64)

@@ -33,3 +33,14 @@ def fool_panel(original, adversarial, record: dict, name: str, amplify: float | 
     title = f"{name} · {record['method']} · {goal} · {verdict(record)}"
     tiles = [original.cpu(), middle, adversarial.cpu()]
     return panel(tiles, captions, cell=max(int(t.shape[-1]) for t in tiles), title=title)
+
+
+def noise_grid(images, records: list[dict], method: str, refined: bool) -> Image.Image:
+    """`fool --from-noise`'s grid: one image per target, captioned with the target's probability."""
+    from ..render import grid
+
+    captions = [f"{r['target']}\n{r['confidence']:.2%}" + ("" if r["success"] else " (short)") for r in records]
+    title = f"from noise · {method}" + (" + gradient finish" if refined else "")
+    cell = max(120, min(224, int(images.shape[-1])))
+    return grid(list(images), captions, cell=cell, title=title if len(records) > 1 else None,
+                columns=min(len(records), 5))
