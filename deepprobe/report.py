@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .doc_links import docs_url
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif"}
 THUMB = 224  # longest side of input thumbnails (px)
 _SKIP_METRICS = {"input", "output", "panel", "loss_curve", "path"}
@@ -168,8 +170,11 @@ def build_html(runs: Sequence[RunGroup], *, title: str, link_from: Path | None =
                    for c, rs in by_command.items())
     body = []
     for cmd, group in by_command.items():
+        url = docs_url(cmd)
+        docs = f' <a class="docs" href="{_e(url)}" title="what {_e(cmd)} does, on the documentation site">docs</a>' \
+            if url else ""
         body.append(f'<section class="command" id="cmd-{_slug(cmd)}"><h2>{_e(cmd)} '
-                    f'<span class="n">{len(group)} run{"s" if len(group) != 1 else ""}</span></h2>')
+                    f'<span class="n">{len(group)} run{"s" if len(group) != 1 else ""}</span>{docs}</h2>')
         body.extend(_run_html(run, link_from, command_line) for run in group)
         body.append("</section>")
     if not runs:
@@ -425,6 +430,7 @@ header.top nav a { display:inline-block; margin:0 10px 0 0; color:var(--accent);
 main { padding:8px 24px 40px; max-width:1400px; }
 h2 { margin:26px 0 10px; font-size:17px; border-bottom:2px solid var(--fg); padding-bottom:3px; }
 .n { color:var(--dim); font-weight:400; font-size:12px; }
+h2 a.docs { font-size:12px; font-weight:400; margin-left:8px; }
 article.run { background:#fff; border:1px solid var(--line); border-radius:8px; padding:12px 16px; margin:0 0 16px; }
 article.run h3 { margin:0; font-size:15px; }
 article.run h3 time { color:var(--dim); font-weight:400; margin-left:8px; }

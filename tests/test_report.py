@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from deepprobe.cli import app as main_app
 from deepprobe.cli.common import command
+from deepprobe.doc_links import docs_url
 from deepprobe.report import collect_runs
 
 runner = CliRunner()
@@ -108,7 +109,10 @@ def test_page_is_self_contained(folder):
     sources = re.findall(r'<img src="([^"]*)"', page)
     assert len(sources) == 6 + 5  # outputs (5 results + 1 panel) + input thumbnails (cat, coffee, rocket x3)
     assert all(s.startswith("data:image/") for s in sources)
-    assert not re.search(r'(src|href)="(https?:|file:)', page)
+    # nothing loads from elsewhere; the only outside links are each run kind's page of the documentation site
+    docs = re.findall(r'<a class="docs" href="([^"]*)"', page)
+    assert docs == [docs_url("classify")]  # classify has a page; the made-up `demo` command has none
+    assert not re.search(r'(src|href)="(https?:|file:)', re.sub(r'<a class="docs" href="[^"]*"', "", page))
     assert page.count("<polyline") == 3  # one curve per demo run (classify records none)
     lines = re.findall(r'<pre class="cmdline">([^<]*)', page)  # command lines rebuilt from the sidecars
     assert any(line.startswith("deepprobe classify --model efficientnet_lite0") and line.endswith("rocket.jpg")

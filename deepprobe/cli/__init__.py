@@ -6,6 +6,8 @@ import importlib
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from ..doc_links import DOCS_URL
+
 
 class _FlagsShowNoType:
     """typer's rich --help prints a value type after every option, flags included (`--json <bool>`); a flag takes no
@@ -33,6 +35,7 @@ app = typer.Typer(
     help="Fool, visualize and explain trained image networks.\n\n"
          "Examples:  deepprobe classify examples/  |  deepprobe fool examples/cat.jpg --target ostrich  |  "
          "deepprobe explain examples/cat.jpg --method gradcam",
+    epilog=f"Docs: {DOCS_URL}/",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -61,14 +64,24 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}")
 
 
-def _use_our_classes(typer_app: typer.Typer) -> None:
-    """Every command and sub-group, however it was registered, is built with the classes above."""
+def _use_our_classes(typer_app: typer.Typer, prefix: str = "") -> None:
+    """Every command and sub-group, however it was registered, is built with the classes above, and its --help
+    ends with the link to its page of the documentation site."""
+    from ..doc_links import docs_url
+
     for info in typer_app.registered_commands:
         if info.cls in (None, TyperCommand):
             info.cls = Command
+        name = info.name or info.callback.__name__.replace("_", "-")
+        url = docs_url(f"{prefix}{name}")
+        if url and not info.epilog:
+            info.epilog = f"Docs: {url}"
     for group in typer_app.registered_groups:
         group.typer_instance.info.cls = Group
-        _use_our_classes(group.typer_instance)
+        url = docs_url(group.name)
+        if url and not group.typer_instance.info.epilog:
+            group.typer_instance.info.epilog = f"Docs: {url}"
+        _use_our_classes(group.typer_instance, f"{group.name} ")
 
 
 _use_our_classes(app)

@@ -119,12 +119,11 @@ def _table(rows: list[tuple[str, list[tuple[str, float]]]], title: str):
 
 
 def _write_detections(run, path, photo, found, table, opts: Options) -> None:
+    from ..figures.tasks import detections_figure
     from ..io import safe_stem
-    from ..render import captioned, draw_detections
 
     record = {"input": str(path), "min_score": opts.min_score, **found.as_dict()}
-    caption = f"{len(found)} box(es) at score >= {opts.min_score:g}"
-    out = run.save_image(captioned(draw_detections(photo, found), caption), f"{safe_stem(path)}_detections.png",
+    out = run.save_image(detections_figure(photo, found, opts.min_score), f"{safe_stem(path)}_detections.png",
                          result=record)
     run.add_result({**record, "output": str(out)})
     for row in found.records() or [{"class": "-", "score": None, "box": None}]:
@@ -133,12 +132,12 @@ def _write_detections(run, path, photo, found, table, opts: Options) -> None:
 
 
 def _write_segmentation(run, path, photo, found, table, opts: Options) -> None:
+    from ..figures.tasks import segmentation_figure
     from ..io import safe_stem
-    from ..render import captioned, draw_segmentation, segmentation_caption
 
     record = {"input": str(path), **found.as_dict()}
-    out = run.save_image(captioned(draw_segmentation(photo, found, opts.alpha), segmentation_caption(found)),
-                         f"{safe_stem(path)}_segmentation.png", result=record)
+    out = run.save_image(segmentation_figure(photo, found, opts.alpha), f"{safe_stem(path)}_segmentation.png",
+                         result=record)
     run.add_result({**record, "output": str(out)})
     for row in found.records():
         table.add_row(path.name, row["class"] + (" (background)" if row["background"] else ""), f"{row['area']:.1%}")

@@ -92,10 +92,9 @@ def _check(opts: Options) -> None:
 def _dream_one(run, bundle, path: Path, photo, opts: Options, target: int | None, progress, task, done: int,
                remaining: int, label: str):
     """Dream on one photo, save it and its panel, measure before/after; returns (record, stopped, steps done)."""
+    from ..figures.synthesis import dream_panel
     from ..io import name_slug, safe_stem
-    from ..render import panel
-    from ..techniques.dream import (activation_norms, dream, layout_similarity, octave_sizes, target_logits,
-                                    tile_slices)
+    from ..techniques.dream import dream, measure, octave_sizes, tile_slices
 
     h, w = photo.shape[-2:]
     per_image = opts.steps * len(octave_sizes((h, w), opts.octaves, opts.octave_scale))
@@ -113,38 +112,18 @@ def _dream_one(run, bundle, path: Path, photo, opts: Options, target: int | None
     done += result.steps
     progress.update(task, completed=done)
     dreamed = result.images.cpu()
-    before = activation_norms(bundle, photo, opts.layer, opts.tile)
-    after = activation_norms(bundle, dreamed, opts.layer, opts.tile)
     tiles = len(tile_slices(h, opts.tile)) * len(tile_slices(w, opts.tile))
+    measured = measure(bundle, photo, dreamed, opts.layer, target, opts.tile)
     record = {
-        "input": str(path), "size": [int(h), int(w)], "layers": list(opts.layer),
-        "target": bundle.class_name(target) if target is not None else None,
-        "activation_norm_before": {k: round(float(v[0]), 5) for k, v in before.items()},
-        "activation_norm_after": {k: round(float(v[0]), 5) for k, v in after.items()},
-        "norm_growth": {k: round(float(after[k][0] / before[k][0].clamp_min(1e-12)), 4) for k in before},
-        "layout_correlation": round(float(layout_similarity(photo, dreamed)[0]), 4),
+        "input": str(path), "size": [int(h), int(w)], **measured,
         "layout_measure": "Pearson correlation of input and output luminance, area-downsampled to a 24-px short side",
         "octave_sizes": [list(s) for s in result.octave_sizes], "steps": result.steps,
         "tiles": tiles, "tile": opts.tile, "stopped": result.stopped,
     }
-    if target is not None:
-        logit_before = float(target_logits(bundle, photo, target, opts.tile)[0])
-        logit_after = float(target_logits(bundle, dreamed, target, opts.tile)[0])
-        p_before = float(bundle.predict(bundle.prepare(photo))[0, target])
-        p_after = float(bundle.predict(bundle.prepare(dreamed))[0, target])
-        record.update(target_logit_before=round(logit_before, 4), target_logit_after=round(logit_after, 4),
-                      target_probability_before=round(p_before, 6), target_probability_after=round(p_after, 6))
     name = f"{safe_stem(path)}_dream" + (f"_{name_slug(record['target'])}" if target is not None else "")
     out = run.save_image(dreamed, f"{name}.png", result={**record, "loss_curve": [round(v, 5) for v in result.losses]})
-    what = f"guided to {record['target']}" if target is not None else "+".join(opts.layer)
-    growth = " · ".join(f"{k} norm x{v:.2f}" for k, v in record["norm_growth"].items())
-    caption = f"dream ({what})\n{growth} · layout r={record['layout_correlation']:.2f}"
-    if target is not None:
-        caption = (f"dream guided to {record['target']}\nlogit {record['target_logit_before']:.1f} -> "
-                   f"{record['target_logit_after']:.1f} · layout r={record['layout_correlation']:.2f}")
-    cell = min(int(w), 512)
     title = f"{path.name} · {bundle.title} · {len(result.octave_sizes)} octaves x {opts.steps} steps"
-    panel_path = run.save_image(panel([photo, dreamed], [f"input {w}x{h}", caption], cell=cell, title=title),
+    panel_path = run.save_image(dream_panel(photo, dreamed, record, title),
                                 f"{name}_panel.png", result={"input": str(path), "dream": str(out), "panel": True})
     record.update(output=str(out), panel=str(panel_path))
     run.add_result(record)

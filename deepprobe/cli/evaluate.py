@@ -203,6 +203,7 @@ def _skipper(run, ctx, dataset_mode: bool):
 def _report(run, bundle, methods, metrics, opts, outcome, dataset, axes, dataset_mode: bool) -> int:
     """Rank 0: summary (summary.json in a run folder), plots, flat results.jsonl, the table, the --json summary."""
     from ..explain.evaluate_data import flat_lines, occupancy_summary, summarize_records
+    from ..figures.evaluate import evaluate_plots
 
     if not outcome.complete:
         err_console.print("[yellow]interrupted:[/yellow] finished chunks are kept; run the same command again "
@@ -221,7 +222,7 @@ def _report(run, bundle, methods, metrics, opts, outcome, dataset, axes, dataset
 
         stem = f"{safe_stem(next(iter(outcome.records()))['path'])}_evaluate"
     info = dict(model=bundle.spec, images=photos, methods=methods, metrics=metrics)
-    for plot, image in _plots(bundle, summary, metrics, photos).items():
+    for plot, image in evaluate_plots(summary, metrics, bundle.title, photos).items():
         if plot == "table":  # the whole summary (`deepprobe report` shows it), and each photo's numbers
             result = {**info, "evaluation": {k: v for k, v in summary.items() if k not in ("curves", "axes")}}
             if not dataset_mode:
@@ -257,62 +258,6 @@ def _write_flat(path: Path, lines) -> None:
     os.replace(tmp, path)
 
 
-def _plots(bundle, summary: dict, metrics: list[str], images: int) -> dict:
-    """{"curves": mean curves of the curve metrics, "sanity": the randomization cascade, "table": methods x
-    metrics}, as PIL images."""
-    from ..explain.plots import Panel, curves_plot, sanity_plot, table_plot
-
-    out = {}
-    curves, axes, table = summary["curves"], summary["axes"], summary["metrics"]
-    titles = {"deletion": ("deletion (lower is better)", "fraction of pixels deleted", "target probability"),
-              "insertion": ("insertion (higher is better)", "fraction of pixels inserted", "target probability"),
-              "pixel-flipping": ("pixel-flipping (lower is better)", "fraction of features flipped",
-                                 "target probability"),
-              "region-perturbation": ("region perturbation, MoRF (higher is better)", "patches removed",
-                                      "f(x) - f(x_k)"),
-              "road": ("ROAD, MoRF (solid) vs LeRF", "% of pixels imputed", "accuracy")}
-    panels = []
-    for metric in [m for m in metrics if m in titles and m in curves]:
-        title, xlabel, ylabel = titles[metric]
-        numbers = {name: per[metric]["mean"] for name, per in table.items() if metric in per}
-        for key, lines in curves[metric].items():
-            if metric == "road" and key == "curve":
-                continue  # the MoRF curve, drawn with LeRF below
-            label = title if metric != "road" else f"ROAD, {key.split('_')[0].upper()} accuracy"
-            xs = axes.get(metric) or list(range(len(next(iter(lines.values())))))
-            panels.append(Panel(label, xlabel, ylabel, xs, lines, numbers if key == "curve" else {}, "mean"))
-    if panels:
-        out["curves"] = curves_plot(panels, title=f"{bundle.title} · mean of {images} image(s)")
-    if "sanity" in curves and "curve" in curves["sanity"]:
-        lines = curves["sanity"]["curve"]
-        out["sanity"] = sanity_plot(axes.get("sanity") or list(range(len(next(iter(lines.values()))))), lines,
-                                    title=f"{bundle.title} · cascading randomization · mean of {images} image(s)")
-    names = list(table)
-    higher = {m: METRICS[m][1] for m in metrics}
-    out["table"] = table_plot(names, metrics, {n: {m: table[n][m]["mean"] for m in metrics} for n in names},
-                              {n: {m: _half(table[n][m]) for m in metrics} for n in names}, higher,
-                              _leaders(summary), title=f"{bundle.title} · {images} image(s) · mean ± half the 95% "
-                                                        f"interval; bold: best or not significantly worse")
-    return out
-
-
-def _half(entry: dict) -> float | None:
-    low, high = entry["ci95"]
-    return None if low is None or high is None else (high - low) / 2
-
-
-def _leaders(summary: dict) -> dict[str, list[str]]:
-    """Per metric: the best method and those the paired test cannot tell from it."""
-    out = {}
-    for metric, ranking in summary["ranking"].items():
-        if not ranking["order"]:
-            continue
-        best = ranking["order"][0]
-        tied = {p["worse"] for p in ranking["pairs"] if p["better"] == best and not p["significant"]}
-        out[metric] = [best, *sorted(tied)]
-    return out
-
-
 def _table(run, bundle, summary: dict, images: int) -> None:
     """Methods (and baselines) x metrics in the terminal (not with --quiet/--json)."""
     if not run.show_progress:
@@ -320,10 +265,12 @@ def _table(run, bundle, summary: dict, images: int) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from ..figures.evaluate import cell_text, leaders
+
     table = Table(title=f"evaluate · {bundle.title} · {images} image(s) on {bundle.device}")
     test = next(iter(summary["ranking"].values()))["test"] if summary["ranking"] else "paired test"
     note = f"mean ± half the 95% interval; bold: best, or not significantly worse ({test})"
-    leaders = _leaders(summary)
+    best = leaders(summary)
     metrics = summary["metric_names"]
     table.add_column("map")
     for metric in metrics:
@@ -331,10 +278,8 @@ def _table(run, bundle, summary: dict, images: int) -> None:
     for name, per in summary["metrics"].items():
         row = [name if name in summary["methods"] else f"[dim]{name}[/dim]"]
         for metric in metrics:
-            entry = per[metric]
-            half = _half(entry)
-            text = "n/a" if entry["mean"] is None else f"{entry['mean']:.3g}" + (f" ± {half:.2g}" if half else "")
-            row.append(f"[bold]{text}[/bold]" if name in leaders.get(metric, ()) else text)
+            text = cell_text(per[metric])
+            row.append(f"[bold]{text}[/bold]" if name in best.get(metric, ()) else text)
         table.add_row(*row)
     out_console.print(table)
     out_console.print(f"[dim]{escape(note)}[/dim]")  # below the table, at the terminal's width (a caption wraps to the table's)

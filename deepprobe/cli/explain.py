@@ -228,11 +228,10 @@ class _Explainer:
                 self._write_heads(path, photos[i], heads[i])
 
     def _caption(self, method: str, cls: int, prob) -> str:
-        what = method + (f" @ {self.cam_layer}" if method in CAM_METHODS else "")
-        p = f" {float(prob[cls]):.1%}" if prob is not None else ""
-        if method in CLASS_FREE:
-            return f"{what} (class-free)\ntop: {self.bundle.class_name(cls)}{p}"
-        return f"{what}\n{self.bundle.class_name(cls)}{p}"
+        from ..figures.explain import map_caption
+
+        return map_caption(method, self.cam_layer if method in CAM_METHODS else None, self.bundle.class_name(cls),
+                           float(prob[cls]) if prob is not None else None, method in CLASS_FREE)
 
     def _write(self, path: Path, photo, per_method: dict, cls: int, prob, pred: int | None, is_pred: bool,
                words: dict | None = None) -> None:

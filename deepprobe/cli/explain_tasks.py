@@ -115,6 +115,7 @@ class MapWriter:
         """One overlay (+ .npy) per method, `decorate(overlay)` drawing the box if given; a panel for several."""
         import numpy as np
 
+        from ..figures.explain import method_label
         from ..io import name_slug, safe_stem
         from ..render import captioned, overlay, panel
 
@@ -126,7 +127,7 @@ class MapWriter:
             pic = overlay(photo, heat_np, alpha=self.opts.alpha)
             if decorate is not None:
                 pic = decorate(pic)
-            label = method + (f" @ {self.cam_layer}" if method in CAM_METHODS else "")
+            label = method_label(method, self.cam_layer if method in CAM_METHODS else None)
             name = f"{stem}_{name_slug(method.replace('+', 'p'))}_{name_slug(what)}"
             out = self.run.save_image(captioned(pic, f"{label}\n{caption}"), f"{name}.png",
                                       result={**record, "method": method, "methods": None,

@@ -209,8 +209,8 @@ def _save(run, bundle, result, pairs: list[tuple[Path, int | None]], opts: Optio
     """Write each adversarial PNG and its panel, then re-read the PNGs from disk to measure what was saved."""
     import torch
 
+    from ..figures.fool import fool_panel
     from ..io import name_slug, safe_stem
-    from ..render import amplification, panel
 
     records = result.records(bundle)
     saved = []
@@ -218,17 +218,11 @@ def _save(run, bundle, result, pairs: list[tuple[Path, int | None]], opts: Optio
         name = f"{safe_stem(path)}_fool" + (f"_{name_slug(bundle.class_name(target))}" if target is not None else "")
         record = {"input": str(path), **record, "loss_curve": [round(v, 5) for v in result.losses]}
         out = run.save_image(result.images[i], f"{name}.png", result=record)
-        scale = amplification(float(result.linf[i]), opts.amplify)
-        delta = (result.images[i] - result.original[i]).cpu()
-        tiles = [result.original[i], (0.5 + scale * delta).clamp(0, 1), result.images[i]]
-        captions = [f"original: {record['original_class']} {record['original_probability']:.1%}",
-                    f"perturbation x{scale:g}\nL-inf {record['linf_255']:g}/255 · L2 {record['l2']:.3f}",
-                    None]  # filled in once the saved PNG is measured
-        saved.append((out, record, tiles, captions, name))
+        saved.append((out, record, name))
     # Independent check on the files as written: a fresh read, the model's own preprocessing, one forward pass.
     reread = torch.cat([bundle.load_image(out) for out, *_ in saved])
     probs = bundle.predict(reread)
-    for (out, record, tiles, captions, name), p, i in zip(saved, probs, range(len(saved))):
+    for (out, record, name), p, i in zip(saved, probs, range(len(saved))):
         top = int(p.argmax())
         goal = record["target"]
         ok = bundle.class_name(top) == goal if goal is not None else bundle.class_name(top) != record["original_class"]
@@ -238,26 +232,12 @@ def _save(run, bundle, result, pairs: list[tuple[Path, int | None]], opts: Optio
             p_target = float(p[bundle.class_index(goal)])
             record.update(target_probability=round(p_target, 6),
                           confidence_reached=ok and p_target >= record["confidence"])
-        captions[2] = f"adversarial: {record['final_class']} {record['final_probability']:.1%}" + \
-            ("" if ok else " (not fooled)")
-        goal_text = f"target {goal}" if goal is not None else "untargeted"
-        title = f"{Path(record['input']).name} · {record['method']} · {goal_text} · {_verdict(record)}"
-        size = max(int(t.shape[-1]) for t in tiles)
-        panel_path = run.save_image(panel(tiles, captions, cell=size, title=title), f"{name}_panel.png",
+        figure = fool_panel(result.original[i], result.images[i], record, Path(record["input"]).name, opts.amplify)
+        panel_path = run.save_image(figure, f"{name}_panel.png",
                                     result={"input": record["input"], "adversarial": str(out)})
         record.update(output=str(out), panel=str(panel_path))
         run.add_result(record)
         table.add(record)
-
-
-def _verdict(r: dict) -> str:
-    """fooled / NOT fooled, and for a targeted attack the target probability against the one asked for."""
-    if not r["success"]:
-        return "NOT fooled" + (f" (target {r['target_probability']:.1%})" if r["target"] else "")
-    if not r["target"] or not r["confidence"]:
-        return "fooled"
-    sign = ">=" if r["confidence_reached"] else "<"
-    return f"fooled, target {r['target_probability']:.1%} {sign} {r['confidence']:.0%} asked"
 
 
 def _warn_below_confidence(results: list[dict], kwargs: dict) -> None:

@@ -120,8 +120,9 @@ def _save(run, bundle, result, paths: list[Path], opts: Options, judge: _Judge, 
     """Write each adversarial PNG, re-read them all, measure, then write panels and records."""
     import torch
 
+    from ..figures.fool import perturbation_tile
     from ..io import safe_stem
-    from ..render import amplification, panel
+    from ..render import panel
 
     goal = "away" if result.away else f"toward_{safe_stem(judge.reference_path)}"
     saved = []
@@ -151,9 +152,8 @@ def _save(run, bundle, result, paths: list[Path], opts: Options, judge: _Judge, 
         else:
             record["success"] = (judge.reference_wins(a) if "nearest" in a
                                  else a["cosine_to_reference"] > cos_original)
-        scale = amplification(float(result.linf[i]), opts.amplify)
-        delta = (result.images[i] - result.original[i]).cpu()
-        tiles = [result.original[i].cpu(), (0.5 + scale * delta).clamp(0, 1), result.images[i].cpu()]
+        middle, scale = perturbation_tile(result.original[i], result.images[i], float(result.linf[i]), opts.amplify)
+        tiles = [result.original[i].cpu(), middle, result.images[i].cpu()]
         captions = [f"original{_where(record, 'before')}",
                     f"perturbation x{scale:g}\nL-inf {record['linf_255']:g}/255",
                     f"saved PNG{_where(record, 'after')}"]

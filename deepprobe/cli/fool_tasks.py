@@ -16,6 +16,7 @@ from .common import err_console, out_console
 
 def fool_task_images(run, bundle, images: list[str], targets: list[str], vanish: list[str], source: list[str],
                      opts: Options) -> int:
+    from ..figures.tasks import TaskPictures
     from ..techniques.fool_tasks import fool_task
 
     method = opts.method or DEFAULT_TASK_METHOD
@@ -38,7 +39,7 @@ def fool_task_images(run, bundle, images: list[str], targets: list[str], vanish:
         return fool_task(bundle, x, method=method, eps=opts.eps, alpha=opts.alpha or opts.lr, steps=opts.steps,
                          min_score=opts.min_score, kappa=opts.kappa, rounds=opts.rounds, seed=seed,
                          callback=callback, **goal)
-    return attack_images(run, bundle, images, goals, attack, _TaskPictures(bundle), method)
+    return attack_images(run, bundle, images, goals, attack, TaskPictures(), method)
 
 
 def attack_images(run, bundle, images: list[str], goals: list, attack: Callable, pictures, method: str,
@@ -84,9 +85,9 @@ def attack_images(run, bundle, images: list[str], goals: list, attack: Callable,
 
 def save_attack(run, bundle, path: Path, result, pictures, amplify: float | None, table) -> None:
     """Write the adversarial PNG, read it back, judge it again, and write the before | change | after panel
-    (`pictures.tiles` draws the before and after tiles, the perturbation goes second)."""
+    (`pictures.tiles` draws the before and after tiles, the perturbation goes second: figures.tasks)."""
+    from ..figures.tasks import attack_panel
     from ..io import name_slug, safe_stem
-    from ..render import amplification, panel
 
     record = {"input": str(path), **result.records()[0], "loss_curve": [round(v, 5) for v in result.losses]}
     name = f"{safe_stem(path)}_fool_{name_slug(result.goal.replace('->', 'to'))}"
@@ -95,53 +96,14 @@ def save_attack(run, bundle, path: Path, result, pictures, amplify: float | None
     success, share, after, notes = result.judge(bundle.load_image(out))
     record.update(success=bool(success[0]), share=round(float(share[0]), 6), after=after[0].as_dict(),
                   checked_on="saved PNG", output=str(out), **(notes[0] if notes else {}))
-    delta = (result.images[0] - result.original[0]).cpu()
-    scale = amplification(float(delta.abs().max()), amplify)
-    tiles, captions = pictures.tiles(result.original[0].cpu(), result.images[0].cpu(), result.before[0], after[0],
-                                     record)
-    tiles.insert(1, (0.5 + scale * delta).clamp(0, 1))
-    captions.insert(1, f"perturbation x{scale:g}\nL-inf {record['linf_255']:g}/255 · L2 {record['l2']:.3f}")
-    title = f"{path.name} · {result.method} · {result.goal} · {'fooled' if record['success'] else 'NOT fooled'}"
-    panel_path = run.save_image(panel(tiles, captions, cell=pictures.cell(int(result.images.shape[-1])), title=title),
-                                f"{name}_panel.png", result={"input": str(path), "adversarial": str(out)})
+    figure = attack_panel(pictures, result.original[0], result.images[0], result.before[0], after[0], record,
+                          path.name, amplify)
+    panel_path = run.save_image(figure, f"{name}_panel.png", result={"input": str(path), "adversarial": str(out)})
     record["panel"] = str(panel_path)
     run.add_result(record)
     fooled = "[green]yes[/green]" if record["success"] else "[red]no[/red]"
     table.add_row(path.name, result.goal, *pictures.summary(result.before[0], after[0], record), fooled,
                   f"{record['share']:.0%}", f"{record['linf_255']:g}", str(record["steps"]))
-
-
-class _TaskPictures:
-    """Detectors (boxes) and segmenters (class colours): before and after, each with what the model found."""
-
-    def __init__(self, bundle):
-        self.bundle = bundle
-
-    def tiles(self, original, adversarial, before, after, record) -> tuple[list, list[str]]:
-        return ([_draw(self.bundle, original, before), _draw(self.bundle, adversarial, after)],
-                [f"original: {_summary(before)}", f"adversarial (saved PNG): {_summary(after)}"])
-
-    def summary(self, before, after, record) -> tuple[str, str]:
-        return _summary(before), _summary(after)
-
-    def cell(self, width: int) -> int:
-        return max(224, width)
-
-
-def _draw(bundle, image, found):
-    from ..render import draw_detections, draw_segmentation
-
-    return draw_detections(image.cpu(), found) if bundle.task == "detection" else draw_segmentation(image.cpu(), found)
-
-
-def _summary(found) -> str:
-    from ..render import segmentation_caption
-
-    if hasattr(found, "boxes"):
-        names = found.names
-        return ", ".join(f"{n} x{names.count(n)}" if names.count(n) > 1 else n for n in dict.fromkeys(names)) \
-            or "no box"
-    return segmentation_caption(found)
 
 
 def _table(bundle, method: str):

@@ -84,8 +84,8 @@ def _invert(run, bundle, photos, opts: Options):
 
 def _save(run, bundle, path: Path, i: int, result, opts: Options) -> dict:
     """One photo's reconstructions, its grid and its record (errors per layer, shallow to deep)."""
+    from ..figures.synthesis import invert_grid
     from ..io import safe_stem
-    from ..render import grid
     from ..techniques.invert import pixel_correlation
 
     stem = safe_stem(path)
@@ -111,10 +111,9 @@ def _save(run, bundle, path: Path, i: int, result, opts: Options) -> dict:
                                      "pixel_correlation": record["pixel_correlation"][name],
                                      "loss_curve": [round(v, 5) for v in result.losses]})
         outputs[name] = str(out)
-    tiles = [original] + [result.images[name][i:i + 1] for name in result.layers]
-    captions = [f"original {w}x{h}"] + [f"{name}\nerror {errors[name]:.3f}" for name in result.layers]
     title = f"{path.name} · inverted from {bundle.title} · {result.steps} steps"
-    picture = grid(tiles, captions, columns=len(tiles), cell=min(max(int(w), 128), 224), title=title)
+    picture = invert_grid(original, {n: result.images[n][i:i + 1] for n in result.layers}, errors, result.layers,
+                          title)
     grid_path = run.save_image(picture, f"{stem}_invert_grid.png", result={**record, "outputs": outputs,
                                                                            "grid": True})
     record.update(outputs=outputs, grid=str(grid_path))

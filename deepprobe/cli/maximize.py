@@ -110,16 +110,9 @@ def _photos(run, bundle, spec: str):
     return used, torch.cat(loaded)
 
 
-def _caption(rec: dict) -> str:
-    text = f"{rec['unit']}: {rec['activation']:.1f}"
-    if "natural_best" in rec:
-        text += f" (photos best {rec['natural_best']:.1f})"
-    return text
-
-
 def _save(run, bundle, opts: Options, result, photo_paths) -> list[dict]:
     """One PNG per unit, the captioned grid, and the records in the --json summary."""
-    from ..render import grid
+    from ..figures.synthesis import maximize_grid
 
     records = result.records()
     common = {"size": opts.size, "steps": result.steps, "stopped": result.stopped}
@@ -127,10 +120,8 @@ def _save(run, bundle, opts: Options, result, photo_paths) -> list[dict]:
         out = run.save_image(result.images[i:i + 1], f"maximize_{_slug(result.units[i].key, rec)}.png",
                              result={**rec, **common})
         rec["output"] = str(out)
-    columns = opts.columns or min(len(records), 8)
-    cell = min(max(opts.size, 128), 224)  # small results are shown enlarged, so captions stay readable
     title = f"maximize · {bundle.title} · {opts.size}px · {result.steps} steps"
-    picture = grid(list(result.images), [_caption(r) for r in records], columns=columns, cell=cell, title=title)
+    picture = maximize_grid(result.images, records, opts.size, title, opts.columns)
     grid_path = run.save_image(picture, "maximize_grid.png",
                                result={"units": records, **common, "photos": [str(p) for p in photo_paths],
                                        "loss_curve": [round(v, 4) for v in result.losses]})

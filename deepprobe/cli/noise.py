@@ -18,8 +18,6 @@ def fool_from_noise_cmd(run, targets: list[str], method: str | None = None, step
     method/steps/lr/confidence are None when the user did not set them (the noise defaults then apply).
     Confidence in the JSON is measured on the saved PNGs, re-read from disk.
     """
-    from ..render import grid
-
     defaults = Options()
     method = method or defaults.method
     if method not in METHODS:
@@ -47,14 +45,15 @@ def fool_from_noise_cmd(run, targets: list[str], method: str | None = None, step
         progress.update(task, completed=budget)
     if result.stopped == "interrupted":
         err_console.print("[yellow]interrupted; saving the best images so far[/yellow]")
-    _save(run, bundle, result, grid)
+    _save(run, bundle, result)
     code = run.finish()
     return 130 if result.stopped == "interrupted" else code
 
 
-def _save(run, bundle, result, grid) -> None:
+def _save(run, bundle, result) -> None:
     import torch
 
+    from ..figures.fool import noise_grid
     from ..io import name_slug
 
     records = result.records(bundle)
@@ -65,19 +64,15 @@ def _save(run, bundle, result, grid) -> None:
         paths.append(path)
     # Independent check of what was written: re-read each PNG, the model's own preprocessing, one forward.
     probs = bundle.predict(torch.cat([bundle.load_image(p) for p in paths]))
-    captions = []
     for i, (record, path) in enumerate(zip(records, paths)):
         p = float(probs[i, record["target_index"]])
         top = int(probs[i].argmax())
         record.update(confidence=round(p, 6), predicted=bundle.class_name(top), checked_on="saved PNG",
                       success=top == record["target_index"] and p >= result.threshold)
-        captions.append(f"{record['target']}\n{p:.2%}" + ("" if record["success"] else " (short)"))
         run.add_result({k: v for k, v in record.items() if k != "best_fitness_curve"} | {"output": str(path)})
-    title = f"from noise · {result.method}" + (" + gradient finish" if any(result.refined_with_gradient) else "")
-    cell = max(120, min(224, int(result.images.shape[-1])))
-    grid_path = run.save_image(grid(list(result.images), captions, cell=cell, title=title if len(records) > 1 else None,
-                                    columns=min(len(records), 5)),
-                               f"noise_{result.method}_grid.png", result={"grid": True, "targets": [r["target"] for r in records]})
+    figure = noise_grid(result.images, records, result.method, any(result.refined_with_gradient))
+    grid_path = run.save_image(figure, f"noise_{result.method}_grid.png",
+                               result={"grid": True, "targets": [r["target"] for r in records]})
     run.summary.update(method=result.method, grid=str(grid_path), evaluations=result.evaluations,
                        success=all(r["success"] for r in records))
     if run.show_progress:

@@ -173,8 +173,8 @@ class _Examples:
         if self.left <= 0 or batch.chunk not in self.attack.kept:
             return
         from ..io import safe_stem
+        from ..figures.fool import perturbation_tile
         from ..render import panel
-        from ..render import amplification
 
         clean, adversarial = self.attack.kept[batch.chunk]
         for i, record in enumerate(records):
@@ -190,8 +190,8 @@ class _Examples:
                                         result={"input": record["path"], "label": record["label_name"],
                                                 "final_class": entry["final_name"], "broken_by": entry["broken_by"],
                                                 "eps": key, "linf": entry["linf"], "l2": entry["l2"]})
-            scale = amplification(float(entry["linf"]), None)
-            tiles = [original, (0.5 + scale * (adv - original)).clamp(0, 1), adv]
+            middle, scale = perturbation_tile(original, adv, float(entry["linf"]))
+            tiles = [original, middle, adv]
             captions = [f"label {record['label_name']} · model: {record['clean_pred_name']}",
                         f"perturbation x{scale:g}\nL-inf {entry['linf'] * 255:.3g}/255 · L2 {entry['l2']:.3f}",
                         f"{entry['final_name']} (by {entry['broken_by']})"]

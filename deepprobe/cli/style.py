@@ -85,8 +85,8 @@ def _check(opts: Options, n_styles: int) -> None:
 
 
 def _transfer(run, bundle, judge, content_path: Path, style_paths: list[Path], content, styles, opts: Options) -> int:
+    from ..figures.synthesis import style_panel
     from ..io import safe_stem
-    from ..render import panel
     from ..techniques.style import chroma_difference, measure, style
     from .progress import engine_callback
 
@@ -115,20 +115,11 @@ def _transfer(run, bundle, judge, content_path: Path, style_paths: list[Path], c
     name = f"{safe_stem(content_path)}_style_" + "+".join(safe_stem(p) for p in style_paths)
     out = run.save_image(result.images, f"{name}.png",
                          result={**record, "loss_curve": [round(v, 6) for v in result.losses]})
-    tiles = [result.content, *result.styles, result.images]
-    captions = [f"content: {content_path.name}"]
-    captions += [f"style: {p.name}" + (f" ({b:.0%})" if len(style_paths) > 1 else "")
-                 for p, b in zip(style_paths, result.blend)]
-    if judge is not None:
-        judge_name = judge.spec.replace("efficientnet_", "")
-        captions.append(f"result: Gram dist x{record['style_ratio']:.2f} of content's\n"
-                        f"content dist x{record['content_ratio']:.2f} of style's · {judge_name}")
-    else:
-        captions.append("result")
     title = (f"style transfer · {bundle.title} · {opts.optimizer} {result.steps} steps"
              + (" · colours kept" if opts.preserve_colors else ""))
-    cell = min(256, max(int(w), 160))
-    panel_path = run.save_image(panel(tiles, captions, cell=cell, title=title), f"{name}_panel.png",
+    figure = style_panel(result.content, result.styles, result.images, content_path.name,
+                         [p.name for p in style_paths], result.blend, record, title)
+    panel_path = run.save_image(figure, f"{name}_panel.png",
                                 result={"content": str(content_path), "result": str(out), "panel": True})
     record.update(output=str(out), panel=str(panel_path))
     run.add_result(record)

@@ -31,6 +31,21 @@ def explain(probe, x: torch.Tensor, method: str = "gradcam", target=None, layer:
     `region=(x0, y0, x1, y1)` (its mean depth there; default the whole image): see `deepprobe.explain.sam_depth`.
     """
     check_ranges("explain", method_options)
+    return _shown(_explain(probe, x, method, target, layer, method_options), probe, x, method, target, layer)
+
+
+def _shown(result, probe, x: torch.Tensor, method: str, target, layer: str | None):
+    """The same maps, able to draw themselves in Jupyter (see explain/shown_maps.py for why a tensor subclass)."""
+    if isinstance(result, torch.Tensor):
+        from .shown_maps import Maps
+
+        return Maps.wrap(result, bundle=probe, images=x, method=method, target=target, layer=layer)
+    for i, item in enumerate(result):  # a detector: one BoxMaps per image
+        item._attach(image=x[i], method=method, layer=layer, model_title=probe.title)
+    return result
+
+
+def _explain(probe, x: torch.Tensor, method: str, target, layer: str | None, method_options: dict):
     task = getattr(probe, "task", "classification")
     if task == "embedding":
         from .embedding import explain_embedder

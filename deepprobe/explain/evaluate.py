@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..display import ShowsTable
 from ..errors import DeepprobeError
 from ..options.evaluate import (DEFAULT_METRICS, FILLS, LABEL_TARGET, MASK_METRICS, METRICS, PERTURB_BASELINES,
                                 Options)
@@ -90,8 +91,9 @@ def check_options(opts: Options, source: str | None = None) -> None:
 
 # ------------------------------------------------------------------------------------------ tensors
 @dataclass
-class EvaluateResult:
-    """Per-image scores of one evaluation on tensors: scores[name][metric] for each method and baseline."""
+class EvaluateResult(ShowsTable):
+    """Per-image scores of one evaluation on tensors: `scores[name][metric]` for each method and baseline. In Jupyter:
+    the table `deepprobe evaluate` prints, with its curves and sanity plots."""
 
     methods: list[str]
     metrics: list[str]
@@ -107,12 +109,43 @@ class EvaluateResult:
         return list(self.scores)
 
     def values(self) -> dict[str, dict[str, list[float]]]:
-        """values[name][metric] = per-image numbers (nan where undefined)."""
+        """`values[name][metric]` = per-image numbers (nan where undefined)."""
         return {name: {m: [float(v) for v in s.values] for m, s in per.items()} for name, per in self.scores.items()}
 
     def summary(self) -> dict:
         """{"metrics": {name: {metric: {"mean", "ci95", "n"}}}, "ranking": {metric: ...}}, as `deepprobe evaluate`."""
         return summarize(self.values())
+
+    def run_summary(self, probe) -> dict:
+        """The summary `deepprobe evaluate` writes (with mean curves and their axes), from the per-image scores."""
+        from .evaluate_data import record_of, summarize_records
+
+        records = [record_of(i, self.scores, self.targets, self.probabilities, probe)
+                   for i in range(len(self.targets))]
+        axes = {m: list(s.axis) for per in self.scores.values() for m, s in per.items() if s.axis is not None}
+        return summarize_records(records, self.methods, self.metrics, axes)
+
+    def _plots(self) -> dict:
+        from ..figures.evaluate import evaluate_plots
+
+        (probe,) = self._needs("bundle")
+        return evaluate_plots(self.run_summary(probe), self.metrics, probe.title, len(self.targets))
+
+    def figure(self):
+        """The table, curves and sanity plots `deepprobe evaluate` writes, one under another."""
+        from ..display import stack
+
+        return stack(list(self._plots().values()))
+
+    def html_figures(self) -> list:
+        return [image for name, image in self._plots().items() if name != "table"]
+
+    def table_html(self) -> str:
+        from ..figures.evaluate import evaluate_html
+
+        return evaluate_html(self.summary(), self.metrics,
+                             f"{len(self.targets)} image(s) · mean ± half the 95% interval; bold: best or not "
+                             "significantly worse")
 
     # ---- the curves and numbers of the first release, read from `scores`
     def _by_name(self, metric: str, what: str) -> dict[str, torch.Tensor]:
@@ -196,7 +229,8 @@ def evaluate(probe, data, method: str | Sequence[str] | None = None, *, methods:
     maps, scores = score_batch(probe, x, targets, per_image, chosen, wanted, opts, layer=layer,
                                method_options=method_options, masks=masks, seed=seed, callback=callback)
     return EvaluateResult(chosen, wanted, targets.cpu(), probs.cpu(), per_image, scores,
-                          {k: v.cpu() for k, v in maps.items()}, settings=settings_record(opts, probe, seed, layer))
+                          {k: v.cpu() for k, v in maps.items()},
+                          settings=settings_record(opts, probe, seed, layer))._attach(bundle=probe)
 
 
 def settings_record(opts: Options, probe, seed: int, layer: str | None) -> dict:

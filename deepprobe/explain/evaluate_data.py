@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import distributed
+from ..display import ShowsTable
 from ..errors import DeepprobeError
 from ..forwards import ForwardCount, occupancy
 from ..options.evaluate import LABEL_TARGET, METRICS, Options
@@ -22,8 +23,9 @@ ROUND = 6
 
 
 @dataclass
-class DataEvaluation:
-    """What `dp.evaluate` returns for a DATA argument: the summary and (in memory) every image's record."""
+class DataEvaluation(ShowsTable):
+    """What `dp.evaluate` returns for a DATA argument: the summary and (in memory) every image's record. In
+    Jupyter: the table `deepprobe evaluate` prints, with its curves and sanity plots."""
 
     methods: list[str]
     metrics: list[str]
@@ -33,6 +35,26 @@ class DataEvaluation:
 
     def values(self) -> dict[str, dict[str, list[float]]]:
         return per_image_values(self.records)
+
+    def _plots(self) -> dict:
+        from ..figures.evaluate import evaluate_plots
+
+        (title,) = self._needs("model_title")
+        return evaluate_plots(self.summary, self.metrics, title, self.summary["n"])
+
+    def figure(self):
+        from ..display import stack
+
+        return stack(list(self._plots().values()))
+
+    def html_figures(self) -> list:
+        return [image for name, image in self._plots().items() if name != "table"]
+
+    def table_html(self) -> str:
+        from ..figures.evaluate import evaluate_html
+
+        return evaluate_html(self.summary, self.metrics, f"{self.summary['n']} image(s) · mean ± half the 95% "
+                                                         "interval; bold: best or not significantly worse")
 
 
 def _number(value) -> float | None:
@@ -175,7 +197,8 @@ def evaluate_data(probe, data, methods: Sequence[str], metrics: Sequence[str], o
     records = list(outcome.records())
     summary = summarize_records(records, methods, metrics, curve_axes(probe, metrics, opts))
     summary.update(occupancy_summary(outcome.stats, opts, probe.device))
-    return DataEvaluation(list(methods), list(metrics), summary, records, outcome.skipped)
+    return DataEvaluation(list(methods), list(metrics), summary, records,
+                          outcome.skipped)._attach(model_title=probe.title)
 
 
 # ------------------------------------------------------------------------------------------ summaries

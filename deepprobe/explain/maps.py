@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..display import Shows
 from ..errors import DeepprobeError
 from ..models.outputs import Detections
 from ..options.explain import CLASS_FREE  # explain() skips the predicted-class pass for these
@@ -90,8 +91,16 @@ def class_maps(probe, x: torch.Tensor, method: str = "gradcam", target=None, lay
 
 
 @dataclass
-class BoxMaps:
-    """One image's explained boxes (a detector's) and one (H,W) map in [0,1] per box, in the same order."""
+class BoxMaps(Shows):
+    """One image's explained boxes (a detector's) and one (H,W) map in [0,1] per box, in the same order. In
+    Jupyter: each box's map over the photo with the box drawn, as `deepprobe explain` writes them."""
 
     detections: Detections
     maps: torch.Tensor  # (K,H,W)
+
+    def figure(self):
+        from ..figures.explain import box_maps_grid, method_label
+
+        photo, method, title = self._needs("image", "method", "model_title")
+        return box_maps_grid(photo.detach().cpu(), self, method_label(method, self._context_get("layer")),
+                             f"{method} · {title}")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..display import Shows
 from .tasks import DETECTION, SEGMENTATION, require_task
 
 BACKGROUND_NAMES = ("__background__", "background")
@@ -17,13 +18,20 @@ IOU_MATCH = 0.5  # a box "is still there" when a box of the same class overlaps 
 
 
 @dataclass
-class Detections:
-    """The boxes one image holds: (K,4) xyxy in input pixels, (K,) class indices, (K,) scores, class names."""
+class Detections(Shows):
+    """The boxes one image holds: (K,4) xyxy in input pixels, (K,) class indices, (K,) scores, class names.
+    From `dp.classify`/`dp.detect`, in Jupyter: the boxes drawn over the photo, as `deepprobe classify` saves."""
 
     boxes: torch.Tensor
     labels: torch.Tensor
     scores: torch.Tensor
     names: list[str]
+
+    def figure(self):
+        from ..figures.tasks import detections_figure
+
+        (image,) = self._needs("image")
+        return detections_figure(image, self, self._context_get("min_score", 0.0))
 
     def __len__(self) -> int:
         return int(self.labels.numel())
@@ -64,13 +72,20 @@ class Detections:
 
 
 @dataclass
-class Segmentation:
-    """Class per pixel (H,W) and, per class present, its share of the image (largest first)."""
+class Segmentation(Shows):
+    """Class per pixel (H,W) and, per class present, its share of the image (largest first). From
+    `dp.classify`/`dp.segment`, in Jupyter: the class colours over the photo, as `deepprobe classify` saves."""
 
     mask: torch.Tensor
     areas: dict[int, float]
     names: dict[int, str]
     background: int | None
+
+    def figure(self):
+        from ..figures.tasks import segmentation_figure
+
+        (image,) = self._needs("image")
+        return segmentation_figure(image, self)
 
     def present(self, with_background: bool = False) -> list[int]:
         """Class indices found in the image, largest area first (background left out unless asked)."""
@@ -110,7 +125,8 @@ def detections_from(bundle, outputs: list[dict], min_score: float = 0.0) -> list
 def detect(bundle, images: torch.Tensor, min_score: float = 0.0) -> list[Detections]:
     """Boxes per image of a (N,3,H,W) batch in [0,1], at or above `min_score`, highest score first."""
     require_task(bundle, "detect", DETECTION)
-    return detections_from(bundle, bundle.net(images.to(bundle.device)), min_score)
+    found = detections_from(bundle, bundle.net(images.to(bundle.device)), min_score)
+    return [f._attach(image=image.detach(), min_score=min_score) for f, image in zip(found, images)]
 
 
 def segmentation_from(bundle, logits: torch.Tensor) -> list[Segmentation]:
@@ -130,5 +146,6 @@ def segmentation_from(bundle, logits: torch.Tensor) -> list[Segmentation]:
 def segment(bundle, images: torch.Tensor) -> list[Segmentation]:
     """Class per pixel for a (N,3,H,W) batch in [0,1]."""
     require_task(bundle, "segment", SEGMENTATION)
-    return segmentation_from(bundle, bundle.net(images.to(bundle.device)))
+    found = segmentation_from(bundle, bundle.net(images.to(bundle.device)))
+    return [f._attach(image=image.detach()) for f, image in zip(found, images)]
 

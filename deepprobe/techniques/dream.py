@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import engine as E
+from ..display import Shows
 from ..engine.transforms import gaussian_blur, luma
 from ..models import ModelBundle
 from ..models.layers import default_layers
@@ -26,14 +27,30 @@ MIN_SIDE = 32  # octaves smaller than this are skipped (the net's receptive fiel
 
 
 @dataclass
-class DreamResult:
-    """The dreamed images (same size as the input) and how far the objective moved."""
+class DreamResult(Shows):
+    """The dreamed images (same size as the input) and how far the objective moved. In Jupyter it shows the
+    input | dream panel `deepprobe dream` writes (measured afresh when drawn)."""
 
     images: torch.Tensor
     losses: list[float] = field(default_factory=list)  # mean objective per step, all octaves in a row
     octave_sizes: list[tuple[int, int]] = field(default_factory=list)
     steps: int = 0
     stopped: str = "done"  # done | interrupted
+
+    def figure(self):
+        from ..display import stack
+        from ..figures.synthesis import dream_panel
+
+        bundle, photos, layers, tile = self._needs("bundle", "photos", "layers", "tile")
+        target = self._context_get("target")
+        steps = self._context_get("steps_per_octave")
+        panels = []
+        for i in range(self.images.shape[0]):
+            photo, dreamed = photos[i:i + 1].cpu(), self.images[i:i + 1].cpu()
+            record = measure(bundle, photo, dreamed, layers, target, tile)
+            title = f"image {i} · {bundle.title} · {len(self.octave_sizes)} octaves x {steps} steps"
+            panels.append(dream_panel(photo, dreamed, record, title))
+        return stack(panels)
 
 
 def dream(probe: ModelBundle, images: torch.Tensor, layers: Sequence[str] | str | None = None, *,
@@ -80,7 +97,31 @@ def dream(probe: ModelBundle, images: torch.Tensor, layers: Sequence[str] | str 
         image = base + _resize(image - _resize(base, image.shape[-2:]), base.shape[-2:])
     image = (base + strength * (image - base)).clamp(0, 1)
     losses = [float(v) for v in torch.stack(curve).cpu()] if curve else []
-    return DreamResult(images=image.detach(), losses=losses, octave_sizes=sizes, steps=done, stopped=stopped)
+    return DreamResult(images=image.detach(), losses=losses, octave_sizes=sizes, steps=done,
+                       stopped=stopped)._attach(bundle=probe, photos=base, layers=layers, tile=tile, target=target,
+                                                steps_per_octave=steps)
+
+
+def measure(probe: ModelBundle, photo: torch.Tensor, dreamed: torch.Tensor, layers: Sequence[str],
+            target: int | None, tile: int) -> dict:
+    """How one dream (1,3,H,W) moved its photo: each layer's RMS activation before and after and their ratio,
+    the layout kept (luminance correlation), and for a guided dream the target's logit and probability."""
+    before = activation_norms(probe, photo, layers, tile)
+    after = activation_norms(probe, dreamed, layers, tile)
+    record = {
+        "layers": list(layers), "target": probe.class_name(target) if target is not None else None,
+        "activation_norm_before": {k: round(float(v[0]), 5) for k, v in before.items()},
+        "activation_norm_after": {k: round(float(v[0]), 5) for k, v in after.items()},
+        "norm_growth": {k: round(float(after[k][0] / before[k][0].clamp_min(1e-12)), 4) for k in before},
+        "layout_correlation": round(float(layout_similarity(photo, dreamed)[0]), 4),
+    }
+    if target is not None:
+        p_before = float(probe.predict(probe.prepare(photo))[0, target])
+        p_after = float(probe.predict(probe.prepare(dreamed))[0, target])
+        record.update(target_logit_before=round(float(target_logits(probe, photo, target, tile)[0]), 4),
+                      target_logit_after=round(float(target_logits(probe, dreamed, target, tile)[0]), 4),
+                      target_probability_before=round(p_before, 6), target_probability_after=round(p_after, 6))
+    return record
 
 
 def dream_objective(layers: Sequence[str], target: int | None, tv: float,

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import engine as E
+from ..display import Shows
 from ..errors import DeepprobeError
 from ..io import quantize
 from ..models import ModelBundle
@@ -41,8 +42,9 @@ ClassSpec = int | str | torch.Tensor | None
 
 
 @dataclass
-class AttackResult:
-    """Adversarial batch (on the 8-bit grid) and, per image, how the attack went."""
+class AttackResult(Shows):
+    """Adversarial batch (on the 8-bit grid) and, per image, how the attack went. In Jupyter it shows the panel
+    `deepprobe fool` writes for each image; `.show()`, `.save("panel.png")`."""
 
     images: torch.Tensor  # (N,3,H,W) in [0,1], exactly what a saved PNG holds
     original: torch.Tensor  # (N,3,H,W) the images attacked
@@ -97,6 +99,15 @@ class AttackResult:
             }
             rows.append(row)
         return rows
+
+    def figure(self):
+        """original | perturbation | adversarial for each image, stacked (the CLI's panels; measured in memory)."""
+        from ..display import stack
+        from ..figures.fool import fool_panel
+
+        (bundle,) = self._needs("bundle")
+        return stack([fool_panel(self.original[i], self.images[i], record, f"image {i}")
+                      for i, record in enumerate(self.records(bundle))])
 
 
 def attack(bundle: ModelBundle, x: torch.Tensor, target: ClassSpec = None, *, labels: ClassSpec = None,
@@ -156,7 +167,7 @@ def attack(bundle: ModelBundle, x: torch.Tensor, target: ClassSpec = None, *, la
                         original_class=c0.cpu(), original_prob=p0.cpu(), final_class=cf.cpu(), final_prob=pf.cpu(),
                         linf=delta.abs().amax(1).cpu(), l2=delta.norm(dim=1).cpu(), steps=used.cpu(), method=method,
                         confidence=goal.confidence if goal.targeted else 0.0, target_prob=target_prob,
-                        losses=run.losses, stopped=run.stopped, message=run.message)
+                        losses=run.losses, stopped=run.stopped, message=run.message)._attach(bundle=bundle)
 
 
 # ----- what "fooled" means --------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import engine as E
+from ..display import Shows
 from ..errors import DeepprobeError
 from ..models import ModelBundle
 from ..models.candidates import candidate_spec
@@ -50,8 +51,9 @@ SEGMENT_SUCCESS = 0.99  # a segmenter is fooled when this share of the source pi
 
 
 @dataclass
-class TaskAttackResult:
-    """Adversarial batch (8-bit grid), what the model found before and after, and whether the goal was met."""
+class TaskAttackResult(Shows):
+    """Adversarial batch (8-bit grid), what the model found before and after, and whether the goal was met. In
+    Jupyter (detectors, segmenters): `deepprobe fool`'s before | perturbation | after panel per image."""
 
     images: torch.Tensor
     original: torch.Tensor
@@ -84,6 +86,16 @@ class TaskAttackResult:
                          "l2": float(delta[i].norm()), "steps": int(self.steps[i]), "stopped": self.stopped,
                          **(self.notes[i] if self.notes else {})})
         return rows
+
+    def figure(self):
+        from ..display import stack
+        from ..figures.tasks import TaskPictures, attack_panel, is_drawable
+
+        if not all(is_drawable(found) for found in [*self.before, *self.after]):
+            raise DeepprobeError("figures of this result are drawn by the CLI (`deepprobe fool`)")
+        pictures = TaskPictures()
+        return stack([attack_panel(pictures, self.original[i], self.images[i], self.before[i], self.after[i], record,
+                                   f"image {i}") for i, record in enumerate(self.records())])
 
 
 class DagPerturbation(E.Perturbation):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import engine as E
+from ..display import Shows
 from ..errors import DeepprobeError
 from ..models import ModelBundle
 from ..models.layers import default_layers
@@ -24,8 +25,9 @@ from .invert_params import Pyramid
 
 
 @dataclass
-class InvertResult:
-    """Reconstructions per layer (shallow to deep), the photos they match, and the errors reached."""
+class InvertResult(Shows):
+    """Reconstructions per layer (shallow to deep), the photos they match, and the errors reached. In Jupyter it
+    shows `deepprobe invert`'s grid per photo (original | layers, each with its feature error)."""
 
     layers: list[str]  # in the order the network computes them (shallow to deep)
     images: dict[str, torch.Tensor]  # layer -> (N,3,H,W) in [0,1]
@@ -37,6 +39,16 @@ class InvertResult:
     steps: int = 0
     stopped: str = "done"  # done | interrupted | nan (a batch not reached keeps its starting noise)
     message: str | None = None
+
+    def figure(self):
+        from ..display import stack
+        from ..figures.synthesis import invert_grid
+
+        (title,) = self._needs("model_title")
+        return stack([invert_grid(self.originals[i:i + 1], {n: self.images[n][i:i + 1] for n in self.layers},
+                                  {n: float(self.errors[n][i]) for n in self.layers}, self.layers,
+                                  f"image {i} · inverted from {title} · {self.steps} steps")
+                      for i in range(self.originals.shape[0])])
 
 
 def invert(probe: ModelBundle, x: torch.Tensor, layer: Sequence[str] | str | None = None, *,
@@ -85,7 +97,8 @@ def invert(probe: ModelBundle, x: torch.Tensor, layer: Sequence[str] | str | Non
     return InvertResult(layers=layers, images=images, originals=photos, start=start,
                         errors=relative_errors(probe, images, targets),
                         start_errors=relative_errors(probe, {n: start for n in layers}, targets),
-                        losses=_mean_curve(curves), steps=done, stopped=stopped, message=message)
+                        losses=_mean_curve(curves), steps=done, stopped=stopped,
+                        message=message)._attach(model_title=probe.title)
 
 
 @torch.no_grad()

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import engine as E
+from ..display import Shows
 from ..errors import DeepprobeError
 from ..models import ModelBundle
 from ..options.maximize import NEURON_CENTRE, Options
@@ -86,8 +87,9 @@ class Unit:
 
 
 @dataclass
-class MaximizeResult:
-    """Images that drive each unit, the activation each reached, and (optionally) the photos' best."""
+class MaximizeResult(Shows):
+    """Images that drive each unit, the activation each reached, and (optionally) the photos' best. In Jupyter
+    it shows `deepprobe maximize`'s captioned grid."""
 
     images: torch.Tensor  # (N,3,size,size) in [0,1], row i for units[i]
     units: list[Unit]
@@ -111,6 +113,14 @@ class MaximizeResult:
                 rec.update(self.natural[i])
             out.append(rec)
         return out
+
+    def figure(self):
+        from ..figures.synthesis import maximize_grid
+
+        (title,) = self._needs("model_title")
+        size = int(self.images.shape[-1])
+        return maximize_grid(self.images, self.records(), size,
+                             f"maximize · {title} · {size}px · {self.steps} steps")
 
 
 def parse_channels(values: Sequence[int | str] | int | str | None) -> list[int]:
@@ -261,7 +271,7 @@ def maximize(probe: ModelBundle, target=None, *, layer: str | None = None, chann
             rec["ratio"] = round(value / best, 4) if best > 0 else None
             rec["exceeds_photos"] = value > best
     return MaximizeResult(images=images.detach().cpu(), units=units, activations=activations, losses=res.losses,
-                          steps=res.steps, stopped=res.stopped, natural=natural)
+                          steps=res.steps, stopped=res.stopped, natural=natural)._attach(model_title=probe.title)
 
 
 def fourier_image(units: Sequence[Unit], size: int, decay_power: float, seed: int,

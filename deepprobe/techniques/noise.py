@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import engine as E
+from ..display import Shows
 from ..errors import DeepprobeError
 from ..io import quantize
 from ..models import ModelBundle
@@ -39,8 +40,9 @@ EVAL_BATCH = 32
 
 
 @dataclass
-class NoiseResult:
-    """One image per target (on the 8-bit grid) and how the search went."""
+class NoiseResult(Shows):
+    """One image per target (on the 8-bit grid) and how the search went. In Jupyter: `fool --from-noise`'s
+    captioned grid."""
 
     images: torch.Tensor  # (T,3,H,W) in [0,1], exactly what a saved PNG holds
     targets: list[int]
@@ -74,6 +76,12 @@ class NoiseResult:
                          "refine_steps": self.refine_steps[i], **self.details[i]})
         return rows
 
+    def figure(self):
+        from ..figures.fool import noise_grid
+
+        (bundle,) = self._needs("bundle")
+        return noise_grid(self.images, self.records(bundle), self.method, any(self.refined_with_gradient))
+
 
 def fool_from_noise(probe: ModelBundle, targets: Sequence[int | str] | int | str, method: str = _D.method, *,
                     steps: int | None = _D.steps, population: int = _D.population, elite: int = _D.elite,
@@ -97,13 +105,13 @@ def fool_from_noise(probe: ModelBundle, targets: Sequence[int | str] | int | str
     steps = steps_for(method, steps)
     h, w = probe.input_size or (224, 224)
     if method == "gradient":
-        return _gradient(probe, index, steps, lr, seed, confidence, (h, w), callback)
+        return _gradient(probe, index, steps, lr, seed, confidence, (h, w), callback)._attach(bundle=probe)
     if method == "evolve":
         enc: _Encoding = _Direct(resolution, (h, w), mutation_rate, mutation_scale, probe.device)
     else:
         enc = _CPPN((h, w), probe.device)
     return _evolve(probe, index, enc, steps, population, elite, seed, confidence, refine_steps, refine_eps, callback,
-                  method)
+                   method)._attach(bundle=probe)
 
 
 # ----- scoring ---------------------------------------------------------------------------------------

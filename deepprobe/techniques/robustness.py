@@ -24,6 +24,7 @@ from ..data import Batch, Dataset, from_tensors, open_dataset, run_dataset, sele
 from ..data.runner import Hooks
 from ..data.sources import PREDICTIONS
 from ..data.stats import WILSON
+from ..display import ShowsTable
 from ..errors import DeepprobeError
 from ..forwards import ForwardCount, occupancy
 from ..io import quantize
@@ -247,8 +248,9 @@ def _median(values: list[float]) -> float | None:
 
 
 @dataclass
-class RobustnessResult:
-    """Figures over the data set (keys of the dicts: the eps values as given) and every image's record."""
+class RobustnessResult(ShowsTable):
+    """Figures over the data set (keys of the dicts: the eps values as given) and every image's record. In
+    Jupyter: the table `deepprobe robustness` prints and its accuracy plot."""
 
     n: int
     clean_accuracy: float | None
@@ -261,6 +263,25 @@ class RobustnessResult:
     @property
     def labels(self) -> str:
         return self.summary["labels"]
+
+    def _title(self) -> str:
+        from ..figures.robustness import robustness_title
+
+        (model_title,) = self._needs("model_title")
+        return robustness_title(model_title, self.summary)
+
+    def figure(self):
+        """Accuracy against eps, after each attack of the cascade (the CLI's robustness_accuracy.png)."""
+        from .robustness_plot import accuracy_plot
+
+        if not self.n:
+            raise DeepprobeError("no image was attacked: nothing to plot")
+        return accuracy_plot(dict(self.summary), title=self._title())
+
+    def table_html(self) -> str:
+        from ..figures.robustness import robustness_html
+
+        return robustness_html(self.summary, self._title())
 
 
 def as_dataset(data: Any, labels: Any, bundle: ModelBundle) -> Dataset:
@@ -313,7 +334,7 @@ def robustness(bundle: ModelBundle, data: Any, labels: Any = None, *,
     summary.update(skipped=outcome.skipped, config={"model": bundle.spec, "weights": bundle.origin,
                                                     "data": dataset.describe(), "seed": seed, "batch_size": batch_size,
                                                     "pool": pool, **plan.describe()})
-    return result_from_summary(summary, plan, records)
+    return result_from_summary(summary, plan, records)._attach(model_title=bundle.title)
 
 
 def result_from_summary(summary: dict, plan: Plan, records: list[dict]) -> RobustnessResult:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import engine as E
+from ..display import Shows
 from ..errors import DeepprobeError
 from ..models import ModelBundle
 from ..models.layers import default_layers
@@ -40,8 +41,10 @@ EDGE_MODE = "constant"
 
 
 @dataclass
-class StyleResult:
-    """The stylized image at the working size, the content it was painted over, and how the run went."""
+class StyleResult(Shows):
+    """The stylized image at the working size, the content it was painted over, and how the run went. In Jupyter
+    it shows `deepprobe style`'s content | style(s) | result panel (judged by no second network: call `measure`
+    for those numbers)."""
 
     images: torch.Tensor  # (1,3,h,w) in [0,1]
     content: torch.Tensor  # the content image at the working size
@@ -51,6 +54,15 @@ class StyleResult:
     steps: int = 0
     stopped: str = "done"
     message: str | None = None
+
+    def figure(self):
+        from ..figures.synthesis import style_panel
+
+        title, optimizer, kept = self._needs("model_title", "optimizer", "preserve_colors")
+        names = [f"{i + 1}" for i in range(len(self.styles))]
+        return style_panel(self.content, self.styles, self.images, "content", names, self.blend, {},
+                           f"style transfer · {title} · {optimizer} {self.steps} steps"
+                           + (" · colours kept" if kept else ""))
 
 
 def style(probe: ModelBundle, content: torch.Tensor, styles: Sequence[torch.Tensor] | torch.Tensor, *,
@@ -101,7 +113,9 @@ def style(probe: ModelBundle, content: torch.Tensor, styles: Sequence[torch.Tens
     if preserve_colors:
         images = with_chroma_of(images, content)
     return StyleResult(images=images.detach(), content=content, styles=styles, blend=blend, losses=res.losses,
-                       steps=res.steps, stopped=res.stopped, message=res.message)
+                       steps=res.steps, stopped=res.stopped,
+                       message=res.message)._attach(model_title=probe.title, optimizer=optimizer,
+                                                    preserve_colors=preserve_colors)
 
 
 def style_objective(probe: ModelBundle, content: torch.Tensor, styles: Sequence[torch.Tensor], blend: Sequence[float],
