@@ -66,8 +66,7 @@ class SamPictures:
     def summary(self, before, after, record) -> tuple[str, str]:
         return f"mask {before.chosen}", f"IoU {record['iou_with_clean']:.3f} with it"
 
-    def cell(self, width: int) -> int:
-        return cell_for(width)
+    cell = staticmethod(cell_for)  # the tile size from the photo's width
 
 
 class DepthPictures:
@@ -91,5 +90,4 @@ class DepthPictures:
     def summary(self, before, after, record) -> tuple[str, str]:
         return f"{record['region_mean_before']:.4g}", f"{record['region_mean_after']:.4g} (x{record['factor']:.3g})"
 
-    def cell(self, width: int) -> int:
-        return cell_for(width)
+    cell = staticmethod(cell_for)  # the tile size from the photo's width
