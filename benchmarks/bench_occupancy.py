@@ -5,7 +5,7 @@ On a GPU a pass over half a batch costs about as much as a full one, so these fi
 forward pass / batch size, from `deepprobe.forwards.ForwardCount`), the same on any device; the CPU times say
 what the change costs where passes are not free.
 
-    python benchmarks/bench_occupancy.py robustness [--images 256] [--batch-size 32] [--pools 1,8] [--queries 5000]
+    python benchmarks/bench_occupancy.py robustness [--images 256] [--batch-size 32] [--pools 1,16] [--queries 5000]
     python benchmarks/bench_occupancy.py evaluate [--images 8] [--batch-size 32]
     python benchmarks/bench_occupancy.py ranks [--images 24] [--steps 60]
 
@@ -151,7 +151,7 @@ def main() -> None:
     ap.add_argument("what", choices=("robustness", "evaluate", "ranks"))
     ap.add_argument("--images", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--pools", default="1,8")
+    ap.add_argument("--pools", default="1,16")
     ap.add_argument("--queries", type=int, default=5000)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--steps", type=int, default=60)

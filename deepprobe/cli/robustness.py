@@ -43,8 +43,9 @@ def robustness_cmd(run, ctx: typer.Context,
                    queries: int = opt(Options, "queries", help="Queries per image of square."),
                    batch_size: int = opt(Options, "batch_size", help="Images per forward pass of the attacks."),
                    pool: int = opt(Options, "pool", help="Batches attacked together: after each attack the images "
-                                                         "still robust are regrouped into full batches. Also "
-                                                         "what a crash can lose at most."),
+                                                         "still robust are regrouped into full batches (memory "
+                                                         "holds pool x batch-size images). Also what a crash can "
+                                                         "lose at most."),
                    save_examples: int = opt(Options, "save_examples", help="Panels (original | perturbation | "
                                                                            "adversarial) of images broken."),
                    limit: int = opt(Options, "limit", help="Only the first N images (after --sample)."),

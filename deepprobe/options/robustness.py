@@ -25,7 +25,7 @@ class Options:
     targets: int = _STANDARD.targets  # target classes of apgd-t / fab-t
     queries: int = _STANDARD.queries  # square: queries per image
     batch_size: int = 32  # images per forward pass of the attacks (and per line of results on disk)
-    pool: int = 8  # batches attacked together, survivors regrouped into full batches: the unit of resuming
+    pool: int = 16  # batches attacked together, survivors regrouped into full batches: the unit of resuming
     save_examples: int = 3  # panels of images the attacks broke
     limit: int | None = None  # the first N images (after --sample)
     sample: int | None = None  # a fixed random subset of N images (chosen with --seed)
