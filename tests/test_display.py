@@ -4,6 +4,7 @@ the plain tensor the API promises."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import json
 import pickle
@@ -154,3 +155,166 @@ def test_a_result_without_its_model_shows_as_text(lite0, cat):
     assert restored._repr_png_() is None
     with pytest.raises(DeepprobeError, match="lacks bundle"):
         restored.figure()
+
+
+# ------------------------------------------------------------------------------------------ foundation models
+BRIGHT = "python:tiny_foundation:brightness_depth"
+BELOW_TITLE = 24  # render.grid's title band: the CLI names the file there, the API "image 0"
+CAT = 400  # cat.jpg is 400 x 266: the panels' tiles are its width (224 to 400 px)
+
+
+def cli_png(*args) -> Image.Image:
+    """Run the CLI in process; the one PNG it names as `panel` (or `output`) in its JSON record, decoded."""
+    from typer.testing import CliRunner
+
+    from deepprobe.cli import app
+
+    res = CliRunner().invoke(app, [str(a) for a in args] + ["--json"])
+    assert res.exit_code == 0, res.output
+    record = json.loads(res.stdout)["results"][0]
+    return Image.open(record.get("panel") or record["output"]).convert("RGB")
+
+
+def same_pixels(a: Image.Image, b: Image.Image, box) -> bool:
+    return a.size == b.size and a.convert("RGB").crop(box).tobytes() == b.convert("RGB").crop(box).tobytes()
+
+
+@pytest.fixture(scope="module")
+def tiny_sam(tmp_path_factory):
+    from tiny_foundation import save_sam
+
+    folder = save_sam(tmp_path_factory.mktemp("tiny_sam"))
+    return folder, dp.load_model(f"hf:{folder}", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def bright():
+    return dp.load_model(BRIGHT, device="cpu")
+
+
+def test_sam_masks_show_the_panel_classify_writes(tiny_sam, examples, tmp_path, attempts):
+    folder, sam = tiny_sam
+    x = sam.load_image(examples / "cat.jpg")
+    point, box = dp.segment_prompts(sam, x, [dp.Prompt.point(120, 60), dp.Prompt.of_box(40, 30, 260, 200)])[0]
+    figure = png(point)
+    written = cli_png("classify", examples / "cat.jpg", "--model", f"hf:{folder}", "--point", "120,60",
+                      "--out", tmp_path)
+    assert not attempts
+    # input | three masks, each captioned with its IoU score: the file classify writes, but for the title
+    assert figure.width == 4 * CAT + 5 * 6 and same_pixels(figure, written, (0, BELOW_TITLE, *figure.size))
+    assert png(box).size == figure.size and png(box).tobytes() != figure.tobytes()  # the box prompt's own masks
+    copied = pickle.loads(pickle.dumps(point))
+    assert torch.equal(copied.masks, point.masks) and copied._repr_png_() is None  # no photo: text
+
+
+def test_depth_maps_show_photo_and_depth_as_classify_writes(bright, examples, tmp_path):
+    from deepprobe.models.depth import DepthMap
+
+    x = bright.load_image(examples / "cat.jpg")
+    found = dp.estimate_depth(bright, x, region=(100, 50, 200, 150))[0]
+    figure = png(found)
+    written = cli_png("classify", examples / "cat.jpg", "--model", BRIGHT, "--region", "100,50,200,150",
+                      "--out", tmp_path)
+    # photo | depth: the depth tile and its caption (the region's mean) are the CLI's pixels; the photo's caption
+    # names the file there
+    assert figure.width == 2 * CAT + 3 * 6 and same_pixels(figure, written, (6 + CAT + 3, BELOW_TITLE, *figure.size))
+    plain = png(dp.classify(bright, x)[0])  # no region: no frame, no region mean
+    assert plain.size[0] == figure.size[0] and plain.tobytes() != figure.tobytes()
+    assert DepthMap(found.depth, found.larger_is_nearer)._repr_png_() is None
+
+
+@pytest.mark.slow
+def test_fool_depth_and_fool_prompt_show_the_panels_fool_writes(bright, tiny_sam, examples, tmp_path):
+    from deepprobe.io import quantize
+
+    x = quantize(bright.load_image(examples / "cat.jpg"))  # the CLI attacks the photo as its 8-bit file holds it
+    moved = dp.fool_depth(bright, x, (100, 50, 200, 150), nearer=True, factor=1.5, eps=24 / 255, steps=5,
+                        rounds=0)
+    figure = png(moved)
+    written = cli_png("fool", examples / "cat.jpg", "--model", BRIGHT, "--region", "100,50,200,150", "--nearer",
+                      "--factor", "1.5", "--eps", "24/255", "--steps", "5", "--rounds", "0", "--out", tmp_path / "depth")
+    # original | perturbation | adversarial | depth before | depth after, one colour scale
+    assert figure.width == 5 * CAT + 6 * 6 and same_pixels(figure, written, (0, BELOW_TITLE, *figure.size))
+    _, sam = tiny_sam
+    gone = dp.fool_prompt(sam, x, dp.Prompt.point(120, 60), steps=2, rounds=0)
+    shown = png(gone)  # clean mask | perturbation | adversarial's mask
+    assert shown.width == 3 * CAT + 4 * 6
+    # its first tile is the chosen clean mask, drawn as classify draws that mask
+    masks = dp.segment_prompts(sam, x, [dp.Prompt.point(120, 60)])[0][0]
+    left = 6 + (1 + masks.chosen) * (CAT + 6)
+    chosen = png(masks).crop((left, 30, left + CAT, 30 + 266))
+    assert shown.crop((6, 30, 6 + CAT, 30 + 266)).tobytes() == chosen.tobytes()
+
+
+def test_feature_attack_shows_the_panel_fool_writes(examples, tmp_path):
+    from deepprobe.io import quantize
+
+    spec = "python:tiny_embedders:vit"  # a tiny random ViT: cheap, and a cosine moves on it as on any embedder
+    embedder = dp.load_model(spec, device="cpu")
+    cat, coffee = (embedder.load_image(examples / f"{n}.jpg") for n in ("cat", "coffee"))
+    res = dp.feature_attack(embedder, quantize(cat), coffee, steps=3)
+    figure = png(res)
+    written = cli_png("fool", examples / "cat.jpg", "--model", spec, "--reference", examples / "coffee.jpg",
+                      "--steps", "3", "--out", tmp_path / "out")
+    # original | perturbation | saved PNG with the cosines to the reference
+    assert figure.width == 3 * 224 + 4 * 6 and same_pixels(figure, written, (0, BELOW_TITLE, *figure.size))
+    twice = {k: torch.cat([getattr(res, k)] * 2) for k in ("images", "original", "cosine_before", "cosine_after",
+                                                           "cosine_to_original", "linf", "l2")}
+    away = dataclasses.replace(res, away=True, **twice)
+    two = png(away)  # one panel per image, stacked; pushed away: the cosine to the original, no verdict
+    assert two.width == figure.width and two.height == 2 * figure.height + 8
+    assert not same_pixels(two.crop((0, 0, *figure.size)), figure, (0, 0, *figure.size))
+
+
+# ------------------------------------------------------------------------------------------ age, patch, depth data
+def test_depth_robustness_shows_the_table_and_the_plot_the_cli_writes(bright, examples, tmp_path):
+    data = tmp_path / "photos"
+    data.mkdir()
+    for name in ("cat", "coffee"):
+        (data / f"{name}.jpg").write_bytes((examples / f"{name}.jpg").read_bytes())
+    res = dp.depth_robustness(bright, [str(data / "cat.jpg"), str(data / "coffee.jpg")], eps=[0, 2 / 255], steps=2)
+    page = res._repr_html_()
+    assert page.count("<tr>") == 1 + 2 and "2/255" in page and "AbsRel" in page and "data:image/png;base64," in page
+    assert f"{res.abs_rel[2 / 255]:.4g}" in page
+    from typer.testing import CliRunner
+
+    from deepprobe.cli import app
+
+    cli = CliRunner().invoke(app, ["robustness", str(data), "--model", BRIGHT, "--eps", "0", "--eps", "2/255",
+                                   "--steps", "2", "--batch-size", "1", "--workers", "0", "--out", str(tmp_path / "o")])
+    assert cli.exit_code == 0, cli.output
+    written = Image.open(tmp_path / "o" / "robustness_depth.png")
+    assert same_pixels(png(res), written, (0, 0, *written.size))  # the same plot, title included
+    assert pickle.loads(pickle.dumps(res))._repr_png_() is None  # no model title: the table only
+    assert "<table" in pickle.loads(pickle.dumps(res))._repr_html_()
+
+
+def test_age_shows_the_panel_age_writes(examples, tmp_path):
+    from deepprobe.io import read_image
+
+    photo = read_image(examples / "astronaut.jpg")
+    res = dp.age(photo, [20, 60], steps=2, rounds=1, source="astronaut.jpg")
+    figure = png(res)
+    cli = subprocess.run([sys.executable, "-m", "deepprobe", "age", str(examples / "astronaut.jpg"), "--steps-grid",
+                          "20,60", "--steps", "2", "--rounds", "1", "--out", str(tmp_path), "--quiet"],
+                         capture_output=True, text=True, timeout=180)
+    assert cli.returncode == 0, cli.stderr
+    written = Image.open(tmp_path / "astronaut_age_grid_panel.png")
+    # the face | each edit with the age read on it: the CLI reads the saved files, the API the same 8-bit photos
+    assert figure.width == 3 * 256 + 4 * 6 and same_pixels(figure, written, (0, 0, *figure.size))
+    assert pickle.loads(pickle.dumps(res))._repr_png_() is None
+
+
+def test_patch_results_show_the_preview_and_the_applied_grid(lite0, two, examples, tmp_path):
+    res = dp.train_patch(lite0, two, "toaster", steps=2, batch_size=2)
+    preview = png(res)
+    cli = subprocess.run([sys.executable, "-m", "deepprobe", "patch", "train", str(examples / "cat.jpg"),
+                          str(examples / "coffee.jpg"), "--target", "toaster", "--steps", "2", "--batch-size", "2",
+                          "--out", str(tmp_path), "--quiet"], capture_output=True, text=True, timeout=180)
+    assert cli.returncode == 0, cli.stderr
+    written = Image.open(tmp_path / "patch_toaster_preview.png")
+    assert preview.width == 3 * 200 + 4 * 6 and same_pixels(preview, written, (0, 0, *preview.size))  # patch | 2
+    applied = dp.apply_patch(lite0, torch.cat([two, two, two]), res.patch, "toaster")
+    grid = png(applied)
+    assert grid.width == 4 * 200 + 5 * 6 and grid.height > 2 * 200  # six photos, four to a row
+    assert pickle.loads(pickle.dumps(applied))._repr_png_() is None

@@ -90,8 +90,8 @@ def _estimate(run, bundle, paths: list[Path], opts: Options) -> None:
 
 
 def _edit(run, bundle, path: Path, targets: list[float], opts: Options, single: bool) -> None:
+    from ..figures.age import age_panel
     from ..io import read_image, safe_stem
-    from ..render import panel
     from ..techniques.age import age, measure_ages, options_dict
     from ..techniques.face import face_crop, find_faces
     from ..techniques.face_basis import cached_pca_basis
@@ -122,8 +122,7 @@ def _edit(run, bundle, path: Path, targets: list[float], opts: Options, single: 
 
     before = result.before
     crop = face_crop(photo, result.face)
-    tiles, captions = [_crop(photo, crop)], [f"input · age {before:.1f}"]
-    rows = []
+    rereads, afters, rows = [], [], []
     for i, goal in enumerate(targets):
         sidecar = {"input": str(path), "face": result.face_index, "target": goal, **basis_info}
         saved = run.save_image(result.photos[i:i + 1], f"{stem}_age{goal:g}.png", result=sidecar)
@@ -133,12 +132,12 @@ def _edit(run, bundle, path: Path, targets: list[float], opts: Options, single: 
                        reached=after is not None and abs(after - goal) <= 5.0, steps=result.steps,
                        rounds=result.rounds, stopped=result.stopped, loss_curve=result.losses)
         run.add_result({**{k: v for k, v in sidecar.items() if k != "loss_curve"}, "output": str(saved)})
-        tiles.append(_crop(reread, crop))
-        captions.append(f"target {goal:g} · age {after:.1f}" if after is not None else f"target {goal:g} · face lost")
+        rereads.append(reread[0])
+        afters.append(after)
         rows.append((f"{goal:g}", f"{before:.1f}", "-" if after is None else f"{after:.1f}", saved.name))
     name = f"{stem}_age{targets[0]:g}_panel.png" if len(targets) == 1 else f"{stem}_age_grid_panel.png"
-    title = f"{path.name}: face {result.face_index}, ages read by the dlib age model on the saved files"
-    panel_path = run.save_image(panel(tiles, captions, cell=256, title=title), name,
+    figure = age_panel(photo, rereads, crop, before, targets, afters, path.name, result.face_index)
+    panel_path = run.save_image(figure, name,
                                 result={"input": str(path), "targets": targets, "panel": True})
     for entry in run.results[-len(targets):]:
         entry["panel"] = str(panel_path)
@@ -152,11 +151,6 @@ def _edit(run, bundle, path: Path, targets: list[float], opts: Options, single: 
             table.add_row(*row)
         out_console.print(table)
         out_console.print(f"panel: {panel_path}")
-
-
-def _crop(photo, box):
-    left, top, right, bottom = box
-    return photo[0, :, top:bottom, left:right]
 
 
 def _cache_dir() -> Path:

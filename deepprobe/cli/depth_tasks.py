@@ -7,20 +7,15 @@ from ..errors import DeepprobeError
 from .common import out_console
 
 
-def meaning(depth_map) -> str:
-    return "larger = nearer (inverse depth)" if depth_map.larger_is_nearer else "larger = farther"
-
-
 def classify_depth(run, bundle, images: list[str], region_text: str | None) -> None:
     """Per image: NAME_depth.png (the depth in colour, near red, far blue), NAME_depth_panel.png (photo | depth)
     and NAME_depth.npy (the (H,W) float prediction), with the region's mean depth if --region is given."""
     import numpy as np
     from rich.table import Table
 
+    from ..figures.foundation import depth_colour, depth_meaning, depth_panel
     from ..io import safe_stem
     from ..models.depth import estimate_depth
-    from ..render import draw_boxes, panel
-    from ..render_sam_depth import depth_image
     from .inputs import batches, image_paths
     from .regions import parse_region
 
@@ -37,20 +32,13 @@ def classify_depth(run, bundle, images: list[str], region_text: str | None) -> N
             run.fail(str(path), str(exc))
             continue
         stats = found.as_dict()
-        colour = depth_image(found.nearness().numpy())
-        record = {"input": str(path), **stats, "meaning": meaning(found)}
+        colour = depth_colour(found)
+        record = {"input": str(path), **stats, "meaning": depth_meaning(found)}
         stem = safe_stem(path)
         out = run.save_image(colour, f"{stem}_depth.png", result=record)
         npy = run.save_file(lambda p, d=found.depth.numpy(): np.save(p, d), f"{stem}_depth.npy", sidecar=False)
-        boxes = [region] if region else []
-        tiles = [draw_boxes(photo, boxes, [""] * len(boxes), min_side=0), draw_boxes(colour, boxes, [""] * len(boxes),
-                                                                                        min_side=0)]
-        shown = f"\nregion mean {stats['region_mean']:.4g}" if region else ""
-        captions = [f"input · {path.name}", f"depth {stats['min']:.4g} .. {stats['max']:.4g} · near red, far blue"
-                    f"{shown}"]
-        side = run.save_image(panel(tiles, captions, cell=max(224, min(int(photo.shape[-1]), 400)),
-                                    title=f"{path.name} · {bundle.title} · {meaning(found)}"),
-                              f"{stem}_depth_panel.png", result={**record, "depth": str(out)})
+        side = run.save_image(depth_panel(photo, found, path.name, bundle.title, colour), f"{stem}_depth_panel.png",
+                              result={**record, "depth": str(out)})
         run.add_result({**record, "output": str(out), "panel": str(side), "depth_file": str(npy)})
         extra = (f"{stats['region_mean']:.4g}", "-" if stats["rest_mean"] is None else f"{stats['rest_mean']:.4g}") \
             if region else ()
@@ -58,7 +46,7 @@ def classify_depth(run, bundle, images: list[str], region_text: str | None) -> N
                       out.name)
     if run.show_progress and table.row_count:
         out_console.print(table)
-        out_console.print(f"[dim]{bundle.spec}: {meaning(found)}; in the pictures near is red, far blue[/dim]")
+        out_console.print(f"[dim]{bundle.spec}: {depth_meaning(found)}; in the pictures near is red, far blue[/dim]")
 
 
 def explain_depth(run, bundle, images: list[str], opts, region_text: str | None) -> None:
@@ -68,10 +56,10 @@ def explain_depth(run, bundle, images: list[str], opts, region_text: str | None)
 
     from ..explain import explain
     from ..explain.sam_depth import adapter_layer, check_method
+    from ..figures.foundation import depth_colour, depth_meaning
     from ..models.depth import estimate_depth
     from ..options.explain import method_kwargs
     from ..render import draw_boxes
-    from ..render_sam_depth import depth_image
     from .explain_tasks import MapWriter
     from .inputs import batches, image_paths
     from .regions import parse_region
@@ -100,9 +88,9 @@ def explain_depth(run, bundle, images: list[str], opts, region_text: str | None)
             boxes = [region] if region else []
             decorate = (lambda pic: draw_boxes(pic, boxes, [""], min_side=0)) if region else None
             record = {"input": str(path), "class": where, "region": list(region) if region else None,
-                      "mean_depth": round(value, 6), "meaning": meaning(found)}
-            caption = f"depth of {where}: {value:.4g} ({meaning(found)})"
-            first = depth_image(found.nearness().numpy())
+                      "mean_depth": round(value, 6), "meaning": depth_meaning(found)}
+            caption = f"depth of {where}: {value:.4g} ({depth_meaning(found)})"
+            first = depth_colour(found)
             writer.write(path, "depth" + ("_" + where.replace(",", "_") if region else ""), photo,
                           decorate(first) if decorate else first, {m: torch.as_tensor(v) for m, v in maps.items()},
                           record, decorate, caption, f"{value:.4g}")

@@ -120,9 +120,8 @@ def _save(run, bundle, result, paths: list[Path], opts: Options, judge: _Judge, 
     """Write each adversarial PNG, re-read them all, measure, then write panels and records."""
     import torch
 
-    from ..figures.fool import perturbation_tile
+    from ..figures.fool import feature_panel
     from ..io import safe_stem
-    from ..render import panel
 
     goal = "away" if result.away else f"toward_{safe_stem(judge.reference_path)}"
     saved = []
@@ -152,14 +151,10 @@ def _save(run, bundle, result, paths: list[Path], opts: Options, judge: _Judge, 
         else:
             record["success"] = (judge.reference_wins(a) if "nearest" in a
                                  else a["cosine_to_reference"] > cos_original)
-        middle, scale = perturbation_tile(result.original[i], result.images[i], float(result.linf[i]), opts.amplify)
-        tiles = [result.original[i].cpu(), middle, result.images[i].cpu()]
-        captions = [f"original{_where(record, 'before')}",
-                    f"perturbation x{scale:g}\nL-inf {record['linf_255']:g}/255",
-                    f"saved PNG{_where(record, 'after')}"]
-        title = f"{path_name(record)} · feature PGD · {_goal_text(record)} · {_verdict(record)}"
-        panel_path = run.save_image(panel(tiles, captions, cell=max(int(tiles[0].shape[-1]), 160), title=title),
-                                    f"{Path(out).stem}_panel.png",
+        reference = Path(judge.reference_path).name if judge.reference_path else None
+        figure = feature_panel(result.original[i], result.images[i], record, path_name(record), reference,
+                               opts.amplify)
+        panel_path = run.save_image(figure, f"{Path(out).stem}_panel.png",
                                     result={"input": record["input"], "adversarial": str(out)})
         record.update(output=str(out), panel=str(panel_path))
         run.add_result(record)
@@ -172,27 +167,6 @@ def _rounded(value):
 
 def path_name(record: dict) -> str:
     return Path(record["input"]).name
-
-
-def _goal_text(record: dict) -> str:
-    return "away from itself" if record["goal"] == "away" else f"toward {Path(record['reference']).name}"
-
-
-def _where(record: dict, when: str) -> str:
-    """' · cos to ref 0.12\nnearest cat.jpg' for a panel caption (two lines at most)."""
-    if record.get("reference"):
-        text = f" · cos to ref {record['cosine_before' if when == 'before' else 'cosine_after']:.2f}"
-    else:
-        text = f" · cos to original {record['cosine_to_original']:.2f}" if when == "after" else ""
-    if f"nearest_{when}" in record:
-        text += f"\nnearest {Path(record[f'nearest_{when}']).name}"
-    return text
-
-
-def _verdict(record: dict) -> str:
-    if record["success"] is None:
-        return f"cosine to the original {record['cosine_to_original']:.3f} (give --gallery for a verdict)"
-    return "fooled" if record["success"] else "NOT fooled"
 
 
 def _table(bundle, away: bool, with_gallery: bool):

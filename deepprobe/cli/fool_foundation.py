@@ -34,6 +34,7 @@ def fool_sam_or_depth(run, bundle, images: list[str], points, boxes, region: str
 
 def fool_prompt_images(run, bundle, images: list[str], points, boxes, vanish: list[str], opts: Options) -> int:
     """Each --point/--box prompt's mask made to vanish (`--vanish` may be left out, or say 'all')."""
+    from ..figures.foundation import SamPictures
     from ..techniques.fool_prompt import fool_prompt
     from .sam_tasks import prompts_or_refuse
 
@@ -44,12 +45,13 @@ def fool_prompt_images(run, bundle, images: list[str], points, boxes, vanish: li
 
     def attack(x, prompt, seed, callback):
         return fool_prompt(bundle, x, prompt, **_common(opts), kappa=opts.kappa, seed=seed, callback=callback)
-    return _fool(run, bundle, images, prompts, attack, _SamPictures(), opts)
+    return _fool(run, bundle, images, prompts, attack, SamPictures(), opts)
 
 
 def fool_depth_images(run, bundle, images: list[str], region_text: str | None, nearer: bool, farther: bool,
                       opts: Options) -> int:
     """--region made to look --nearer or --farther by --factor."""
+    from ..figures.foundation import DepthPictures
     from ..techniques.fool_depth import fool_depth
     from .regions import parse_region
 
@@ -63,7 +65,7 @@ def fool_depth_images(run, bundle, images: list[str], region_text: str | None, n
     def attack(x, goal, seed, callback):
         return fool_depth(bundle, x, goal, nearer=nearer, factor=opts.factor, **_common(opts), seed=seed,
                           callback=callback)
-    return _fool(run, bundle, images, [region], attack, _DepthPictures(), opts)
+    return _fool(run, bundle, images, [region], attack, DepthPictures(), opts)
 
 
 def _common(opts: Options) -> dict:
@@ -79,50 +81,3 @@ def _fool(run, bundle, images: list[str], goals: list, attack: Callable, picture
 
     method = _common(opts)["method"]  # a wrong --method fails before any image is read
     return attack_images(run, bundle, images, goals, attack, pictures, method, skip_errors=True)
-
-
-class _SamPictures:
-    """original + clean mask | adversarial + its mask (the perturbation tile goes between)."""
-
-    alpha = 0.5  # the masks' opacity (fool's --alpha is the attack's step)
-
-    def tiles(self, original, adversarial, before, after, record):
-        from ..render_sam_depth import draw_mask
-
-        tiles = [draw_mask(original, before.mask, before.prompt, self.alpha),
-                 draw_mask(adversarial, after.mask, after.prompt, self.alpha)]
-        return tiles, [f"original: mask {before.chosen}, area {float(before.mask.float().mean()):.1%}",
-                       f"adversarial (saved PNG): mask {after.chosen}\nIoU with the clean mask "
-                       f"{record['iou_with_clean']:.3f}"]
-
-    def summary(self, before, after, record) -> tuple[str, str]:
-        return f"mask {before.chosen}", f"IoU {record['iou_with_clean']:.3f} with it"
-
-    def cell(self, width: int) -> int:
-        return max(224, min(width, 400))
-
-
-class _DepthPictures:
-    """original | adversarial, then depth before | depth after on one colour scale, the region framed."""
-
-    def tiles(self, original, adversarial, before, after, record):
-        import numpy as np
-
-        from ..render import draw_boxes
-        from ..render_sam_depth import depth_image
-
-        def framed(image):
-            return draw_boxes(image, [before.region], [""], min_side=0)
-        near = [before.nearness().numpy(), after.nearness().numpy()]
-        low, high = float(min(np.min(v) for v in near)), float(max(np.max(v) for v in near))
-        depth = [framed(depth_image(v, low, high)) for v in near]
-        rest = "" if record["rest_factor"] is None else f" · rest x{record['rest_factor']:.3g}"
-        return [framed(original), framed(adversarial), *depth], [
-            "original", "adversarial (saved PNG)", f"depth before: region {record['region_mean_before']:.4g}",
-            f"depth after: region {record['region_mean_after']:.4g}\nmoved x{record['factor']:.3g} "
-            f"(asked x{record['factor_asked']:g}){rest}"]
-
-    def summary(self, before, after, record) -> tuple[str, str]:
-        return f"{record['region_mean_before']:.4g}", f"{record['region_mean_after']:.4g} (x{record['factor']:.3g})"
-
-    cell = _SamPictures.cell

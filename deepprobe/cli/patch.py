@@ -31,11 +31,6 @@ def _load_all(run, bundle, images: list[str]):
     return paths, torch.cat(chunks)
 
 
-def _caption(bundle, applied, i: int) -> str:
-    seen = bundle.class_name(int(applied.predicted[i]))
-    return f"{seen} · p({bundle.class_name(applied.target)})={float(applied.target_prob[i]):.2f}"
-
-
 @command(patch_app, "train", options_name="patch")
 def train_cmd(run, images: list[str] = typer.Argument(..., help="Training photos: files, folders or globs."),
               target: str = opt(Options, "target", help="Class the patch makes the model see, e.g. toaster."),
@@ -56,6 +51,7 @@ def train_cmd(run, images: list[str] = typer.Argument(..., help="Training photos
 
     On a detector, --vanish CLASS learns a patch that, pasted on each box of CLASS (centred, scaled to the box
     by --box-size), hides it (Thys et al. 2019); it is compared with a random-noise patch of the same size."""
+    from ..figures.patch import patch_preview
     from ..techniques.patch import apply_patch, train_patch
     from .progress import engine_callback
 
@@ -88,12 +84,8 @@ def train_cmd(run, images: list[str] = typer.Argument(..., help="Training photos
     shown = x[: max(1, opts.preview)]
     applied = apply_patch(bundle, shown, result.patch, target_index, size=opts.size, placement="random",
                           seed=run.common.seed + 7, scale_range=scale_range, rotation=opts.rotation)
-    tiles = [result.patch] + list(applied.images)
-    captions = [f"patch -> {bundle.class_name(target_index)}"] + [_caption(bundle, applied, i)
-                                                                   for i in range(len(applied.images))]
-    title = (f"patch ({opts.size:g} of the side) on training photos, random placement; "
-             f"{result.train_success:.0%} of training photos read as {bundle.class_name(target_index)}")
-    preview_path = save_preview(run, tiles, captions, title, f"patch_{name}_preview.png", patch_path, meta)
+    figure = patch_preview(result.patch, applied, bundle.class_name, opts.size, result.train_success)
+    preview_path = save_preview(run, figure, f"patch_{name}_preview.png", patch_path, meta)
     run.summary.update(target=meta["target"], train_success_rate=meta["train_success_rate"])
     run.interrupted = result.stopped == "interrupted"
     if result.message:
@@ -134,8 +126,8 @@ def apply_cmd(run, patch_file: str = typer.Argument(..., metavar="PATCH.png", he
     """Paste a learned patch into new photos and report how often the model then sees its target
     (judged on the saved 8-bit images). On a detector: the patch goes on each box of its class, and the
     report says how many of those boxes the detector still finds."""
+    from ..figures.patch import SHOWN, applied_caption, applied_grid
     from ..io import read_image, safe_stem
-    from ..render import grid
     from ..techniques.patch import apply_patch
     from .inputs import batches, image_paths
 
@@ -178,17 +170,16 @@ def apply_cmd(run, patch_file: str = typer.Argument(..., metavar="PATCH.png", he
                        "placement": applied.placements[i]}
                 saved = run.save_image(applied.images[i:i + 1], f"{safe_stem(src)}_patched.png", result=row)
                 run.add_result({**row, "output": str(saved)})
-                if len(shown) < 12:
+                if len(shown) < SHOWN:
                     shown.append(applied.images[i].cpu())
-                    captions.append(_caption(bundle, applied, i))
+                    captions.append(applied_caption(bundle.class_name, applied, i))
             done += chunk_paths
             fooled += int(applied.success.sum())
             progress.update(task, completed=len(done), info=f"{fooled}/{len(done)} fooled")
     if not done:
         raise DeepprobeError("none of the images could be read")
     rate = fooled / len(done)
-    title = f"{fooled}/{len(done)} fooled -> {bundle.class_name(target_index)}"
-    panel = grid(shown, captions, columns=min(len(shown), 4), cell=200, title=title)
+    panel = applied_grid(shown, captions, fooled, len(done), bundle.class_name(target_index))
     panel_path = run.save_image(panel, f"{safe_stem(path)}_applied_panel.png",
                                 result={"panel": True, "success_rate": rate})
     run.summary.update(target=bundle.class_name(target_index), success_rate=round(rate, 4),

@@ -38,6 +38,7 @@ def _describe(bundle, applied, i: int) -> str:
 
 
 def train_detector_patch(run, bundle, images: list[str], opts: Options) -> None:
+    from ..figures.patch import preview_grid
     from ..io import name_slug
     from ..render import draw_detections
     from ..techniques.patch_detection import apply_vanish_patch, train_vanish_patch
@@ -74,7 +75,8 @@ def train_detector_patch(run, bundle, images: list[str], opts: Options) -> None:
         [_describe(bundle, applied, i) for i in range(len(applied.images))]
     title = (f"patch ({opts.box_size:g} of each box's side) on training photos: {result.train_hidden:.0%} of the "
              f"boxes hidden (noise patch: {result.noise_hidden:.0%})")
-    preview_path = save_preview(run, tiles, captions, title, f"patch_hide_{slug}_preview.png", patch_path, meta)
+    preview_path = save_preview(run, preview_grid(tiles, captions, title), f"patch_hide_{slug}_preview.png", patch_path,
+                                meta)
     run.summary.update(vanish=names, train_hidden_rate=meta["train_hidden_rate"],
                        noise_patch_hidden_rate=meta["noise_patch_hidden_rate"])
     if run.show_progress:

@@ -94,8 +94,8 @@ class _Examples:
 
 
 def _report(run, bundle, dataset, eps: list[float], opts: Options, config: dict, outcome) -> int:
-    from ..options.attacks import eps_key
-    from ..techniques.depth_robustness import DepthTally, abs_rel_plot
+    from ..figures.robustness import abs_rel_plot, abs_rel_rows, depth_robustness_title
+    from ..techniques.depth_robustness import DepthTally
 
     tally = DepthTally(eps)
     for record in outcome.records():
@@ -108,7 +108,7 @@ def _report(run, bundle, dataset, eps: list[float], opts: Options, config: dict,
     outputs = [str(folder.results), str(folder.summary)]
     if summary["n"]:
         flat = {f"abs_rel_eps_{k}": (v or {}).get("mean") for k, v in summary["abs_rel"].items()}
-        plot = run.save_image(abs_rel_plot(summary, opts.norm, title=f"{bundle.title} · {summary['n']} images"),
+        plot = run.save_image(abs_rel_plot(summary, opts.norm, title=depth_robustness_title(bundle.title, summary)),
                               PLOT, replace=True, result={"n": summary["n"], "reference": summary["reference"],
                                                           **flat})
         outputs.append(str(plot))
@@ -124,12 +124,11 @@ def _report(run, bundle, dataset, eps: list[float], opts: Options, config: dict,
         from rich.table import Table
 
         table = Table(title=f"robustness · {bundle.title} · {summary['n']} images on {bundle.device}")
-        for column in ("eps", "AbsRel (mean)", "95% interval"):
+        header, rows = abs_rel_rows(summary, opts.norm)
+        for column in header:
             table.add_column(column, justify="right")
-        for e in eps:
-            stats = summary["abs_rel"][eps_key(e)]
-            table.add_row(f"{e * 255:g}/255" if opts.norm == "linf" else f"{e:g}", f"{stats['mean']:.4g}",
-                          f"{stats['ci95'][0]:.3g}–{stats['ci95'][1]:.3g}")
+        for row in rows:
+            table.add_row(*row)
         out_console.print(table)
         clean = summary["clean_abs_rel"]
         out_console.print(summary["measure"] + (f"; clean AbsRel {clean['mean']:.4g}" if clean else ""))

@@ -25,10 +25,9 @@ def classify_prompts(run, bundle, images: list[str], points, boxes, alpha: float
     import numpy as np
     from rich.table import Table
 
+    from ..figures.foundation import prompt_masks_figure
     from ..io import name_slug, safe_stem
     from ..models.sam_masks import segment_prompts
-    from ..render import panel
-    from ..render_sam_depth import draw_mask, draw_prompt
     from .inputs import batches, image_paths
 
     prompts = prompts_or_refuse(points, boxes)
@@ -45,15 +44,9 @@ def classify_prompts(run, bundle, images: list[str], points, boxes, alpha: float
             continue
         for k, masks in enumerate(found):
             rows = masks.records()
-            tiles = [draw_prompt(photo, masks.prompt)] + [draw_mask(photo, m, masks.prompt, alpha) for m in masks.masks]
-            captions = [f"input · {masks.prompt.describe()}"] + [
-                f"mask {r['candidate']}{' (chosen)' if r['chosen'] else ''}\nIoU score {r['iou_score']:.3f} · "
-                f"area {r['area']:.1%}" for r in rows]
             name = f"{safe_stem(path)}_sam_{k}_{name_slug(masks.prompt.describe())}"
             record = {"input": str(path), "prompt_index": k, **masks.as_dict(), "prompt_coords": masks.prompt.as_dict()}
-            out = run.save_image(panel(tiles, captions, cell=max(224, min(int(photo.shape[-1]), 400)),
-                                       title=f"{path.name} · SAM · {masks.prompt.describe()}"),
-                                 f"{name}.png", result=record)
+            out = run.save_image(prompt_masks_figure(photo, masks, path.name, alpha), f"{name}.png", result=record)
             npy = run.save_file(lambda p, m=masks.masks.numpy(): np.save(p, m), f"{name}_masks.npy", sidecar=False)
             run.add_result({**record, "output": str(out), "masks_file": str(npy)})
             for r in rows:

@@ -44,3 +44,36 @@ def noise_grid(images, records: list[dict], method: str, refined: bool) -> Image
     cell = max(120, min(224, int(images.shape[-1])))
     return grid(list(images), captions, cell=cell, title=title if len(records) > 1 else None,
                 columns=min(len(records), 5))
+
+
+def feature_panel(original, adversarial, record: dict, name: str, reference: str | None,
+                  amplify: float | None = None) -> Image.Image:
+    """`fool` on an embedder: original | perturbation | adversarial with the cosines (and the nearest gallery
+    image where the record has one); `reference` names the image pulled toward (None: pushed away)."""
+    middle, scale = perturbation_tile(original, adversarial, float(record["linf"]), amplify)
+    tiles = [original.cpu(), middle, adversarial.cpu()]
+    captions = [f"original{_feature_where(record, 'before')}",
+                f"perturbation x{scale:g}\nL-inf {record['linf_255']:g}/255",
+                f"saved PNG{_feature_where(record, 'after')}"]
+    goal = "away from itself" if reference is None else f"toward {reference}"
+    title = f"{name} · feature PGD · {goal} · {feature_verdict(record)}"
+    return panel(tiles, captions, cell=max(int(tiles[0].shape[-1]), 160), title=title)
+
+
+def _feature_where(record: dict, when: str) -> str:
+    """' · cos to ref 0.12\nnearest cat.jpg' for a panel caption (two lines at most)."""
+    from pathlib import Path
+
+    if record["goal"] != "away":
+        text = f" · cos to ref {record['cosine_before' if when == 'before' else 'cosine_after']:.2f}"
+    else:
+        text = f" · cos to original {record['cosine_to_original']:.2f}" if when == "after" else ""
+    if f"nearest_{when}" in record:
+        text += f"\nnearest {Path(record[f'nearest_{when}']).name}"
+    return text
+
+
+def feature_verdict(record: dict) -> str:
+    if record["success"] is None:
+        return f"cosine to the original {record['cosine_to_original']:.3f} (give --gallery for a verdict)"
+    return "fooled" if record["success"] else "NOT fooled"

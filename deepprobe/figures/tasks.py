@@ -1,5 +1,5 @@
 """Detectors' and segmenters' figures: what the model found drawn over the photo, and `fool`'s before | change |
-after panel for them."""
+after panel for them and for Segment Anything and depth estimators (their tiles: figures/foundation.py)."""
 from __future__ import annotations
 
 from PIL import Image
@@ -44,7 +44,7 @@ def segmentation_figure(image, found, alpha: float = 0.5) -> Image.Image:
 
 class TaskPictures:
     """Detectors (boxes) and segmenters (class colours): before and after, each with what the model found.
-    (Segment Anything and depth draw theirs in cli/fool_foundation.py, with the same three methods.)"""
+    (Segment Anything and depth draw theirs in figures/foundation.py, with the same three methods.)"""
 
     def tiles(self, original, adversarial, before, after, record) -> tuple[list, list[str]]:
         return ([draw_found(original, before), draw_found(adversarial, after)],
@@ -55,6 +55,19 @@ class TaskPictures:
 
     def cell(self, width: int) -> int:
         return max(224, width)
+
+
+def pictures_for(found):
+    """The tiles for what a model found: boxes or class colours, SAM's masks (PromptMasks), depth (DepthMap)."""
+    from .foundation import DepthPictures, SamPictures
+
+    if is_drawable(found):
+        return TaskPictures()
+    if hasattr(found, "prompt") and hasattr(found, "masks"):
+        return SamPictures()
+    if hasattr(found, "larger_is_nearer"):
+        return DepthPictures()
+    raise DeepprobeError(f"no figure for a {type(found).__name__}")
 
 
 def attack_panel(pictures, original, adversarial, before, after, record: dict, name: str,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..display import Shows
 from ..errors import DeepprobeError
 from .tasks import DEPTH, DepthNet, require_task
 
@@ -60,12 +61,19 @@ def region_means(depth: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor,
 
 
 @dataclass
-class DepthMap:
-    """One image's predicted depth (H,W) at its input size, and what larger values mean."""
+class DepthMap(Shows):
+    """One image's predicted depth (H,W) at its input size, and what larger values mean. In Jupyter: `classify`'s
+    photo | depth in colour panel."""
 
     depth: torch.Tensor
     larger_is_nearer: bool
     region: Region | None = None
+
+    def figure(self):
+        from ..figures.foundation import depth_panel
+
+        image, name, title = self._needs("image", "name", "model_title")
+        return depth_panel(image, self, name, title)
 
     def nearness(self) -> torch.Tensor:
         """(H,W) values that grow as things come nearer (the depth, negated for metric models): for drawing."""
@@ -89,7 +97,9 @@ def estimate_depth(bundle, images: torch.Tensor, region: Region | None = None) -
     require_task(bundle, "estimate_depth", DEPTH)
     net = depth_net(bundle.net)
     maps = bundle.net(images.to(bundle.device)).float().cpu()
-    return [DepthMap(m, net.larger_is_nearer, region) for m in maps]
+    return [DepthMap(m, net.larger_is_nearer, region)._attach(image=x.detach(), name=f"image {i}",
+                                                              model_title=bundle.title)
+            for i, (m, x) in enumerate(zip(maps, images))]
 
 
 # ------------------------------------------------------------------------------------------ relative error

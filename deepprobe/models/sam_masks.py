@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..display import Shows
 from .sam import Prompt, sam_of
 from .tasks import PROMPTABLE_SEGMENTATION, require_task
 
@@ -18,13 +19,20 @@ MASK_THRESHOLD = 0.0  # SAM's: a pixel is in the mask where its logit is above 0
 
 
 @dataclass
-class PromptMasks:
-    """SAM's three candidates for one prompt on one image: masks (3,H,W) bool, logits (3,H,W), scores (3,)."""
+class PromptMasks(Shows):
+    """SAM's three candidates for one prompt on one image: masks (3,H,W) bool, logits (3,H,W), scores (3,). In
+    Jupyter: `classify --point/--box`'s panel, the prompt | each mask with its predicted IoU score."""
 
     prompt: Prompt
     masks: torch.Tensor
     logits: torch.Tensor
     scores: torch.Tensor
+
+    def figure(self):
+        from ..figures.foundation import prompt_masks_figure
+
+        image, name = self._needs("image", "name")
+        return prompt_masks_figure(image, self, name)
 
     @property
     def chosen(self) -> int:
@@ -77,5 +85,5 @@ def segment_prompts(bundle, images: torch.Tensor, prompts: Sequence[Prompt]) -> 
         logits, scores = sam.decode(embeddings, prompt, size)
         for i in range(images.shape[0]):
             found[i].append(PromptMasks(prompt, (logits[i] > MASK_THRESHOLD).cpu(), logits[i].float().cpu(),
-                                        scores[i].float().cpu()))
+                                        scores[i].float().cpu())._attach(image=images[i].detach(), name=f"image {i}"))
     return found

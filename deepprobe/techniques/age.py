@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import engine as E
+from ..display import Shows
 from ..errors import DeepprobeError
 from ..io import quantize
 from ..models import ModelBundle
 from ..models.age import CHIP_SIZE, age_from_logits, expected_age, load_age_model
 from ..options.age import Options
 from ..options.ranges import check_ranges
-from .face import DEFAULT_MIN_SCORE, Face, feather_mask, find_faces, match_face, paste_edit, pick_face
+from .face import DEFAULT_MIN_SCORE, Face, face_crop, feather_mask, find_faces, match_face, paste_edit, pick_face
 from .face_basis import smooth_basis
 
 AGE_SCALE = 5.0  # years; the age error is measured in these units so the regularizer weights read naturally
@@ -62,8 +63,9 @@ def _chip_ages(bundle: ModelBundle, faces: Sequence[Face]) -> list[float]:
 
 # ----- the edit --------------------------------------------------------------------------------------------
 @dataclass
-class AgeResult:
-    """Edited photos (one per target, 8-bit values) and the ages measured on them by a fresh detection."""
+class AgeResult(Shows):
+    """Edited photos (one per target, 8-bit values) and the ages measured on them by a fresh detection. In
+    Jupyter: `deepprobe age`'s panel, the face before | the face in each edit with the age read on it."""
 
     photos: torch.Tensor  # (T,3,H,W) in [0,1], already quantized to 8 bits
     chips: torch.Tensor  # (T,3,64,64) the optimized chips
@@ -81,6 +83,13 @@ class AgeResult:
     @property
     def reached(self) -> list[bool]:
         return [a is not None and abs(a - t) <= 5.0 for a, t in zip(self.after, self.targets)]
+
+    def figure(self):
+        from ..figures.age import age_panel
+
+        photo, name = self._needs("photo", "name")
+        return age_panel(photo, self.photos, face_crop(photo, self.face), self.before, self.targets, self.after,
+                         name, self.face_index)
 
 
 def _age_objective(goal: torch.Tensor) -> E.Objective:
@@ -191,7 +200,7 @@ def age(photo: torch.Tensor, target: float | Sequence[float], bundle: ModelBundl
         goal.copy_((goal + misses).clamp(0.25, 85.0))  # the next round starts from the current coefficients
     return AgeResult(photos=best_photos, chips=best_chips, targets=targets, before=before, after=best_after,
                      face=chosen, face_index=index, losses=losses, steps=done_steps, rounds=rounds,
-                     stopped=stopped, message=message)
+                     stopped=stopped, message=message)._attach(photo=photo, name=source)
 
 
 def measure_ages(bundle: ModelBundle, photos: torch.Tensor, reference: Face,

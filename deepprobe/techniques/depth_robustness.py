@@ -25,6 +25,7 @@ import torch
 from .. import engine as E
 from ..data import Batch, mean_ci95, run_dataset, select
 from ..data.runner import Hooks
+from ..display import ShowsTable
 from ..errors import DeepprobeError
 from ..io import quantize
 from ..models import ModelBundle
@@ -171,8 +172,9 @@ class DepthTally:
 
 
 @dataclass
-class DepthRobustnessResult:
-    """Mean AbsRel per eps (keys: the eps values as given), against ground truth or the clean prediction."""
+class DepthRobustnessResult(ShowsTable):
+    """Mean AbsRel per eps (keys: the eps values as given), against ground truth or the clean prediction. In
+    Jupyter: the terminal's table with the CLI's AbsRel-against-eps plot under it."""
 
     n: int
     abs_rel: dict[float, float | None]
@@ -180,6 +182,26 @@ class DepthRobustnessResult:
     records: list[dict]
     summary: dict
     skipped: list[dict] = field(default_factory=list)
+
+    def _title(self) -> str:
+        from ..figures.robustness import depth_robustness_title
+
+        (model_title,) = self._needs("model_title")
+        return depth_robustness_title(model_title, self.summary)
+
+    def figure(self):
+        """Mean AbsRel against eps (the CLI's robustness_depth.png)."""
+        from ..figures.robustness import abs_rel_plot
+
+        if not self.n:
+            raise DeepprobeError("no image was attacked: nothing to plot")
+        return abs_rel_plot(self.summary, self._context_get("norm", _DEFAULTS.norm), title=self._title())
+
+    def table_html(self) -> str:
+        from ..figures.robustness import depth_robustness_html
+
+        return depth_robustness_html(self.summary, self._context_get("norm", _DEFAULTS.norm),
+                                     self._title() if self._context_get("model_title") else "depth robustness")
 
 
 def depth_robustness(bundle: ModelBundle, data: Any, *, eps: float | Sequence[float] | None = None,
@@ -216,32 +238,4 @@ def depth_robustness(bundle: ModelBundle, data: Any, *, eps: float | Sequence[fl
     return DepthRobustnessResult(
         n=summary["n"], abs_rel={by_key[k]: (v or {}).get("mean") for k, v in summary["abs_rel"].items()},
         clean_abs_rel=(summary["clean_abs_rel"] or {}).get("mean"), records=records, summary=summary,
-        skipped=outcome.skipped)
-
-
-def abs_rel_plot(summary: dict, norm: str = "linf", title: str = ""):
-    """Mean AbsRel (95% interval bars) against eps, from a depth robustness summary (a PIL image)."""
-    from ..explain.plots import COLORS, _figure, _to_image
-
-    per_eps = summary["per_eps"]
-    keys = sorted(per_eps, key=lambda k: per_eps[k]["eps"])
-    scale = 255.0 if norm == "linf" else 1.0
-    points = [(per_eps[k]["eps"] * scale, summary["abs_rel"][k]) for k in keys if summary["abs_rel"][k]]
-    fig = _figure(6.4, 4.2)
-    ax = fig.subplots()
-    xs = [x for x, _ in points]
-    ys = [s["mean"] for _, s in points]
-    ax.errorbar(xs, ys, yerr=[[y - s["ci95"][0] for y, (_, s) in zip(ys, points)],
-                              [s["ci95"][1] - y for y, (_, s) in zip(ys, points)]],
-                color=COLORS[0], marker="o", linewidth=2, capsize=3, label="under attack, 95% interval")
-    clean = summary.get("clean_abs_rel")
-    if clean:
-        ax.axhline(clean["mean"], color="0.5", linestyle=":", linewidth=1, label=f"clean {clean['mean']:.3g}")
-    ax.set_xlabel("eps (L-inf, in 1/255)" if norm == "linf" else "eps (L2, [0,1] units)")
-    ax.set_ylabel(f"AbsRel against the {summary['reference']}")
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
-    ax.set_title(title or f"relative depth error under attack, n = {summary['n']}", fontsize=10)
-    fig.tight_layout()
-    return _to_image(fig)
+        skipped=outcome.skipped)._attach(model_title=bundle.title, norm=norm)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import engine as E
+from ..display import Shows
 from ..errors import DeepprobeError
 from ..models.embedding import embed, require_embedder
 from ..options.fool import DEFAULT_STEPS, NORMS, Options, alpha_for, eps_for
@@ -22,8 +23,9 @@ from .fool import _generators, eval_mode, on_grid
 
 
 @dataclass
-class FeatureAttackResult:
-    """Adversarial batch (on the 8-bit grid) and the cosines that say how far the embeddings moved."""
+class FeatureAttackResult(Shows):
+    """Adversarial batch (on the 8-bit grid) and the cosines that say how far the embeddings moved. In Jupyter:
+    `deepprobe fool`'s original | perturbation | adversarial panel per image, with the cosines."""
 
     images: torch.Tensor  # (N,3,H,W) in [0,1], what a saved PNG holds
     original: torch.Tensor
@@ -46,6 +48,18 @@ class FeatureAttackResult:
                  "linf": float(self.linf[i]), "linf_255": round(float(self.linf[i]) * 255, 3),
                  "l2": float(self.l2[i]), "steps": self.steps, "stopped": self.stopped}
                 for i in range(self.images.shape[0])]
+
+    def figure(self):
+        from ..display import stack
+        from ..figures.fool import feature_panel
+
+        panels = []
+        for i, record in enumerate(self.records()):
+            # the CLI's verdict without a gallery: toward = nearer the reference than its own original; away: none
+            record["success"] = None if self.away else float(self.cosine_after[i]) > float(self.cosine_to_original[i])
+            panels.append(feature_panel(self.original[i], self.images[i], record, f"image {i}",
+                                        None if self.away else "the reference"))
+        return stack(panels)
 
 
 def cosine_objective(targets: torch.Tensor, toward: bool) -> E.Objective:

@@ -53,7 +53,8 @@ SEGMENT_SUCCESS = 0.99  # a segmenter is fooled when this share of the source pi
 @dataclass
 class TaskAttackResult(Shows):
     """Adversarial batch (8-bit grid), what the model found before and after, and whether the goal was met. In
-    Jupyter (detectors, segmenters): `deepprobe fool`'s before | perturbation | after panel per image."""
+    Jupyter: `deepprobe fool`'s before | perturbation | after panel per image (boxes, class colours, SAM's mask or
+    depth, by the task)."""
 
     images: torch.Tensor
     original: torch.Tensor
@@ -89,11 +90,9 @@ class TaskAttackResult(Shows):
 
     def figure(self):
         from ..display import stack
-        from ..figures.tasks import TaskPictures, attack_panel, is_drawable
+        from ..figures.tasks import attack_panel, pictures_for
 
-        if not all(is_drawable(found) for found in [*self.before, *self.after]):
-            raise DeepprobeError("figures of this result are drawn by the CLI (`deepprobe fool`)")
-        pictures = TaskPictures()
+        pictures = pictures_for(self.before[0])
         return stack([attack_panel(pictures, self.original[i], self.images[i], self.before[i], self.after[i], record,
                                    f"image {i}") for i, record in enumerate(self.records())])
 

@@ -19,6 +19,7 @@ from ..engine.patch import (
     paste,
     random_placements,
 )
+from ..display import Shows
 from ..errors import DeepprobeError
 from ..io import quantize
 from ..models import ModelBundle
@@ -31,8 +32,9 @@ Placement = None | str | tuple[float, float, float, float]
 
 
 @dataclass
-class PatchResult:
-    """The learned patch (1,3,s,s) on the 8-bit grid, and how training went."""
+class PatchResult(Shows):
+    """The learned patch (1,3,s,s) on the 8-bit grid, and how training went. In Jupyter: `patch train`'s preview,
+    the patch | the first training photos patched at random places (the CLI's seeds, so the same picture)."""
 
     patch: torch.Tensor
     target: int
@@ -43,10 +45,19 @@ class PatchResult:
     stopped: str = "done"
     message: str | None = None
 
+    def figure(self):
+        from ..figures.patch import patch_preview
+
+        probe, images, seed, options = self._needs("bundle", "images", "seed", "options")
+        applied = apply_patch(probe, images[:_DEFAULTS.preview], self.patch, self.target, size=self.size,
+                              placement="random", seed=seed + 7, **options)
+        return patch_preview(self.patch, applied, probe.class_name, self.size, self.train_success)
+
 
 @dataclass
-class AppliedPatch:
-    """Patched photos (8-bit grid), what the model sees in them, and the targeted success rate."""
+class AppliedPatch(Shows):
+    """Patched photos (8-bit grid), what the model sees in them, and the targeted success rate. In Jupyter:
+    `patch apply`'s grid of the first patched photos with what the model sees."""
 
     images: torch.Tensor
     placements: list[dict]
@@ -58,6 +69,15 @@ class AppliedPatch:
     @property
     def success_rate(self) -> float:
         return float(self.success.float().mean()) if self.success.numel() else 0.0
+
+    def figure(self):
+        from ..figures.patch import SHOWN, applied_caption, applied_grid
+
+        (probe,) = self._needs("bundle")
+        shown = range(min(SHOWN, len(self.images)))
+        return applied_grid([self.images[i].cpu() for i in shown],
+                            [applied_caption(probe.class_name, self, i) for i in shown],
+                            int(self.success.sum()), len(self.images), probe.class_name(self.target))
 
 
 def _target_index(probe: ModelBundle, target: int | str | None) -> int:
@@ -89,7 +109,8 @@ def train_patch(probe: ModelBundle, images: torch.Tensor, target: int | str, *, 
     check = apply_patch(probe, images, patch, index, size=size, placement="random", seed=seed + 1,
                         scale_range=scale_range, rotation=rotation)
     return PatchResult(patch=patch, target=index, size=size, steps=res.steps, losses=res.losses,
-                       train_success=check.success_rate, stopped=res.stopped, message=res.message)
+                       train_success=check.success_rate, stopped=res.stopped, message=res.message)._attach(
+        bundle=probe, images=images, seed=seed, options={"scale_range": scale_range, "rotation": rotation})
 
 
 def apply_patch(probe: ModelBundle, images: torch.Tensor, patch: torch.Tensor, target: int | str, *,
@@ -113,7 +134,8 @@ def apply_patch(probe: ModelBundle, images: torch.Tensor, patch: torch.Tensor, t
         probs = torch.cat([probe.predict(chunk) for chunk in patched.split(batch_size)])
     predicted = probs.argmax(1)
     return AppliedPatch(images=patched, placements=where.as_rows(), predicted=predicted.cpu(),
-                        target_prob=probs[:, index].cpu(), success=(predicted == index).cpu(), target=index)
+                        target_prob=probs[:, index].cpu(), success=(predicted == index).cpu(),
+                        target=index)._attach(bundle=probe)
 
 
 def _check(values: dict, scale_range: tuple[float, float]) -> None:
