@@ -32,6 +32,7 @@ _EXPORTS = {
     "estimate_age": "deepprobe.techniques.age:estimate_age",
     "explain": "deepprobe.explain:explain",
     "text_relevance": "deepprobe.explain.clip:text_relevance",
+    "attention_heads": "deepprobe.explain.transformer:attention_heads",
     "prompts_from_labels": "deepprobe.models.clip:prompts_from_labels",
     "evaluate": "deepprobe.explain.evaluate:evaluate",
     "robustness": "deepprobe.techniques.robustness:robustness",

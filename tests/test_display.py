@@ -246,6 +246,32 @@ def test_fool_depth_and_fool_prompt_show_the_panels_fool_writes(bright, tiny_sam
     assert shown.crop((6, 30, 6 + CAT, 30 + 266)).tobytes() == chosen.tobytes()
 
 
+def test_attention_heads_show_dinos_figure_as_explain_writes_it(examples, tmp_path):
+    from typer.testing import CliRunner
+
+    from deepprobe.cli import app
+
+    from tiny_embedders import HEADS
+
+    spec = "python:tiny_embedders:vit"  # a tiny random ViT embedder
+    embedder = dp.load_model(spec, device="cpu")
+    cat = embedder.load_image(examples / "cat.jpg")
+    heads = dp.attention_heads(embedder, torch.cat([cat, cat.flip(-1)]))
+    assert heads.shape == (2, HEADS, *cat.shape[-2:]) and type(heads[0]) is torch.Tensor  # a plain tensor when indexed
+    figure = png(heads)
+    res = CliRunner().invoke(app, ["explain", str(examples / "cat.jpg"), "--model", spec, "--method", "attention",
+                                   "--out", str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    (record,) = [r for r in json.loads(res.stdout)["results"] if "attention_heads" in r]
+    written = Image.open(record["attention_heads"]).convert("RGB")
+    # per image: the photo | one tile per head, under a title naming the image; the CLI's file for the first image
+    top = png(dp.attention_heads(embedder, cat))
+    assert top.size == written.size and same_pixels(top, written, (0, BELOW_TITLE, *top.size))
+    assert figure.width == top.width and figure.height == 2 * top.height + 8
+    assert not same_pixels(figure.crop((0, top.height + 8, *figure.size)), top, (0, 0, *top.size))  # its own maps
+    assert pickle.loads(pickle.dumps(heads)).__class__ is torch.Tensor  # torch.save stores the numbers only
+
+
 def test_feature_attack_shows_the_panel_fool_writes(examples, tmp_path):
     from deepprobe.io import quantize
 

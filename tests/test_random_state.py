@@ -115,6 +115,7 @@ CASES = {
     "text_relevance": (("clip",), lambda get: dp.text_relevance(get("clip"), torch.rand(
         1, 3, 48, 48, generator=torch.Generator()))[0].scores),
     "embed": (EMBED, lambda get: dp.embed(get("embedder"), _tiny32(get))),
+    "attention_heads": (EMBED, lambda get: dp.attention_heads(get("embedder"), _tiny32(get))),
     "build_gallery": (EMBED, lambda get: _gallery(get).embeddings),
     "knn_classify": (EMBED, lambda get: dp.knn_classify(get("embedder"), _tiny32(get), _gallery(get),
                                                          neighbors=2)[0].scores),

@@ -26,10 +26,10 @@ class Maps(torch.Tensor):
     _needs = Shows._needs
     _context_get = Shows._context_get
 
-    @staticmethod
-    def wrap(maps: torch.Tensor, **context) -> Maps:
+    @classmethod
+    def wrap(cls, maps: torch.Tensor, **context) -> Maps:
         """`maps` as Maps, remembering the model, photos and method options that made them."""
-        out = maps.as_subclass(Maps)
+        out = maps.as_subclass(cls)
         out.__dict__["_context"] = context
         return out
 
@@ -70,3 +70,18 @@ class Maps(torch.Tensor):
         out = self.as_subclass(torch.Tensor).clone().as_subclass(Maps)
         out.__dict__.update(self.__dict__)
         return out
+
+
+class HeadMaps(Maps):
+    """(N, heads, H, W) maps in [0,1] from `dp.attention_heads`; in Jupyter DINO's figure for each image: the photo
+    and the CLS token's attention of every head (as `explain --method attention` writes NAME_attention_heads.png)."""
+
+    def figure(self, alpha: float = 0.5):
+        from ..display import stack
+        from ..figures.explain import heads_grid
+
+        bundle, x = self._needs("bundle", "images")
+        heats = self.as_subclass(torch.Tensor).detach().float().cpu()
+        photos = x.detach().cpu()
+        return stack([heads_grid(photos[i], heats[i], self._context_get("layer"), f"image {i}", alpha)
+                      for i in range(len(heats))])

@@ -162,7 +162,9 @@ def attention_heads(probe, x: torch.Tensor, layer: str | int | None = None, resi
     """The CLS token's attention over the patches, one map per head (the DINO figure): (N, heads, H, W).
 
     `layer` picks the block (default: the last). With `resize` (default) each head's map is resized to the
-    input and min-max scaled to [0,1] like `explain()` does; `resize=False` gives the raw (N, heads, h, w) grid.
+    input and min-max scaled to [0,1] like `explain()` does, and the tensor shows itself in Jupyter as DINO's
+    figure (`HeadMaps`); `resize=False` gives the raw (N, heads, h, w) grid. Any ViT: timm, HF ViT/DINOv2/CLIP
+    towers, with or without a classifier.
     """
     from .maps import to_input_size
 
@@ -172,8 +174,11 @@ def attention_heads(probe, x: torch.Tensor, layer: str | int | None = None, resi
     maps = patch_tokens_to_grid(cls_row if cap.prefix > 0 else mean_row, cap.prefix, cap.grid)
     if not resize:
         return maps
+    from .shown_maps import HeadMaps
+
     n, heads = maps.shape[:2]
-    return to_input_size(maps.flatten(0, 1), x.shape[-2:]).view(n, heads, *x.shape[-2:])
+    shown = to_input_size(maps.flatten(0, 1), x.shape[-2:]).view(n, heads, *x.shape[-2:])
+    return HeadMaps.wrap(shown, bundle=probe, images=x, layer=layer)
 
 
 def attention(probe, x: torch.Tensor, targets: torch.Tensor | None = None, layer: str | None = None,

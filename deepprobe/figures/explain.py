@@ -45,3 +45,12 @@ def box_maps_grid(photo, box_maps, label: str, title: str, alpha: float = 0.5, c
     if not tiles:
         tiles, captions = [photo], ["no box at the asked score"]
     return grid(tiles, captions, columns=min(len(tiles), columns), cell=224, title=title)
+
+
+def heads_grid(photo, heads, block: str | int | None, name: str, alpha: float = 0.5) -> Image.Image:
+    """DINO's figure: the photo, then the CLS token's attention of every head over it, one tile each (what
+    `explain --method attention` writes as NAME_attention_heads.png)."""
+    tiles = [overlay(photo, h.numpy(), alpha=alpha) for h in heads]
+    block = block if block not in (None, "") else "last"
+    return grid([photo] + tiles, ["input"] + [f"head {k}" for k in range(len(tiles))], columns=min(len(tiles) + 1, 7),
+                cell=160, title=f"{name} · CLS attention per head · block {block}")
