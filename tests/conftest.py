@@ -2,10 +2,12 @@
 blocks the network and records every connection attempt."""
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(1)
+
+# deepprobe's own cache (gallery embeddings) goes to a folder of this session, never the user's ~/.cache
+_CACHE = tempfile.mkdtemp(prefix="deepprobe-cache-")
+os.environ["DEEPPROBE_CACHE"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

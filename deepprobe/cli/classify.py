@@ -23,7 +23,9 @@ def classify_cmd(run, images: list[str] = typer.Argument(..., help="Image files,
                  alpha: str = opt(Options, "alpha", help="Segmenters: opacity of the class colours."),
                  gallery: str = typer.Option(None, "--gallery", help="Embedders: a folder with a sub-folder of "
                                              "images per class (DINO's k-NN classification), or of images only "
-                                             "(nearest images).", rich_help_panel=EMBEDDERS),
+                                             "(nearest images). Its embeddings are kept between runs (only new or "
+                                             "changed images are embedded again; DEEPPROBE_CACHE=off keeps none).",
+                                             rich_help_panel=EMBEDDERS),
                  neighbors: int = opt(Options, "neighbors", help="Embedders: k, the gallery images that vote.",
                                       rich_help_panel=EMBEDDERS),
                  temperature: str = opt(Options, "temperature", help="Embedders: each neighbour votes with "
