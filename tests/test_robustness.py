@@ -262,3 +262,26 @@ def test_a_pool_regroups_the_images_left_into_full_batches():
             assert summary["occupancy"][stage] == pytest.approx(6 / (4 * groups), abs=1e-4)
         assert summary["config"]["pool"] == pool and summary["robust_accuracy"]["0.003921569"] == 0.5
     assert stable(runs[1].records) == stable(runs[3].records)
+
+
+def test_the_default_pool_follows_the_image_size(tmp_path, examples):
+    """Pools of 224 px images hold 8 batches of 32 (memory: each pooled image keeps its attack state), 32 px ones 16
+    (full passes on robust models), bigger images fewer; the pool used is the one in summary.json."""
+    import torch
+
+    from deepprobe.options.robustness import auto_pool
+
+    assert auto_pool((224, 224), 32) == 8 and auto_pool((32, 32), 32) == 16 and auto_pool((28, 28), 32) == 16
+    assert auto_pool((384, 384), 32) == 2 and auto_pool((224, 224), 64) == 4 and auto_pool((2048, 2048), 32) == 1
+    assert auto_pool(None, 32) == 8
+    probe = dp.load_model("python:tests.tiny_classifier:build", device="cpu")
+    for size, batch, pool in ((32, 2, 16), (224, 32, 8), (224, 64, 4)):
+        x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+        res = dp.robustness(probe, x, attacks="apgd-ce", eps=1 / 255, steps=1, batch_size=batch)
+        assert res.summary["config"]["pool"] == pool, size
+    res = cli(str(examples), "--model", "python:tests.tiny_classifier:build", "--attack", "apgd-ce",
+              "--steps", "1", "--limit", "2", "--out", str(tmp_path / "cli"), "--json")
+    assert res.exit_code == 0, res.output
+    stored = json.loads((tmp_path / "cli" / "config.json").read_text())["config"]
+    assert stored["pool"] == json.loads((tmp_path / "cli" / "summary.json").read_text())["config"]["pool"] == \
+        auto_pool(dp.load_model("python:tests.tiny_classifier:build").input_size, 32) == 8

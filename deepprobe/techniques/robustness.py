@@ -32,7 +32,7 @@ from ..models import ModelBundle
 from ..models.bundle import require_classifier
 from ..options.attacks import AttackSettings, eps_key, expand_cascade, stage_names
 from ..options.ranges import check_ranges
-from ..options.robustness import Options, eps_for
+from ..options.robustness import Options, auto_pool, eps_for
 
 _DEFAULTS = Options()
 
@@ -302,17 +302,21 @@ def robustness(bundle: ModelBundle, data: Any, labels: Any = None, *,
                attacks: str | Sequence[str] = tuple(_DEFAULTS.attack), eps: float | Sequence[float] | None = None,
                norm: str = _DEFAULTS.norm, steps: int = _DEFAULTS.steps, restarts: int = _DEFAULTS.restarts,
                targets: int = _DEFAULTS.targets, queries: int = _DEFAULTS.queries,
-               batch_size: int = _DEFAULTS.batch_size, pool: int = _DEFAULTS.pool, seed: int = 0,
+               batch_size: int = _DEFAULTS.batch_size, pool: int | None = _DEFAULTS.pool, seed: int = 0,
                limit: int | None = None, sample: int | None = None, workers: int = 0,
                callback: Callable[[int, int], None] | None = None) -> RobustnessResult:
     """Clean and robust accuracy of `bundle` on `data` under the attack cascade at each eps (in memory; the CLI
     adds a resumable run folder). `batch_size` images go through the model at once; `pool` batches are attacked
-    together, so that the images still robust after each attack are regrouped into full batches.
-    `callback(images_done, images_total)` follows progress."""
+    together, so that the images still robust after each attack are regrouped into full batches (None: by the
+    image size, `deepprobe.options.robustness.auto_pool`). `callback(images_done, images_total)` follows progress."""
     check_ranges("robustness", locals())
     require_classifier(bundle)
     plan = make_plan(attacks, eps, norm, steps, restarts, targets, queries)
     dataset = select(as_dataset(data, labels, bundle), limit=limit, sample=sample, seed=seed)
+    if pool is None:
+        tensor = data[0] if isinstance(data, tuple) else data
+        size = tuple(tensor.shape[-2:]) if isinstance(tensor, torch.Tensor) else bundle.input_size
+        pool = auto_pool(size, batch_size)
     done = [0]
 
     def progress(k: int) -> None:
