@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import DeepprobeError
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from .tasks import DepthNet
 
@@ -71,12 +70,9 @@ def load_depth_anything(folder: Path):
     """(DepthAnythingNet, labels None, Preprocess) from a save_pretrained folder, offline."""
     from transformers import DepthAnythingForDepthEstimation
 
-    from .hf_processor import _RESAMPLE, processor_config
+    from .hf_processor import _RESAMPLE, load_saved, processor_config
 
-    try:
-        model = DepthAnythingForDepthEstimation.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise DeepprobeError(f"cannot load Depth Anything from {folder}: {str(exc).splitlines()[0][:200]}") from exc
+    model = load_saved(DepthAnythingForDepthEstimation, folder, f"cannot load Depth Anything from {folder}")
     cfg = processor_config(folder)
     size = cfg.get("size") or {}
     size = (int(size.get("height", DEFAULT_SIZE)), int(size.get("width", DEFAULT_SIZE))) \

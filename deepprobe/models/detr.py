@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import DeepprobeError
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from .tasks import DETECTION
 
@@ -135,14 +134,11 @@ def load_detr(folder: Path):
     """(DetrDetector, class names, Preprocess) from a save_pretrained folder, offline."""
     from transformers import DetrForObjectDetection
 
-    from .hf_processor import processor_config
+    from .hf_processor import load_saved, processor_config
 
     config = offline_config(folder)
-    try:
-        model = DetrForObjectDetection.from_pretrained(str(folder), config=config, local_files_only=True,
-                                                       attn_implementation="eager")
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise DeepprobeError(f"cannot load DETR from {folder}: {str(exc).splitlines()[0][:200]}") from exc
+    model = load_saved(DetrForObjectDetection, folder, f"cannot load DETR from {folder}", config=config,
+                       attn_implementation="eager")
     id2label = getattr(config, "id2label", None) or {}
     labels = [str(id2label.get(i, id2label.get(str(i), f"class {i}"))) for i in range(config.num_labels)]
     cfg = processor_config(folder)

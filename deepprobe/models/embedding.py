@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import DeepprobeError
 from .tasks import EMBEDDING, require_task
 
 # Hugging Face model types whose embedding is the class token after the final norm: ViTModel's pooler is an
@@ -98,18 +97,15 @@ def load_hf_embedder(folder: Path, config: dict):
     import transformers
 
     from .clip import CLIP_MEAN, CLIP_STD
-    from .hf_processor import image_preprocess
+    from .hf_processor import image_preprocess, load_saved
     from .preprocess import IMAGENET_MEAN, IMAGENET_STD
 
     arch = (config.get("architectures") or [""])[0]
     loader = getattr(transformers, arch, None) if arch else None
     if loader is None or not hasattr(loader, "from_pretrained"):
         loader = transformers.AutoModel
-    try:
-        model = loader.from_pretrained(str(folder), local_files_only=True, attn_implementation="eager")
-    except (OSError, ValueError, KeyError) as exc:
-        raise DeepprobeError(f"cannot load {folder} as an embedder ({HF_EMBEDDERS}): "
-                             f"{str(exc).splitlines()[0][:200]}") from exc
+    model = load_saved(loader, folder, f"cannot load {folder} as an embedder ({HF_EMBEDDERS})",
+                       errors=(OSError, ValueError, KeyError), attn_implementation="eager")
     vision = getattr(model.config, "vision_config", None) or model.config
     size = getattr(vision, "image_size", 224)
     size = size[0] if isinstance(size, (list, tuple)) else int(size)

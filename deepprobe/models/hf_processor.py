@@ -1,14 +1,26 @@
-"""What a saved Hugging Face image processor says about preprocessing (shared by the hf:DIR loaders: image
-classifiers, CLIP and DETR)."""
+"""What a save_pretrained folder holds, read offline: the model (one clear line when it cannot be loaded) and what
+its image processor says about preprocessing (shared by the hf:DIR loaders: image classifiers, CLIP, DETR,
+embedders, Segment Anything, Depth Anything)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from ..errors import DeepprobeError
 from .preprocess import Preprocess
 
 # PIL resample codes in preprocessor configs -> torchvision interpolation names
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
+
+
+def load_saved(loader, folder: Path, failure: str, errors: tuple[type[BaseException], ...] = (OSError, ValueError,
+                                                                                           RuntimeError), **kwargs):
+    """`loader.from_pretrained(folder)` with local files only; a failure is one line, `failure: <first line>`."""
+    try:
+        return loader.from_pretrained(str(folder), local_files_only=True, **kwargs)
+    except errors as exc:
+        text = str(exc).strip()
+        raise DeepprobeError(f"{failure}: {(text.splitlines()[0] if text else type(exc).__name__)[:200]}") from exc
 
 
 def processor_config(folder: Path) -> dict:

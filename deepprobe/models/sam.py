@@ -169,12 +169,9 @@ def load_sam(folder: Path):
     """(SamSegmenter, labels None, Preprocess) from a save_pretrained folder (model + SamProcessor), offline."""
     from transformers import SamModel
 
-    from .hf_processor import processor_config
+    from .hf_processor import load_saved, processor_config
 
-    try:
-        model = SamModel.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise DeepprobeError(f"cannot load Segment Anything from {folder}: {str(exc).splitlines()[0][:200]}") from exc
+    model = load_saved(SamModel, folder, f"cannot load Segment Anything from {folder}")
     cfg = processor_config(folder)
     longest = int((cfg.get("size") or {}).get("longest_edge", model.config.vision_config.image_size))
     pad = cfg.get("pad_size") or {}
