@@ -214,6 +214,7 @@ def _eps_text(entry: dict, key: str, plan) -> str:
 def _report(run, bundle, dataset, plan, config, outcome, ctx) -> int:
     """Rank 0, after the merge: the summary (file, --json), the plot and the table."""
     from ..techniques.robustness import Tally, occupancy_summary
+    from ..figures.robustness import robustness_title
     from ..techniques.robustness_plot import accuracy_plot
 
     tally = Tally(plan, dataset.labeling)
@@ -230,23 +231,14 @@ def _report(run, bundle, dataset, plan, config, outcome, ctx) -> int:
         images_per_s=round(outcome.processed / outcome.wall_s, 4) if outcome.wall_s > 0 else None,
         attack_seconds_per_image=round(seconds / summary["n"], 4) if summary["n"] else None,
         world_size=ctx.world, ranks=outcome.ranks, device=str(bundle.device), config=config)
-    folder = outcome.folder
-    outputs = [str(folder.results), str(folder.summary)]
+    plots = []
     if summary["n"]:
-        title = f"{bundle.title} · {summary['n']} images · {' > '.join(plan.cascade)} · {plan.settings.norm}"
         shown = ("n", "labels", "measure", "clean_accuracy", "robust_accuracy", "stage_accuracy", "ci95", "per_eps",
                  "complete", "n_skipped")
-        plot = run.save_image(accuracy_plot(dict(summary), title=title), PLOT, replace=True,
-                              result={**{k: summary[k] for k in shown}, "norm": plan.settings.norm})
-        outputs.append(str(plot))
+        plots.append(run.save_image(accuracy_plot(dict(summary), title=robustness_title(bundle.title, summary)), PLOT,
+                                    replace=True, result={**{k: summary[k] for k in shown}, "norm": plan.settings.norm}))
     earlier = sorted((run.out_dir / EXAMPLES).glob("*.png"))  # from this and earlier sessions of the run
-    summary["outputs"] = outputs + [str(p) for p in earlier if p.name.endswith("_panel.png")]
-    folder.write_summary(summary)
-    if not summary["n"] and outcome.complete:
-        raise DeepprobeError(f"no image of DATA could be read ({summary['n_skipped']} skipped, listed in "
-                             f"{folder.summary})")
-    run.summary.update({k: v for k, v in summary.items() if k != "outputs"})
-    run.outputs[:0] = [folder.results, folder.summary] + [p for p in earlier if p not in run.outputs]
+    publish_summary(run, outcome, summary, plots + [p for p in earlier if p.name.endswith("_panel.png")], earlier)
     _table(run, bundle, summary, plan)
     if not outcome.complete:
         left = summary["images_selected"] - summary["n"] - summary["n_skipped"]
@@ -255,6 +247,19 @@ def _report(run, bundle, dataset, plan, config, outcome, ctx) -> int:
         run.finish()
         return 130
     return run.finish()
+
+
+def publish_summary(run, outcome, summary: dict, figures: list[Path], files: list[Path]) -> None:
+    """Write summary.json listing results, summary and `figures`; refuse a run that read no image (one line naming
+    the file that lists the skipped ones); hand the numbers and `files` to the run's own summary and outputs."""
+    folder = outcome.folder
+    summary["outputs"] = [str(folder.results), str(folder.summary)] + [str(p) for p in figures]
+    folder.write_summary(summary)
+    if not summary["n"] and outcome.complete:
+        raise DeepprobeError(f"no image of DATA could be read ({summary['n_skipped']} skipped, listed in "
+                             f"{folder.summary})")
+    run.summary.update({k: v for k, v in summary.items() if k != "outputs"})
+    run.outputs[:0] = [folder.results, folder.summary] + [p for p in files if p not in run.outputs]
 
 
 def _table(run, bundle, summary: dict, plan) -> None:

@@ -96,6 +96,7 @@ class _Examples:
 def _report(run, bundle, dataset, eps: list[float], opts: Options, config: dict, outcome) -> int:
     from ..figures.robustness import abs_rel_plot, abs_rel_rows, depth_robustness_title
     from ..techniques.depth_robustness import DepthTally
+    from .robustness import publish_summary
 
     tally = DepthTally(eps)
     for record in outcome.records():
@@ -104,22 +105,15 @@ def _report(run, bundle, dataset, eps: list[float], opts: Options, config: dict,
     summary.update(images_selected=len(dataset.items), skipped=outcome.skipped, n_skipped=len(outcome.skipped),
                    complete=outcome.complete, wall_s=round(outcome.wall_s, 3), device=str(bundle.device),
                    config=config)
-    folder = outcome.folder
-    outputs = [str(folder.results), str(folder.summary)]
+    plots = []
     if summary["n"]:
         flat = {f"abs_rel_eps_{k}": (v or {}).get("mean") for k, v in summary["abs_rel"].items()}
-        plot = run.save_image(abs_rel_plot(summary, opts.norm, title=depth_robustness_title(bundle.title, summary)),
-                              PLOT, replace=True, result={"n": summary["n"], "reference": summary["reference"],
-                                                          **flat})
-        outputs.append(str(plot))
+        plots.append(run.save_image(abs_rel_plot(summary, opts.norm,
+                                                 title=depth_robustness_title(bundle.title, summary)),
+                                    PLOT, replace=True, result={"n": summary["n"], "reference": summary["reference"],
+                                                                **flat}))
     examples = sorted((run.out_dir / EXAMPLES).glob("*_panel.png"))
-    summary["outputs"] = outputs + [str(p) for p in examples]
-    folder.write_summary(summary)
-    if not summary["n"] and outcome.complete:
-        raise DeepprobeError(f"no image of DATA could be read ({summary['n_skipped']} skipped, listed in "
-                             f"{folder.summary})")
-    run.summary.update({k: v for k, v in summary.items() if k != "outputs"})
-    run.outputs[:0] = [folder.results, folder.summary] + [p for p in examples if p not in run.outputs]
+    publish_summary(run, outcome, summary, plots + examples, examples)
     if run.show_progress and summary["n"]:
         from rich.table import Table
 
