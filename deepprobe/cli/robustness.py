@@ -215,6 +215,7 @@ def _report(run, bundle, dataset, plan, config, outcome, ctx) -> int:
     """Rank 0, after the merge: the summary (file, --json), the plot and the table."""
     from ..techniques.robustness import Tally, occupancy_summary
     from ..figures.robustness import robustness_title
+    from .dataset_summary import publish_summary
     from ..techniques.robustness_plot import accuracy_plot
 
     tally = Tally(plan, dataset.labeling)
@@ -247,19 +248,6 @@ def _report(run, bundle, dataset, plan, config, outcome, ctx) -> int:
         run.finish()
         return 130
     return run.finish()
-
-
-def publish_summary(run, outcome, summary: dict, figures: list[Path], files: list[Path]) -> None:
-    """Write summary.json listing results, summary and `figures`; refuse a run that read no image (one line naming
-    the file that lists the skipped ones); hand the numbers and `files` to the run's own summary and outputs."""
-    folder = outcome.folder
-    summary["outputs"] = [str(folder.results), str(folder.summary)] + [str(p) for p in figures]
-    folder.write_summary(summary)
-    if not summary["n"] and outcome.complete:
-        raise DeepprobeError(f"no image of DATA could be read ({summary['n_skipped']} skipped, listed in "
-                             f"{folder.summary})")
-    run.summary.update({k: v for k, v in summary.items() if k != "outputs"})
-    run.outputs[:0] = [folder.results, folder.summary] + [p for p in files if p not in run.outputs]
 
 
 def _table(run, bundle, summary: dict, plan) -> None:

@@ -96,7 +96,7 @@ class _Examples:
 def _report(run, bundle, dataset, eps: list[float], opts: Options, config: dict, outcome) -> int:
     from ..figures.robustness import abs_rel_plot, abs_rel_rows, depth_robustness_title
     from ..techniques.depth_robustness import DepthTally
-    from .robustness import publish_summary
+    from .dataset_summary import publish_summary
 
     tally = DepthTally(eps)
     for record in outcome.records():
